@@ -1,0 +1,16 @@
+"""Classical Music Creation: learn classical piano from MIDI with an LSTM and compose new pieces.
+
+Pipeline, one module per stage:
+    data/       MIDI folders or Aria-MIDI -> token cache (prepare), training windows (dataset)
+    tokenizer/  notes <-> events (Performance RNN vocabulary, or REMI via MidiTok)
+    model.py    Embedding -> stacked LSTM -> dropout -> linear
+    train.py    training loop, checkpoints, DDP
+    generate.py sampling with carried LSTM state, primers
+    audio.py    MIDI -> WAV/MP3 with a SoundFont
+    plot.py     piano rolls
+    evaluate.py likelihood and musical statistics
+    web/        the browser studio
+    cli.py      the `classical-music` command
+"""
+
+__version__ = "0.1.0"
