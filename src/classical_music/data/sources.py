@@ -1,0 +1,66 @@
+"""Where MIDI files come from: a plain folder (optionally with metadata.csv) or an Aria-MIDI tree.
+
+Every source yields :class:`SourceFile` records; preparation does not care which source it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+MIDI_SUFFIXES = {".mid", ".midi"}
+
+
+@dataclass
+class SourceFile:
+    path: Path
+    # Free-form columns that travel with the file into the cache (composer, title, period, ...).
+    meta: dict = field(default_factory=dict)
+    # Files with the same group always land in the same split (one piece, one recording).
+    group: str = ""
+    # "train" / "valid" / "test" when the source says so; None lets preparation assign one.
+    split: str | None = None
+
+
+def assign_split(group: str, valid_fraction: float = 0.05) -> str:
+    """Deterministic split by hashing the group key, so re-runs and new files never move a group."""
+    h = int.from_bytes(hashlib.blake2b(group.encode(), digest_size=8).digest(), "big")
+    return "valid" if h / 2**64 < valid_fraction else "train"
+
+
+def walk_midi(root: Path) -> Iterator[Path]:
+    """MIDI files under root in a stable order, streamed (a million paths never sit in a list)."""
+    root = Path(root)
+    if root.is_file():
+        if root.suffix.lower() in MIDI_SUFFIXES:
+            yield root
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if os.path.splitext(name)[1].lower() in MIDI_SUFFIXES:
+                yield Path(dirpath) / name
+
+
+def iter_folder(root: Path) -> Iterator[SourceFile]:
+    """All .mid/.midi files under root; metadata.csv (with a `path` column) adds columns and split."""
+    root = Path(root)
+    table: dict[str, dict] = {}
+    csv_path = root / "metadata.csv"
+    if csv_path.is_file():
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames and "path" in reader.fieldnames:
+                for row in reader:
+                    table[Path(row["path"]).as_posix()] = row
+    for path in walk_midi(root):
+        rel = path.relative_to(root).as_posix()
+        row = dict(table.get(rel, {}))
+        row.pop("path", None)
+        split = row.pop("split", None) or None
+        group = row.get("piece") or rel
+        yield SourceFile(path=path, meta=row, group=group, split=split)
