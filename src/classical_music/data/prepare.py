@@ -76,9 +76,11 @@ def _job(item):
 
 
 def iter_source(cfg: PrepareConfig):
-    from . import aria
-
-    if aria.is_aria_layout(cfg.source):
+    try:  # TEMP-DEV
+        from . import aria
+    except ImportError:
+        aria = None
+    if aria and aria.is_aria_layout(cfg.source):
         return aria.iter_aria(
             cfg.source, genre=cfg.genre, composer=cfg.composer, period=cfg.period,
             min_audio_score=cfg.min_audio_score,
