@@ -54,7 +54,7 @@ def encode_file(path: str):
     """(tokens, notes, music seconds, clipped) or a skip reason string. Never raises."""
     try:
         score = load_score(path)
-        notes = score_to_notes(score)
+        notes = score_to_notes(score, sort=False)  # the tokenizer orders events itself
         if len(notes) == 0:
             return "drum tracks only" if has_drums_only(score) else "no notes"
         tokens = _TOKENIZER.encode_notes(notes)

@@ -1,0 +1,33 @@
+# Two commands on a fresh machine:
+#   make demo   set up .venv and compose a piece with the model shipped in the package
+#   make test   set up .venv and run the test suite
+# TORCH_SPEC pins the CPU build found on this project's machines; override it elsewhere, e.g.
+#   make demo TORCH_SPEC="torch"     (any torch >= 2.3 works)
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+OUT ?= outputs
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+demo: setup
+	$(BIN)/classical-music generate --output $(OUT)/first_piece.mid --seconds 30 --mp3 --wav --plot
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/prepare.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache
