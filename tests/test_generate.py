@@ -1,0 +1,144 @@
+import numpy as np
+import pytest
+import symusic
+import torch
+
+from classical_music.errors import UserError
+from classical_music.generate import (
+    GenerateConfig, compose, filter_logits, main, parse_note_name, parse_primer_notes, sample,
+)
+from classical_music.model import ComposerLSTM, ModelConfig
+from classical_music.tokenizer import get_tokenizer
+
+from conftest import scale, write_midi
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=2))
+    # Lower EOS so an untrained model composes for a while instead of stopping at once.
+    with torch.no_grad():
+        model.head.bias[tok.eos_id] = -20
+    path = tmp_path_factory.mktemp("ck") / "best"
+    model.save_pretrained(path, tokenizer=tok)
+    return path
+
+
+def notes_of(path):
+    s = symusic.Score(str(path), ttype="second")
+    return [(n.pitch, round(n.time, 3), round(n.duration, 3), n.velocity) for t in s.tracks for n in t.notes]
+
+
+def test_same_seed_same_notes_and_variations_differ(checkpoint, tmp_path):
+    args = ["--checkpoint", str(checkpoint), "--seconds", "5", "--seed", "7", "--num_samples", "3"]
+    assert main([*args, "--output", str(tmp_path / "a" / "song.mid")]) == 0
+    assert main([*args, "--output", str(tmp_path / "b" / "song.mid")]) == 0
+    for i in (1, 2, 3):
+        a = notes_of(tmp_path / "a" / f"song_{i}.mid")
+        assert a and a == notes_of(tmp_path / "b" / f"song_{i}.mid")
+    assert notes_of(tmp_path / "a" / "song_1.mid") != notes_of(tmp_path / "a" / "song_2.mid")
+
+
+def test_midi_opens_as_a_piano_track_of_the_asked_length(checkpoint, tmp_path):
+    out = tmp_path / "generated_song.mid"
+    r = compose(GenerateConfig(output=out, checkpoint=checkpoint, seconds=4, seed=1))
+    s = symusic.Score(str(out), ttype="second")
+    assert len(s.tracks) == 1 and s.tracks[0].program == 0 and not s.tracks[0].is_drum
+    assert len(s.tempos) == 1
+    assert 0 < s.end() <= 4.0 + 1e-6
+    assert r[0]["notes"] == len(s.tracks[0].notes)
+
+
+def test_checkpoint_may_be_a_file_inside_the_folder(checkpoint, tmp_path):
+    out = tmp_path / "x.mid"
+    assert main(["--checkpoint", str(checkpoint / "model.safetensors"), "--output", str(out), "--events", "20",
+                 "--seed", "1"]) == 0
+    assert out.exists()
+
+
+def test_primer_notes_open_the_piece(checkpoint, tmp_path):
+    out = tmp_path / "p.mid"
+    compose(GenerateConfig(output=out, checkpoint=checkpoint, seconds=3, seed=2, primer_notes="C4 E4 G4, F4 A4 C5"))
+    notes = notes_of(out)
+    first = sorted(p for p, t, d, v in notes if t == 0.0)
+    second = sorted(p for p, t, d, v in notes if t == 0.5)
+    assert first == [60, 64, 67] and second[:3] == [65, 69, 72]
+
+
+def test_primer_midi_and_no_primer_in_output(checkpoint, tmp_path):
+    primer = write_midi(tmp_path / "primer.mid", scale(16, base=72))  # 4 s of music
+    with_p = tmp_path / "with.mid"
+    without = tmp_path / "without.mid"
+    common = dict(checkpoint=checkpoint, seconds=3, seed=5, primer=primer, primer_seconds=2.0)
+    compose(GenerateConfig(output=with_p, **common))
+    compose(GenerateConfig(output=without, primer_in_output=False, **common))
+    a, b = notes_of(with_p), notes_of(without)
+    # the primer's 8 notes that start in its first 2 s, then the continuation, which alone is in b
+    assert [n[0] for n in a[:8]] == [72 + (i * 2) % 24 for i in range(8)]
+    assert len(b) == len(a) - 8 > 0
+    assert [n[0] for n in b] == [n[0] for n in a[8:]]
+
+
+def test_sampling_filters():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isinf(filter_logits(logits, top_k=2)[0, 2:]).all()
+    kept = ~torch.isinf(filter_logits(logits, top_p=0.7))
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = ~torch.isinf(filter_logits(logits, min_p=0.5))  # >= 0.25 survives
+    assert kept.tolist() == [[True, True, False, False]]
+    cold = filter_logits(logits, temperature=0.1).exp()
+    assert cold[0, 0] > 0.99
+    assert torch.allclose(filter_logits(logits).exp(), logits.exp(), atol=1e-6)
+
+
+def test_decoding_carries_state_one_step_per_event(checkpoint):
+    model = ComposerLSTM.from_pretrained(checkpoint)
+    calls = []
+    model.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape))
+    tok = model.tokenizer
+    rows = sample(model, tok, np.array([tok.bos_id]), num_samples=4, events=30, seed=0)
+    assert [len(r) for r in rows] == [30] * 4
+    assert calls[0] == (4, 1) and all(c == (4, 1) for c in calls[1:])  # batched, never a window
+
+
+def test_note_names():
+    assert parse_note_name("C4") == 60 and parse_note_name("A4") == 69
+    assert parse_note_name("Bb3") == 58 and parse_note_name("F#5") == 78
+    assert len(parse_primer_notes("C4 E4 G4, F4 A4 C5")) == 6
+    for bad in ("H4", "C", "C99", ""):
+        with pytest.raises(UserError):
+            parse_primer_notes(bad)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--temperature", "0"], "temperature"),
+    (["--temperature", "-1"], "temperature"),
+    (["--top_p", "0"], "top_p"),
+    (["--top_p", "1.5"], "top_p"),
+    (["--top_k", "-1"], "top_k"),
+    (["--primer", "missing.mid"], "not found"),
+    (["--primer_notes", "C4 X9"], "cannot read note"),
+])
+def test_bad_arguments_exit_2_with_one_line_and_no_file(checkpoint, tmp_path, capsys, flags, message):
+    out = tmp_path / "o.mid"
+    assert main(["--checkpoint", str(checkpoint), "--output", str(out), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_noteless_primer_and_unwritable_output(checkpoint, tmp_path, capsys):
+    empty = write_midi(tmp_path / "empty.mid", [])
+    assert main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "o.mid"), "--primer", str(empty)]) == 2
+    assert "no notes" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["--checkpoint", str(checkpoint), "--output", str(blocker / "o.mid")]) == 2
+    assert "cannot create output folder" in capsys.readouterr().err
+
+
+def test_missing_checkpoint_is_exit_2(tmp_path, capsys):
+    assert main(["--checkpoint", str(tmp_path / "nope"), "--output", str(tmp_path / "o.mid")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
