@@ -76,14 +76,12 @@ def _job(item):
 
 
 def iter_source(cfg: PrepareConfig):
-    try:  # TEMP-DEV
-        from . import aria
-    except ImportError:
-        aria = None
-    if aria and aria.is_aria_layout(cfg.source):
+    from . import aria
+
+    if aria.is_aria_layout(cfg.source):
         return aria.iter_aria(
             cfg.source, genre=cfg.genre, composer=cfg.composer, period=cfg.period,
-            min_audio_score=cfg.min_audio_score,
+            min_audio_score=cfg.min_audio_score, valid_fraction=cfg.valid_fraction,
         )
     if any((cfg.genre, cfg.composer, cfg.period, cfg.min_audio_score is not None)):
         return _filter_folder(cfg)
