@@ -1,0 +1,82 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from classical_music import cli
+from classical_music.evaluate import evaluate, file_nll
+from classical_music.model import ComposerLSTM, ModelConfig
+from classical_music.tokenizer import get_tokenizer
+
+from conftest import scale, write_midi
+
+
+@pytest.fixture
+def uniform_checkpoint(tmp_path):
+    """A model whose logits are constant: it must score exactly log(V) nats per event."""
+    tok = get_tokenizer("performance")
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=1))
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    path = tmp_path / "ck"
+    model.save_pretrained(path, tokenizer=tok)
+    return path
+
+
+def run(*argv):
+    return cli.main(["evaluate", *map(str, argv), "--no_progress"])
+
+
+def test_constant_logits_score_log_v(uniform_checkpoint, tmp_path, capsys):
+    src = tmp_path / "midi"
+    write_midi(src / "a.mid", scale(30))
+    write_midi(src / "b.mid", scale(50, base=40))
+    (src / "bad.mid").write_bytes(b"MThd garbage")
+    (src / "empty.mid").write_bytes(b"")
+    out = tmp_path / "r.json"
+    assert run(src, "--checkpoint", uniform_checkpoint, "--json", out) == 0
+    r = json.loads(out.read_text())
+    v = get_tokenizer("performance").vocab_size
+    assert r["nats_per_event"] == pytest.approx(math.log(v), abs=1e-4)
+    assert r["perplexity"] == pytest.approx(v, rel=1e-3)
+    assert r["files"] == 2 and len(r["skipped"]) == 2 and r["notes"] == 80
+    assert r["nats_per_note"] == pytest.approx(math.log(v) * r["events"] / 80, rel=1e-4)
+    assert r["bits_per_second"] == pytest.approx(math.log2(v) * r["events"] / r["seconds"], rel=1e-3)
+    assert r["tokenizer"]["name"] == "performance" and r["tokenizer"]["time_step_seconds"] == 0.01
+    line = capsys.readouterr().out.strip().splitlines()
+    assert len(line) == 1 and "nats/event" in line[0]
+
+
+def test_state_is_carried_across_chunks(tmp_path):
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=2)).eval()
+    with torch.no_grad():  # strong weights, so the past visibly matters
+        for p in model.parameters():
+            p.mul_(4)
+    tokens = np.random.default_rng(0).integers(3, tok.vocab_size, 500).astype(np.uint16)
+    whole = file_nll(model, tokens, chunk=10_000)
+    assert file_nll(model, tokens, chunk=37) == pytest.approx(whole, abs=1e-2)
+    # resetting the state per chunk would give a different number: the test can tell
+    reset = sum(file_nll(model, tokens[i: i + 38], chunk=10_000) for i in range(0, 499, 37))
+    assert abs(reset - whole) > 1.0
+
+
+def test_only_bad_files_is_exit_2(uniform_checkpoint, tmp_path, capsys):
+    (tmp_path / "x.mid").write_text("nope")
+    assert run(tmp_path / "x.mid", "--checkpoint", uniform_checkpoint) == 2
+    assert "no usable MIDI" in capsys.readouterr().err
+
+
+def test_split_selects_files_from_metadata(uniform_checkpoint, tmp_path):
+    src = tmp_path / "c"
+    write_midi(src / "a.mid", scale(10))
+    write_midi(src / "b.mid", scale(20))
+    (src / "metadata.csv").write_text("path,split\na.mid,train\nb.mid,valid\n")
+    out = tmp_path / "r.json"
+    assert run(src, "--split", "valid", "--checkpoint", uniform_checkpoint, "--json", out) == 0
+    r = json.loads(out.read_text())
+    assert r["files"] == 1 and r["notes"] == 20
