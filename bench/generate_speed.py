@@ -1,0 +1,97 @@
+"""Generation speed: carried-state sampling vs a sliding-window re-feed sampler, and audio rendering.
+
+    python bench/generate_speed.py [--checkpoint DIR] [--events 1000]
+
+The re-feed sampler is how notebook LSTMs usually sample: run the model over the last 100 events
+for every new event. Ours feeds one event per step and carries the LSTM state. Both use the same
+model in the same run. Goals (issue 4): >= 20x real time at batch 1 on 2 cores, >= 50x faster than
+re-feed, rendering >= 100x real time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from classical_music.generate import default_checkpoint, filter_logits, load_model, sample
+
+
+@torch.inference_mode()
+def refeed_sample(model, tok, n_events, window=100, batch=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.full((batch, 1), tok.bos_id, dtype=torch.long)
+    for _ in range(n_events):
+        logits, _ = model(seq[:, -window:])
+        nxt = torch.multinomial(filter_logits(logits[:, -1]).exp(), 1, generator=g)
+        seq = torch.cat([seq, nxt], 1)
+    return seq[:, 1:].numpy()
+
+
+def music_seconds(tok, rows):
+    return float(np.mean([tok.shift_steps(r).sum() / tok.steps_per_second for r in rows]))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoint", type=Path, default=None)
+    ap.add_argument("--events", type=int, default=1000)
+    ap.add_argument("--refeed_events", type=int, default=100)
+    args = ap.parse_args()
+    ck = args.checkpoint or default_checkpoint()
+    model = load_model(args.checkpoint)
+    tok = model.tokenizer
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}; model {ck} ({model.num_parameters():,} parameters)")
+    print()
+    print("| sampler | batch | events | wall s | events/s (all variations) | music s per wall s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    rates = {}
+    for batch in (1, 8):
+        # Fixed event count (EOS ignored by taking raw tokens) so the samplers do equal work.
+        sample(model, tok, np.array([tok.bos_id]), num_samples=batch, events=20, seed=0)  # warm-up
+        t = time.perf_counter()
+        rows = sample(model, tok, np.array([tok.bos_id]), num_samples=batch, events=args.events, seed=1)
+        wall = time.perf_counter() - t
+        n = sum(len(r) for r in rows)
+        rtf = music_seconds(tok, rows) * batch / wall
+        rates[("ours", batch)] = n / wall
+        print(f"| carried state (ours) | {batch} | {n} | {wall:.2f} | {n / wall:,.0f} | {rtf:.0f}x |")
+    for batch in (1, 8):
+        t = time.perf_counter()
+        rows = refeed_sample(model, tok, args.refeed_events, batch=batch)
+        wall = time.perf_counter() - t
+        n = rows.size
+        rates[("refeed", batch)] = n / wall
+        rtf = music_seconds(tok, rows) * batch / wall
+        print(f"| re-feed last 100 events | {batch} | {n} | {wall:.2f} | {n / wall:,.0f} | {rtf:.1f}x |")
+    print()
+    print(f"speed-up over re-feed: batch 1 {rates[('ours', 1)] / rates[('refeed', 1)]:.0f}x, "
+          f"batch 8 {rates[('ours', 8)] / rates[('refeed', 8)]:.0f}x (goal >= 50x)")
+
+    from classical_music.audio import render
+    from classical_music.generate import GenerateConfig, compose
+
+    with tempfile.TemporaryDirectory() as d:
+        mid = Path(d) / "piece.mid"
+        compose(GenerateConfig(output=mid, checkpoint=args.checkpoint, seconds=60, seed=3))
+        print()
+        print("| render | music s | wall s | x real time |")
+        print("|---|---:|---:|---:|")
+        for ext in (".wav", ".mp3"):
+            t = time.perf_counter()
+            info = render(mid, mid.with_suffix(ext))
+            wall = time.perf_counter() - t
+            print(f"| {ext[1:]} ({Path(info['soundfont']).name}) | {info['seconds']:.1f} | {wall:.2f} | "
+                  f"{info['seconds'] / wall:.0f}x |")
+
+
+if __name__ == "__main__":
+    main()
