@@ -1,0 +1,324 @@
+"""The composer: token embedding -> stacked LSTM -> dropout -> linear to next-event logits.
+
+Checkpoints are Hugging Face-style folders, readable without this code and without pickle:
+
+    config.json        ModelConfig + "model_type" + whatever training info the trainer adds
+    model.safetensors  the weights (float32, or float16 for compact storage)
+    tokenizer.json     the vocabulary the model was trained on
+
+A folder is written beside its destination and renamed into place, so a crash mid-save never
+leaves a half-written checkpoint where a good one used to be.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .errors import UserError
+
+MODEL_TYPE = "classical-music-lstm"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TOKENIZER_NAME = "tokenizer.json"
+
+State = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    embed_size: int = 256
+    hidden_size: int = 512
+    num_layers: int = 3
+    dropout: float = 0.2
+    # Share the embedding matrix with the output layer (fewer parameters, often better
+    # perplexity). When embed_size != hidden_size a bias-free hidden->embed projection is
+    # inserted before the output layer, so any sizes work.
+    tie_weights: bool = False
+
+    def __post_init__(self):
+        for name in ("vocab_size", "embed_size", "hidden_size", "num_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"model {name} must be a positive integer, got {value!r}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise UserError(f"model dropout must be in [0, 1), got {self.dropout!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """Pick the known keys out of a config.json, ignoring training info stored beside them."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class ComposerLSTM(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.embed = nn.Embedding(c.vocab_size, c.embed_size)
+        # nn.LSTM applies dropout only between stacked layers; a single layer would warn.
+        self.lstm = nn.LSTM(
+            c.embed_size,
+            c.hidden_size,
+            num_layers=c.num_layers,
+            dropout=c.dropout if c.num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.drop = nn.Dropout(c.dropout)
+        out_size = c.hidden_size
+        self.proj = None
+        if c.tie_weights and c.embed_size != c.hidden_size:
+            self.proj = nn.Linear(c.hidden_size, c.embed_size, bias=False)
+            out_size = c.embed_size
+        self.head = nn.Linear(out_size, c.vocab_size)
+        if c.tie_weights:
+            self.head.weight = self.embed.weight
+        self.tokenizer = None  # set by from_pretrained when the folder has one
+        self._init_weights()
+
+    def _init_weights(self):
+        # Small embeddings so a tied output layer starts near-uniform (loss ~ ln vocab); forget
+        # gate bias 1 lets gradients flow through long windows from the first step
+        # (Jozefowicz et al. 2015).
+        nn.init.normal_(self.embed.weight, std=0.05)
+        nn.init.zeros_(self.head.bias)
+        h = self.config.hidden_size
+        for name, p in self.lstm.named_parameters():
+            if name.startswith("bias_ih"):
+                with torch.no_grad():
+                    p.zero_()
+                    p[h : 2 * h].fill_(1.0)  # gate order: input, forget, cell, output
+            elif name.startswith("bias_hh"):
+                nn.init.zeros_(p)
+
+    def forward(self, idx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """idx [B, T] int64 -> logits [B, T, vocab], plus (h, c) each [layers, B, hidden].
+
+        Pass the returned state back in to continue a sequence one chunk (or one event) at a time.
+        """
+        if idx.dim() != 2:
+            raise ValueError(f"idx must be [batch, time], got shape {tuple(idx.shape)}")
+        x = self.embed(idx)
+        self.lstm.flatten_parameters()  # no-op on CPU; keeps cuDNN weights contiguous under DDP
+        out, state = self.lstm(x, state)
+        out = self.drop(out)
+        if self.proj is not None:
+            out = self.proj(out)
+        return self.head(out), state
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        # parameters() already yields a tied matrix once.
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def save_pretrained(
+        self,
+        folder: str | os.PathLike,
+        tokenizer=None,
+        extra: dict | None = None,
+        dtype: torch.dtype = torch.float32,
+        extra_files: dict[str, bytes] | None = None,
+    ) -> Path:
+        """Write config.json + model.safetensors (+ tokenizer.json) to `folder`, atomically.
+
+        extra: training info merged into config.json (model keys win on a clash).
+        dtype: torch.float16 halves the file; from_pretrained always loads back float32.
+        extra_files: more files written into the same atomic folder (the trainer's state).
+        """
+        from safetensors.torch import save_file
+
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise UserError(f"cannot store weights as {dtype}: use float32, float16 or bfloat16")
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        config = {
+            "model_type": MODEL_TYPE,
+            **asdict(self.config),
+            "torch_dtype": str(dtype).removeprefix("torch."),
+            "num_parameters": self.num_parameters(),
+        }
+        for k, v in (extra or {}).items():
+            config.setdefault(k, v)
+        # safetensors refuses shared storage, and a tied head is the embedding anyway.
+        tensors = {
+            k: v.detach().to("cpu", dtype).contiguous()
+            for k, v in self.state_dict().items()
+            if not (self.config.tie_weights and k == "head.weight")
+        }
+        with atomic_folder(folder) as tmp:
+            save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            _write_text(tmp / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
+            if tokenizer is not None:
+                tokenizer.save(tmp)
+            for name, data in (extra_files or {}).items():
+                _write_bytes(tmp / name, data)
+        return Path(folder)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, map_location="cpu") -> "ComposerLSTM":
+        """Load a checkpoint folder (or any file inside one) in eval mode, float32."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = checkpoint_folder(path)
+        config = read_config(folder)
+        weights = folder / WEIGHTS_NAME
+        if not weights.is_file():
+            raise UserError(f"{folder} has no {WEIGHTS_NAME}: not a complete checkpoint")
+        try:
+            model = cls(ModelConfig.from_dict(config))
+        except TypeError as e:  # a required key (vocab_size) is missing
+            raise UserError(f"{folder / CONFIG_NAME} is not a model config: {e}") from None
+        try:
+            state = load_file(str(weights), device=str(map_location))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise UserError(f"cannot read {weights}: corrupt or truncated ({e})") from None
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        if model.config.tie_weights:
+            state["head.weight"] = state.get("embed.weight")
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise UserError(
+                f"{weights} does not match config.json: missing {missing or 'none'}, "
+                f"unexpected {unexpected or 'none'}"
+            )
+        for k, v in expected.items():
+            if state[k] is None or state[k].shape != v.shape:
+                got = None if state[k] is None else tuple(state[k].shape)
+                raise UserError(
+                    f"{weights} does not match config.json: {k} has shape {got}, "
+                    f"config expects {tuple(v.shape)}"
+                )
+        model.load_state_dict(state)
+        model.to(map_location)
+        if (folder / TOKENIZER_NAME).is_file():
+            from .tokenizer import load_tokenizer
+
+            model.tokenizer = load_tokenizer(folder)
+            if model.tokenizer.vocab_size != model.config.vocab_size:
+                raise UserError(
+                    f"{folder}: tokenizer has {model.tokenizer.vocab_size} tokens but the "
+                    f"model expects {model.config.vocab_size}"
+                )
+        model.checkpoint_config = config  # training info, for reports
+        return model.eval()
+
+
+# -- folders -----------------------------------------------------------------------------------
+
+
+def checkpoint_folder(path: str | os.PathLike) -> Path:
+    """The checkpoint folder for a folder or a file inside one; recovers an interrupted swap."""
+    p = Path(path)
+    if p.is_file():
+        p = p.parent
+    if not p.exists():
+        _recover_swap(p)
+    if not p.is_dir():
+        raise UserError(f"no checkpoint at {path}")
+    return p
+
+
+def read_config(folder: Path) -> dict:
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise UserError(f"{folder} has no {CONFIG_NAME}: not a checkpoint folder")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read {path}: corrupt JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"cannot read {path}: expected a JSON object")
+    if config.get("model_type") != MODEL_TYPE:
+        raise UserError(
+            f"{path} is not a classical-music LSTM (model_type {config.get('model_type')!r})"
+        )
+    return config
+
+
+def _old_name(folder: Path) -> Path:
+    return folder.with_name(f".{folder.name}.old")
+
+
+def _recover_swap(folder: Path) -> None:
+    # A crash between "rename old away" and "rename new in" leaves only the old copy.
+    old = _old_name(folder)
+    if not folder.exists() and old.is_dir():
+        try:
+            os.replace(old, folder)
+        except FileNotFoundError:  # another process (a DDP rank) repaired it first
+            pass
+
+
+@contextmanager
+def atomic_folder(folder: str | os.PathLike):
+    """Yield a temp folder beside `folder`; on success swap it in, on error leave `folder` as is."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _recover_swap(folder)
+    old = _old_name(folder)
+    if old.exists():  # leftover from a swap that finished renaming but not deleting
+        shutil.rmtree(old)
+    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # half-written by a killed save
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        _fsync_dir(folder.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_text(path: Path, text: str) -> None:
+    _write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_tree(folder: Path) -> None:
+    # Files must be on disk before the rename publishes them, or a power cut could publish
+    # empty files under a good name.
+    for f in folder.iterdir():
+        if f.is_file():
+            os.chmod(f, 0o644)  # some writers (safetensors) create files private to the owner
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes renames durable; directories cannot be opened for fsync everywhere (Windows).
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
