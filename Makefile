@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 OUT ?= outputs
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench default-model clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,14 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The recipe of the model shipped in the package (see MODEL_CARD.md): prepare the shared corpus,
+# train with recipes/default_model.json, export float16 weights into the package and score them.
+CORPUS ?= ../shared/data/classical-piano
+default-model: setup
+	$(BIN)/classical-music data prepare $(CORPUS) --out data/prepared
+	$(BIN)/python train.py --config recipes/default_model.json --data data/prepared --save_dir checkpoints/default
+	$(BIN)/python recipes/export_default_model.py checkpoints/default/best
 
 bench: setup
 	$(BIN)/python bench/prepare.py

@@ -1,0 +1,49 @@
+"""Copy a trained checkpoint into the package as the default model (float16), and score it.
+
+    python recipes/export_default_model.py checkpoints/default/best
+
+Writes src/classical_music/pretrained/default/ (config.json, model.safetensors, tokenizer.json,
+evaluation.json). evaluation.json holds the whole-file likelihood on the shared corpus's valid
+split, measured on the exported float16 weights, so the numbers describe exactly what ships.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from classical_music.evaluate import collect, evaluate  # noqa: E402
+from classical_music.model import ComposerLSTM  # noqa: E402
+
+DEST = ROOT / "src" / "classical_music" / "pretrained" / "default"
+CORPUS = ROOT.parent / "shared" / "data" / "classical-piano"
+
+
+def main(src: str) -> None:
+    model = ComposerLSTM.from_pretrained(src)
+    metrics = [json.loads(x) for x in (Path(src).parent / "metrics.jsonl").read_text().splitlines()]
+    info = {
+        "training_data": "../shared/data/classical-piano train split: ASAP (CC BY-NC-SA 4.0) + piano-midi.de (CC BY-SA 3.0 DE)",
+        "license": "CC BY-NC-SA 4.0 (inherited from the training data)",
+        "recipe": "recipes/default_model.json",
+        "trained_steps": metrics[-1]["step"],
+        "train_seconds": metrics[-1].get("elapsed_seconds"),
+    }
+    model.save_pretrained(DEST, tokenizer=model.tokenizer, extra=info, dtype=torch.float16)
+    shipped = ComposerLSTM.from_pretrained(DEST)
+    files = collect([CORPUS], split="valid")
+    r = evaluate(shipped, files, progress=True)
+    (DEST / "evaluation.json").write_text(json.dumps({"split": "valid", "corpus": "shared/data/classical-piano", **r}, indent=2))
+    size = (DEST / "model.safetensors").stat().st_size / 2**20
+    print(f"exported {DEST} ({size:.1f} MB): valid {r['nats_per_event']:.4f} nats/event, "
+          f"perplexity {r['perplexity']:.2f} over {r['files']} files")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "checkpoints/default/best")
