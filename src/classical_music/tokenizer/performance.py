@@ -67,7 +67,7 @@ class PerformanceTokenizer(Tokenizer):
         # One note per (pitch, onset step): a key cannot go down twice in 10 ms. Single int64 keys
         # with argsort instead of np.lexsort: the encoder's sorts were most of its time.
         key = pitch << 40 | on
-        order = np.argsort(key, kind="stable")
+        order = np.argsort(key)
         key, on, off, pitch, vbin = key[order], on[order], off[order], pitch[order], vbin[order]
         first = np.ones(len(key), bool)
         first[1:] = key[1:] != key[:-1]
