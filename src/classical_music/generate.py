@@ -295,13 +295,12 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
             whole = Notes(whole.onset[keep], np.minimum(whole.offset[keep], limit), whole.pitch[keep], whole.velocity[keep])
         write_midi_atomic(notes_to_score(whole), path)
         files = {"midi": path}
-        if cfg.wav or cfg.mp3:
+        audio = [path.with_suffix(ext) for ext, wanted in ((".wav", cfg.wav), (".mp3", cfg.mp3)) if wanted]
+        if audio:
             from .audio import render
 
-            for ext, wanted in ((".wav", cfg.wav), (".mp3", cfg.mp3)):
-                if wanted:
-                    render(path, path.with_suffix(ext), soundfont=cfg.soundfont)
-                    files[ext[1:]] = path.with_suffix(ext)
+            render(path, audio, soundfont=cfg.soundfont)  # one synthesis, every format
+            files.update({p.suffix[1:]: p for p in audio})
         if cfg.plot:
             from .plot import piano_roll
 
