@@ -1,0 +1,150 @@
+// The studio page: submit a job, poll it, show each variation as a card.
+// Plain DOM code, no framework or build step; every string from the server goes in via textContent.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const POLL_MS = 400;
+const STAGES = { queued: "Waiting in the queue", loading: "Loading the model", composing: "Composing",
+                 rendering: "Rendering audio and piano rolls", running: "Working" };
+
+async function loadConfig() {
+  // Limits come from the server so the form and the API never disagree.
+  try {
+    const cfg = await (await fetch("/api/config")).json();
+    $("seconds").max = cfg.max_seconds;
+    $("num_samples").max = cfg.max_samples;
+    $("primer_seconds").max = cfg.max_primer_seconds;
+    $("seconds-unit").textContent = `seconds, up to ${cfg.max_seconds}`;
+    $("samples-unit").textContent = `up to ${cfg.max_samples}`;
+    for (const [name, value] of Object.entries(cfg.defaults)) {
+      if (value !== null && $(name)) $(name).value = value;
+    }
+  } catch (e) { /* the built-in values in the form still work */ }
+}
+
+function showMessage(text) {
+  $("message").textContent = text || "";
+  $("message").hidden = !text;
+}
+
+function setStatus(text, progress) {
+  $("status").hidden = false;
+  $("status-text").textContent = text;
+  if (progress === null) $("progress").removeAttribute("value");  // indeterminate
+  else $("progress").value = progress;
+}
+
+async function errorText(response) {
+  try {
+    const body = await response.json();
+    return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+  } catch (e) {
+    return `${response.status} ${response.statusText}`;
+  }
+}
+
+async function submit(event) {
+  event.preventDefault();
+  showMessage("");
+  const fields = {};
+  for (const name of ["seconds", "temperature", "top_p", "seed", "num_samples"]) {
+    const raw = $(name).value.trim();
+    if (raw === "" && name === "seed") continue;
+    if (raw === "" || Number.isNaN(Number(raw))) { showMessage(`${name} must be a number`); return; }
+    fields[name] = Number(raw);
+  }
+  let request;
+  const file = $("primer").files[0];
+  if (file) {
+    const form = new FormData();
+    for (const [k, v] of Object.entries(fields)) form.append(k, String(v));
+    if ($("primer_seconds").value.trim() !== "") form.append("primer_seconds", $("primer_seconds").value.trim());
+    form.append("primer", file);
+    request = fetch("/api/generate_with_primer", { method: "POST", body: form });
+  } else {
+    request = fetch("/api/generate", { method: "POST", headers: { "Content-Type": "application/json" },
+                                       body: JSON.stringify(fields) });
+  }
+  $("compose").disabled = true;
+  setStatus("Sending…", null);
+  try {
+    const response = await request;
+    if (!response.ok) throw new Error(await errorText(response));
+    const { id } = await response.json();
+    await follow(id);
+  } catch (e) {
+    showMessage(e.message);
+    $("status").hidden = true;
+  } finally {
+    $("compose").disabled = false;
+  }
+}
+
+async function follow(id) {
+  for (;;) {
+    const response = await fetch(`/api/jobs/${encodeURIComponent(id)}`);
+    if (!response.ok) throw new Error(await errorText(response));
+    const job = await response.json();
+    if (job.status === "done") {
+      setStatus("Done", 1);
+      showJob(job);
+      return;
+    }
+    if (job.status === "error") throw new Error(job.error || "composing failed");
+    let text = STAGES[job.stage] || STAGES[job.status] || job.status;
+    if (job.status === "queued" && job.queue_position) text += ` (position ${job.queue_position})`;
+    if (job.status === "running") text += ` ${Math.round(100 * job.progress)}%`;
+    setStatus(text + "…", job.status === "queued" ? null : job.progress);
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
+function el(tag, attrs = {}, text = "") {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text) node.textContent = text;
+  return node;
+}
+
+function showJob(job) {
+  const p = job.params;
+  const section = el("section", { class: "job", "data-job": job.id });
+  const bits = [`${p.seconds} s`, `temperature ${p.temperature}`, `top-p ${p.top_p}`, `seed ${p.seed}`];
+  if (p.primer_seconds) bits.push(`continuing ${p.primer_seconds} s of a primer`);
+  section.append(el("h2", {}, bits.join(" · ")));
+  const cards = el("div", { class: "cards" });
+  job.variations.forEach((v, i) => cards.append(card(v, i + 1, job.id)));
+  section.append(cards);
+  $("results").prepend(section);
+}
+
+function card(variation, number, jobId) {
+  const f = variation.files;
+  const article = el("article", { class: "card" });
+  const header = el("header");
+  header.append(el("h3", {}, `Variation ${number}`),
+                el("span", { class: "meta" }, `${variation.seconds.toFixed(1)} s · ${variation.notes} notes`));
+  article.append(header);
+  if (f.mp3 || f.wav) {
+    const audio = el("audio", { controls: "", preload: "metadata" });
+    if (f.mp3) audio.append(el("source", { src: f.mp3, type: "audio/mpeg" }));
+    if (f.wav) audio.append(el("source", { src: f.wav, type: "audio/wav" }));
+    article.append(audio);
+  } else {
+    article.append(el("p", { class: "meta" }, "This variation came out silent."));
+  }
+  if (f.png) article.append(el("img", { src: f.png, alt: `Piano roll of variation ${number}` }));
+  const links = el("nav", { class: "downloads", "aria-label": "Downloads" });
+  for (const [kind, label] of [["midi", "MIDI"], ["wav", "WAV"], ["mp3", "MP3"]]) {
+    if (!f[kind]) continue;
+    const name = f[kind].split("/").pop();
+    links.append(el("a", { href: f[kind], download: `${jobId.slice(0, 8)}-${name}` }, `Download ${label}`));
+  }
+  article.append(links);
+  return article;
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  loadConfig();
+  $("compose-form").addEventListener("submit", submit);
+});

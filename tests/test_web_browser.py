@@ -1,0 +1,110 @@
+"""The studio in a real browser: Debian's Chromium driven by Playwright composes and plays a piece.
+
+Skipped outside CI unless both Python `playwright` and a Chromium binary are installed (no browser
+download: .ci/run installs Debian's `chromium` package); in CI their absence is a failure.
+The screenshot is left in the test's tmp_path.
+"""
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+CHROMIUM = Path(os.environ.get("CLASSICAL_MUSIC_CHROMIUM", "/usr/bin/chromium"))
+if os.environ.get("CI") == "true":  # .ci/run installs both: in CI a skip would hide a missing browser test
+    from playwright import sync_api
+
+    assert CHROMIUM.exists(), f"{CHROMIUM} missing: .ci/run should have installed Debian's chromium"
+else:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)", allow_module_level=True)
+
+import uvicorn  # noqa: E402
+
+from classical_music.model import ComposerLSTM, ModelConfig  # noqa: E402
+from classical_music.tokenizer import get_tokenizer  # noqa: E402
+from classical_music.web import create_app  # noqa: E402
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def studio_url(tmp_path):
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=2))
+    with torch.no_grad():  # an untrained model would otherwise stop at once
+        model.head.bias[tok.eos_id] = -20
+    model.save_pretrained(tmp_path / "ck", tokenizer=tok)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model's steps are all overhead; spare a busy CI box
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(tmp_path / "ck", tmp_path / "out"), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+    torch.set_num_threads(threads)
+
+
+def test_compose_and_play_in_chromium(studio_url, tmp_path):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(studio_url + "/")
+            assert page.title() == "Classical Music Studio"
+            page.fill("#seconds", "500")  # over the limit: the server's message is shown, nothing runs
+            page.click("#compose")
+            page.wait_for_selector("#message:not([hidden])", timeout=10_000)
+            assert "seconds" in page.inner_text("#message")
+
+            page.fill("#seconds", "2")
+            page.fill("#seed", "4")
+            page.fill("#num_samples", "2")
+            page.click("#compose")
+            page.wait_for_selector(".card audio", timeout=90_000)
+            assert page.locator(".card").count() == 2
+            assert not page.locator("#message").is_visible()
+
+            # the player has picked a source it can play and read its length from the server
+            page.wait_for_function("document.querySelector('.card audio').readyState >= 1", timeout=30_000)
+            src = page.eval_on_selector(".card audio", "a => a.currentSrc")
+            kind = page.eval_on_selector(".card audio", "a => a.canPlayType(a.querySelector('source').type)")
+            duration = page.eval_on_selector(".card audio", "a => a.duration")
+            assert src.startswith(studio_url + "/files/") and kind in ("maybe", "probably")
+            assert 1.5 < duration < 5
+            r = page.request.get(src)
+            assert r.status == 200 and r.headers["content-type"].startswith("audio/")
+            assert r.body()[:4] in (b"RIFF", b"ID3\x03", b"ID3\x04") or r.body()[:2] in (b"\xff\xfb", b"\xff\xf3")
+
+            # the piano roll drew, and every download link answers
+            page.wait_for_function("[...document.querySelectorAll('.card img')].every(i => i.naturalWidth > 0)",
+                                   timeout=30_000)
+            links = page.eval_on_selector_all(".card .downloads a", "as => as.map(a => a.href)")
+            assert len(links) == 6
+            for href in links:
+                assert page.request.get(href).status == 200, href
+            assert not errors, errors
+
+            page.screenshot(path=str(tmp_path / "studio.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (tmp_path / "studio.png").stat().st_size > 10_000
