@@ -43,11 +43,12 @@ def main():
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--events", type=int, default=1000)
     ap.add_argument("--refeed_events", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
     args = ap.parse_args()
     ck = args.checkpoint or default_checkpoint()
     model = load_model(args.checkpoint)
     tok = model.tokenizer
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}; model {ck} ({model.num_parameters():,} parameters)")
     print()

@@ -55,6 +55,20 @@ def test_state_carry_equals_whole_sequence():
     torch.testing.assert_close(torch.cat([a, b], 1), whole, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("layers, tie, embed", [(2, False, 16), (1, True, 16), (3, True, 32)])
+def test_step_matches_forward(layers, tie, embed):
+    # step() is the decoder's fast path; it must be the same function as forward() on one event.
+    m = tiny(num_layers=layers, tie_weights=tie, embed_size=embed)
+    x = tokens(3, 12)
+    whole, (h_all, c_all) = m(x)
+    _, state = m(x[:, :4])
+    for t in range(4, 12):
+        logits, state = m.step(x[:, t], state)
+        torch.testing.assert_close(logits, whole[:, t], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state[0], h_all, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state[1], c_all, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("embed", [16, 32])
 def test_tied_weights_share_the_embedding(embed):
     m = tiny(embed_size=embed, tie_weights=True)

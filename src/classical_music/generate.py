@@ -174,6 +174,7 @@ def filter_logits(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, min
 
 
 @torch.inference_mode()
+@torch.inference_mode()
 def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None, events=None, temperature=1.0,
            top_k=0, top_p=1.0, min_p=0.0, seed=None, device="cpu", progress=None) -> list[np.ndarray]:
     """Continue `prefix` in num_samples variations; returns each one's new tokens (no prefix)."""
@@ -183,6 +184,7 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
     x = torch.as_tensor(prefix, dtype=torch.long, device=device).unsqueeze(0).expand(num_samples, -1)
     logits, state = model(x)
     logits = logits[:, -1]
+    step = model.decoder()
     banned = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device)
     banned[[tokenizer.pad_id, tokenizer.bos_id]] = True
     steps_per_second = getattr(tokenizer, "steps_per_second", None)
@@ -210,8 +212,7 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
             progress(n + 1, max_events, elapsed.min().item() / steps_per_second if shift_table is not None else None)
         if bool(done.all()):
             break
-        logits, state = model(nxt.unsqueeze(1), state)
-        logits = logits[:, -1]
+        logits, state = step(nxt, state)
     out = out[:, : n + 1].cpu().numpy()
     result = []
     for row in out:
