@@ -796,16 +796,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point for the repo-root `train.py` and `python -m classical_music.train`; exits."""
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for the repo-root `train.py` and `python -m classical_music.train`: the exit code."""
     from .cli import run as run_stage
 
     p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     add_arguments(p)
-    sys.exit(run_stage(run, p.parse_args(argv)))
+    return run_stage(run, p.parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
