@@ -8,6 +8,7 @@ Engines, each rendering every file once (after one warm-up render):
     normalised, written. Measured with the default worker count and with one worker.
   * ``midirenderer raw`` — one render_wave_from call on the file as is: the bare engine in one
     process, 48 kHz 16-bit, no resampling, normalising or writing. The ceiling for one core.
+  * with --mp3, ``render`` again with libsndfile's MP3 writer in place of lameenc (the encoder peer).
   * ``pretty_midi sine`` — PrettyMIDI.synthesize(44100): pretty_midi's built-in sine-wave
     synthesizer, mono, no SoundFont. A floor for "just make a sound".
   * ``pretty_midi fluidsynth`` — only when pyfluidsynth and libfluidsynth are installed.
@@ -90,6 +91,16 @@ def engines(args, tmp: Path, soundfont: Path):
     yield f"render, {workers} workers, 44.1 kHz {fmt}", ours(workers)
     if workers != 1:
         yield f"render, 1 worker, 44.1 kHz {fmt}", ours(1)
+    if args.mp3:
+        def libsndfile_mp3(path):  # the same render, with libsndfile's MP3 writer instead of lameenc
+            real = audio.find_spec
+            audio.find_spec = lambda name: None if name == "lameenc" else real(name)
+            try:
+                return ours(workers)(path)
+            finally:
+                audio.find_spec = real
+
+        yield f"render, {workers} workers, MP3 by libsndfile (peer encoder)", libsndfile_mp3
     yield "midirenderer raw, 1 call, 48 kHz in memory", raw
     yield "pretty_midi sine (no SoundFont), mono", sine
     try:

@@ -62,6 +62,25 @@ def test_mp3_is_written_and_decodes(tmp_path):
     assert rms(data) > 0.01
 
 
+@pytest.mark.parametrize("lame", [True, False], ids=["lameenc", "libsndfile"])
+def test_mp3_sounds_like_the_wav_with_either_encoder(tmp_path, monkeypatch, lame):
+    if lame:
+        pytest.importorskip("lameenc")
+    else:  # the fallback when lameenc is not installed
+        real = audio.find_spec
+        monkeypatch.setattr(audio, "find_spec", lambda name: None if name == "lameenc" else real(name))
+    mid = write_midi(tmp_path / "a.mid", scale(6))
+    audio.render(mid, [tmp_path / "a.wav", tmp_path / "a.mp3"])
+    wav, _ = sf.read(tmp_path / "a.wav", dtype="float32")
+    mp3, _ = sf.read(tmp_path / "a.mp3", dtype="float32")
+    # MP3 decoders add a start-up delay; align on the best lag before comparing
+    a, b = wav[:, 0], mp3[:, 0]
+    lag = int(np.argmax(np.correlate(b[:20000], a[:4000], mode="valid")))
+    n = min(len(a), len(b) - lag)
+    assert 0 <= lag < 4000 and n > 0.9 * len(a)
+    assert np.corrcoef(a[:n], b[lag : lag + n])[0, 1] > 0.98
+
+
 def test_one_synthesis_several_files(tmp_path):
     mid = write_midi(tmp_path / "a.mid", scale(4))
     info = audio.render(mid, [tmp_path / "a.wav", tmp_path / "a.mp3"])
