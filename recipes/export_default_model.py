@@ -3,7 +3,7 @@
     python recipes/export_default_model.py checkpoints/default/best
 
 Writes src/classical_music/pretrained/default/ (config.json, model.safetensors, tokenizer.json,
-evaluation.json). evaluation.json holds the whole-file likelihood on the shared corpus's valid
+evaluation.json) and the learning curve for MODEL_CARD.md (docs/learning_curve.png). evaluation.json holds the whole-file likelihood on the shared corpus's valid
 split, measured on the exported float16 weights, so the numbers describe exactly what ships.
 """
 
@@ -25,6 +25,30 @@ DEST = ROOT / "src" / "classical_music" / "pretrained" / "default"
 CORPUS = ROOT.parent / "shared" / "data" / "classical-piano"
 
 
+def learning_curve(metrics: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    ax.plot([m["step"] for m in metrics], [m["train_loss"] for m in metrics], lw=1, alpha=0.7,
+            label="train loss (windows of 256 events, augmented)")
+    val = [m for m in metrics if "val_nats_per_event" in m]
+    ax.plot([m["step"] for m in val], [m["val_nats_per_event"] for m in val], "o-", lw=2,
+            label="valid nats/event (windows)")
+    ax.axhline(2.2, color="grey", ls="--", lw=1, label="goal 2.2 (Performance RNN 1.969)")
+    ax.set_xlabel("step (64 x 256 events each)")
+    ax.set_ylabel("nats / event")
+    ax.set_title("Default model: learning curve")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+
+
 def main(src: str) -> None:
     model = ComposerLSTM.from_pretrained(src)
     metrics = [json.loads(x) for x in (Path(src).parent / "metrics.jsonl").read_text().splitlines()]
@@ -35,6 +59,7 @@ def main(src: str) -> None:
         "trained_steps": metrics[-1]["step"],
         "train_seconds": metrics[-1].get("elapsed_seconds"),
     }
+    learning_curve(metrics, ROOT / "docs" / "learning_curve.png")
     model.save_pretrained(DEST, tokenizer=model.tokenizer, extra=info, dtype=torch.float16)
     shipped = ComposerLSTM.from_pretrained(DEST)
     files = collect([CORPUS], split="valid")

@@ -272,8 +272,10 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
 
     def report(n, total, music_s):
         if bar is not None:
-            bar.n = n if cfg.events or music_s is None else min(round(music_s), bar.total or 0)
-            bar.refresh()
+            done = n if cfg.events or music_s is None else min(round(music_s), bar.total or 0)
+            if done != bar.n:  # redraw only on change: a redraw costs more than an LSTM step
+                bar.n = done
+                bar.refresh()
 
     t0 = time.perf_counter()
     rows = sample(model, tok, prefix, num_samples=cfg.num_samples, seconds=cfg.seconds, events=cfg.events,
