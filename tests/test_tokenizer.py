@@ -108,6 +108,19 @@ def test_fold_pedal_with_no_pedal_only_clips_overlaps():
     assert out.tolist() == [0.5, 0.7]
 
 
+def test_a_key_struck_twice_at_one_instant_sounds_until_the_longer_release():
+    # input order must not matter: the doubled strike is one strike held to the later release
+    for order in ([0, 1, 2], [1, 0, 2]):
+        on = np.array([0.0, 0.0, 2.0])[order]
+        off = np.array([0.4, 1.5, 2.5])[order]
+        out = fold_pedal(on, off, np.array([60, 60, 60]), np.zeros(0), np.zeros(0))
+        assert sorted(out[:2].tolist()) == [0.4, 1.5] and out[2] == 2.5
+        tokens = TOK.encode_notes(Notes(on, out, np.full(3, 60, np.int16), np.full(3, 64, np.int16)))
+        back = TOK.decode(tokens)
+        assert back.onset.tolist() == [0.0, 2.0]
+        assert back.offset.tolist() == pytest.approx([1.5, 2.5])
+
+
 def test_ten_thousand_notes_at_one_instant_are_bounded():
     n = 10_000
     notes = Notes(np.zeros(n), np.full(n, 0.5), (np.arange(n) % 128).astype(np.int16), np.full(n, 64, np.int16))

@@ -88,13 +88,21 @@ def fold_pedal(onset, offset, pitch, ped_start, ped_end):
         k = np.searchsorted(ps, offset, side="right") - 1
         down = (k >= 0) & (offset < pe[np.maximum(k, 0)])
         offset[down] = pe[k[down]]
-    # Clip each note at the next onset of the same pitch.
-    # (pitch, onset) order through one float key: 3x faster than np.lexsort, exact for onsets < 1e5 s
-    order = np.argsort(pitch * 1e6 + onset)
+    # Clip each note at the next onset of the same pitch. (pitch, onset) order from two stable
+    # sorts: onsets arrive nearly in order (timsort merges runs in ~linear time), then a radix
+    # sort on uint8 pitches; 3x faster than one quicksort on a float key (bench/prepare.py).
+    order = np.argsort(onset, kind="stable")
+    order = order[np.argsort(pitch[order].astype(np.uint8), kind="stable")]
     p, on = pitch[order], onset[order]
     nxt = np.full(len(order), np.inf)
     same = p[1:] == p[:-1]
     nxt[:-1][same] = on[1:][same]
+    tie = nxt == on
+    if tie.any():
+        # A key struck twice at one instant is one strike: neither copy clips the other, both
+        # take the next strictly later onset (the last of the tied run's).
+        last_of_run = np.flatnonzero(~tie)
+        nxt = nxt[last_of_run[np.searchsorted(last_of_run, np.arange(len(nxt)))]]
     clipped = np.minimum(offset[order], nxt)
     offset[order] = np.maximum(clipped, on)
     return offset

@@ -66,9 +66,18 @@ class PerformanceTokenizer(Tokenizer):
 
         # One note per (pitch, onset step): a key cannot go down twice in 10 ms. Notes arrive
         # nearly in time order, so a stable sort (timsort: runs merge in ~linear time) on one
-        # int64 key beats np.lexsort and the default quicksort; see bench/prepare.py.
-        order = np.argsort(on << 7 | pitch, kind="stable")
-        on, off, pitch, vbin = on[order], off[order], pitch[order], vbin[order]
+        # int64 key beats np.lexsort and the default quicksort. Sorting packed keys that carry
+        # their own row index (np.sort) is ~3x faster than np.argsort; see bench/prepare.py.
+        n = len(on)
+        ib = max(1, n.bit_length())
+        if int(on.max()) < 1 << (63 - 7 - ib):
+            key = np.sort((on << 7 | pitch) << ib | np.arange(n), kind="stable")
+            order = key & ((1 << ib) - 1)
+            on, pitch = key >> (7 + ib), (key >> ib) & 127
+        else:  # hours of music with millions of notes: too wide to pack
+            order = np.argsort(on << 7 | pitch, kind="stable")
+            on, pitch = on[order], pitch[order]
+        off, vbin = off[order], vbin[order]
         first = np.ones(len(on), bool)
         first[1:] = (on[1:] != on[:-1]) | (pitch[1:] != pitch[:-1])
         if not first.all():
@@ -90,10 +99,14 @@ class PerformanceTokenizer(Tokenizer):
         kind = np.concatenate([np.ones(n, np.int64), np.where(off == on, 2, 0)])
         p = np.concatenate([pitch, pitch])
         v = np.concatenate([vbin, np.full(n, -1)])
-        order = np.argsort(t << 9 | kind << 7 | p, kind="stable")
-        t, kind, p, v = t[order], kind[order], p[order], v[order]
+        # (time, kind, pitch) is unique per event, so the velocity bin rides in the low bits
+        vb = self.velocity_bins.bit_length()
+        key = np.sort((t << 9 | kind << 7 | p) << vb | (v + 1), kind="stable")
+        t, kind, p, v = key >> (9 + vb), (key >> (7 + vb)) & 3, (key >> vb) & 127, (key & ((1 << vb) - 1)) - 1
 
-        dt = np.diff(t, prepend=0)
+        dt = np.empty_like(t)
+        dt[0] = t[0]
+        np.subtract(t[1:], t[:-1], out=dt[1:])
         nshift = -(-dt // self.max_shift_steps)  # ceil
         is_on = kind == 1
         on_v = v[is_on]
@@ -102,22 +115,18 @@ class PerformanceTokenizer(Tokenizer):
         need_vel = np.zeros(len(t), bool)
         need_vel[is_on] = change
 
-        count = nshift + need_vel + 1
-        start = np.cumsum(count) - count
-        out = np.empty(int(count.sum()) + 2, dtype=np.int64)
-        body = out[1:-1]
-        event = np.where(is_on, self.note_on + p, self.note_off + p)
-        body[start + nshift + need_vel] = event
-        body[(start + nshift)[need_vel]] = self.velocity + v[need_vel]
-        total_shifts = int(nshift.sum())
-        if total_shifts:
-            owner = np.repeat(np.arange(len(t)), nshift)
-            k = np.arange(total_shifts) - np.repeat(np.cumsum(nshift) - nshift, nshift)
-            last = k == nshift[owner] - 1
-            steps = np.where(last, dt[owner] - self.max_shift_steps * (nshift[owner] - 1), self.max_shift_steps)
-            body[start[owner] + k] = self.time_shift + steps - 1
+        # Each event owns [shifts..., velocity?, event]. Start from all-1-second shifts: the only
+        # slots never overwritten below are the leading full shifts of gaps over a second, which
+        # saves expanding every gap with np.repeat (most gaps need one shift or none).
+        end = np.cumsum(nshift + need_vel + 1)
+        out = np.full(int(end[-1]) + 2, self.time_shift + self.max_shift_steps - 1, dtype=np.uint16)
         out[0], out[-1] = self.bos_id, self.eos_id
-        return out.astype(np.uint16)
+        body = out[1:-1]
+        body[end - 1] = p + np.where(is_on, self.note_on, self.note_off)
+        body[end[need_vel] - 2] = self.velocity + v[need_vel]
+        gap = nshift > 0
+        body[(end - 2 - need_vel)[gap]] = self.time_shift - 1 + (dt - self.max_shift_steps * (nshift - 1))[gap]
+        return out
 
     def decode(self, tokens) -> Notes:
         step = 0
