@@ -86,6 +86,12 @@ def test_one_synthesis_several_files(tmp_path):
     info = audio.render(mid, [tmp_path / "a.wav", tmp_path / "a.mp3"])
     assert info["paths"] == [str(tmp_path / "a.wav"), str(tmp_path / "a.mp3")]
     assert sf.info(tmp_path / "a.wav").format == "WAV" and sf.info(tmp_path / "a.mp3").format == "MP3"
+    # permissions follow the umask like any file the user makes (a mkstemp name would be 0600)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("a.wav", "a.mp3"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mid", "a.mp3", "a.wav"]
 
 
 def test_sustain_pedal_makes_a_short_note_ring(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from classical_music import cli
-from classical_music.evaluate import evaluate, file_nll
+from classical_music.evaluate import file_nll
 from classical_music.model import ComposerLSTM, ModelConfig
 from classical_music.tokenizer import get_tokenizer
 

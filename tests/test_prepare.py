@@ -2,8 +2,6 @@ import json
 import os
 
 import numpy as np
-import pytest
-import symusic
 
 from classical_music import cli
 from classical_music.data.cache import Cache

@@ -13,7 +13,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import time
 from fractions import Fraction
 from functools import lru_cache
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .files import atomic_path
 
 SOUNDFONT_ENV = "CLASSICAL_MUSIC_SOUNDFONT"
 SYSTEM_SOUNDFONTS = (
@@ -436,19 +436,14 @@ def _encode_mp3(audio: np.ndarray, sample_rate: int) -> bytes:
 def _write(audio: np.ndarray, out_path: Path, sample_rate: int, fmt: tuple[str, str]) -> None:
     import soundfile
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
     try:
-        if fmt[0] == "MP3" and find_spec("lameenc") is not None:
-            Path(tmp).write_bytes(_encode_mp3(audio, sample_rate))
-        else:
-            soundfile.write(tmp, audio, sample_rate, format=fmt[0], subtype=fmt[1])
-        os.replace(tmp, out_path)
+        with atomic_path(out_path) as tmp:
+            if fmt[0] == "MP3" and find_spec("lameenc") is not None:
+                tmp.write_bytes(_encode_mp3(audio, sample_rate))
+            else:
+                soundfile.write(str(tmp), audio, sample_rate, format=fmt[0], subtype=fmt[1])
     except (OSError, RuntimeError, soundfile.LibsndfileError) as e:
         raise UserError(f"cannot write {out_path}: {e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def render(midi, out_path, soundfont=None, sample_rate: int = 44100, workers: int | None = None) -> dict:

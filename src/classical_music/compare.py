@@ -49,6 +49,7 @@ from typing import Iterable
 import numpy as np
 
 from .errors import UserError
+from .files import write_text
 from .notes import MidiReadError, Notes, has_drums_only, load_score, score_to_notes
 
 FEATURE_NAMES = ("pitch_class", "pitch", "ioi", "duration", "velocity", "note_density", "polyphony")
@@ -412,14 +413,7 @@ def compare_sets(generated_paths, reference_paths, progress: bool = False) -> di
 def _atomic_write(path: Path, data: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a pid-unique name beside the target (same filesystem for os.replace), created with the umask
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(data, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text(path, data)
 
 
 def format_table(result: dict) -> str:

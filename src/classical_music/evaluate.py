@@ -9,9 +9,7 @@ the numbers are the model's true sequence likelihood, not a windowed estimate.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import UserError
+from .files import write_json
 from .notes import MidiReadError, has_drums_only, load_score, score_to_notes
 
 CHUNK = 2048
@@ -118,9 +117,7 @@ def _run(args) -> int:
     model = load_model(args.checkpoint, args.device)
     r = evaluate(model, files, args.device, progress=not args.no_progress and sys.stderr.isatty())
     if args.json:
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(json.dumps(r, indent=2))
-        os.replace(tmp, args.json)
+        write_json(args.json, r)
     print(f"{r['files']} files ({len(r['skipped'])} skipped), {r['events']:,} events, {r['seconds'] / 60:.1f} min: "
           f"{r['nats_per_event']:.4f} nats/event, perplexity {r['perplexity']:.2f}, "
           f"{r['nats_per_note']:.3f} nats/note, {r['bits_per_second']:.1f} bits/s")

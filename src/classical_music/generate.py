@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .files import atomic_path
 from .notes import MidiReadError, Notes, load_score, notes_to_score, score_to_notes
 
 DEFAULT_MODEL = "default"
@@ -240,12 +241,8 @@ def _writable_folder(folder: Path) -> None:
 
 
 def write_midi_atomic(score, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         score.dump_midi(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:

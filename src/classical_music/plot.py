@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UserError
+from .files import atomic_path
 
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 CMAP = "viridis"
@@ -141,13 +141,8 @@ def _save_png(fig, out_path: Path) -> None:
         raise UserError(f"output folder {out_path.parent} does not exist")
     if fig.canvas is None or type(fig.canvas).__name__ == "FigureCanvasBase":
         FigureCanvasAgg(fig)  # Agg without pyplot: no display, no global figure registry
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, out_path)
+        with atomic_path(out_path) as tmp:
+            fig.savefig(tmp, format="png")
     except OSError as e:
         raise UserError(f"cannot write {out_path}: {e.strerror or e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

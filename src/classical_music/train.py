@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from .errors import UserError
+from .files import write_text
 from .model import ComposerLSTM, ModelConfig, checkpoint_folder
 
 STATE_TENSORS = "trainer_state.safetensors"
@@ -655,9 +656,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
                 keep.append(line)
         except (ValueError, KeyError, TypeError):
             continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in keep))
 
 
 def _find_resume(cfg: TrainConfig) -> Path:

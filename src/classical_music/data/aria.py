@@ -25,6 +25,7 @@ from typing import Iterable, Iterator
 from urllib.parse import urljoin, urlsplit
 
 from ..errors import UserError
+from ..files import write_json
 from .sources import SourceFile, assign_split
 
 ARIA_REPO_ID = "loubb/aria-midi"
@@ -128,9 +129,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, data, indent=1)
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:

@@ -19,16 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..files import write_json
 from ..tokenizer import Tokenizer, load_tokenizer
 
 SHARD_TOKENS = 256 * 2**20  # 512 MB per shard keeps single files manageable for copying
 SPLITS = ("train", "valid", "test")
 
 
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 class CacheWriter:
@@ -134,7 +131,7 @@ def build_index(out: Path) -> dict:
                 "hours": round(sum(r.get("music_seconds", 0.0) for r in sel) / 3600, 3),
             }
     stats["events"] = int(sum(r["length"] for r in files))
-    _atomic_json(out / "cache.json", stats)
+    write_json(out / "cache.json", stats)
     return stats
 
 

@@ -6,7 +6,6 @@ arrays to the shard, so memory does not grow with the corpus.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..files import write_json
 from ..notes import MidiReadError, has_drums_only, load_score, score_to_notes
 from ..tokenizer import get_tokenizer
 from .cache import CacheWriter
@@ -168,9 +168,7 @@ def prepare(cfg: PrepareConfig) -> dict:
     if cfg.report:
         path = Path(cfg.report)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, path)
+        write_json(path, report)
     return report
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
+from ..files import write_json
 from ..notes import Notes
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -62,9 +62,7 @@ class Tokenizer(ABC):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / TOKENIZER_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(tmp, path)
+        write_json(path, self.to_dict())
         return path
 
     def describe(self, tokens) -> list[str]:

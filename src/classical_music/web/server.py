@@ -22,7 +22,6 @@ newest `keep_jobs` folders are kept.
 # No `from __future__ import annotations`: FastAPI must see the real types of the route
 # parameters, whose models are defined inside create_app.
 
-import argparse
 import logging
 import queue
 import re

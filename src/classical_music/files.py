@@ -1,0 +1,35 @@
+"""Writing outputs whole or not at all: a crash, a kill or a full disk never leaves half a file.
+
+Every writer goes through :func:`atomic_path`: write to a hidden name beside the target (same
+filesystem, so ``os.replace`` is atomic), rename on success, delete on failure. The temporary file
+is created by the writer itself, so it gets the user's umask (``mkstemp`` would give 0600).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # unique across threads too
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> None:
+    write_text(path, json.dumps(obj, indent=indent))
