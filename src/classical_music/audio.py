@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import UserError
 from .files import atomic_path
+from .notes import open_score
 
 SOUNDFONT_ENV = "CLASSICAL_MUSIC_SOUNDFONT"
 SYSTEM_SOUNDFONTS = (
@@ -210,23 +211,6 @@ def _ring_end(onset: np.ndarray, offset: np.ndarray, pedals: np.ndarray) -> np.n
     ring = offset.copy()
     ring[held] = pedals[k[held], 1]
     return np.minimum(ring, offset + MAX_RING)
-
-
-def _load(midi):
-    """A symusic Score in seconds from a path or a Score, or UserError."""
-    from .notes import MidiReadError, load_score
-
-    if isinstance(midi, (str, os.PathLike)):
-        path = Path(midi)
-        if not path.exists():
-            raise UserError(f"MIDI file {path} not found")
-        try:
-            return load_score(path)
-        except MidiReadError as e:
-            raise UserError(f"cannot read MIDI file {path}: {e}") from None
-    if hasattr(midi, "tracks") and hasattr(midi, "to"):  # any symusic Score, whatever its time unit
-        return midi.to("second")
-    raise UserError(f"expected a MIDI path or a symusic Score, got {type(midi).__name__}")
 
 
 def _chunks(score, n_chunks: int, align: int) -> list[tuple[bytes, int]]:
@@ -461,7 +445,7 @@ def render(midi, out_path, soundfont=None, sample_rate: int = 44100, workers: in
     up, down = _rate_ratio(sample_rate)
     fmts = [_output_format(p, sample_rate) for p in outs]
     sf_path = find_soundfont(soundfont)
-    score = _load(midi)
+    score = open_score(midi)
     if not any(len(t.notes) for t in score.tracks):
         raise UserError(f"{midi if isinstance(midi, (str, os.PathLike)) else 'the score'} has no notes to render")
     try:

@@ -7,6 +7,7 @@ is vectorised numpy so preparation stays close to parse speed.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,23 @@ def load_score(path: str | Path):
     except Exception as e:  # symusic raises plain RuntimeError/ValueError for malformed data
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MidiReadError(f"malformed MIDI: {msg[:200]}") from None
+
+
+def open_score(midi):
+    """A symusic Score in seconds from a path or any symusic Score; anything else is a UserError."""
+    from .errors import UserError
+
+    if isinstance(midi, (str, os.PathLike)):
+        path = Path(midi)
+        if not path.exists():
+            raise UserError(f"MIDI file {path} not found")
+        try:
+            return load_score(path)
+        except MidiReadError as e:
+            raise UserError(f"cannot read MIDI file {path}: {e}") from None
+    if hasattr(midi, "tracks") and hasattr(midi, "to"):  # whatever its time unit
+        return midi.to("second")
+    raise UserError(f"expected a MIDI path or a symusic Score, got {type(midi).__name__}")
 
 
 def fold_pedal(onset, offset, pitch, ped_start, ped_end):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UserError
 from .files import atomic_path
+from .notes import open_score
 
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 CMAP = "viridis"
@@ -18,22 +18,6 @@ PEDAL_COLOR = "#c0504d"
 def note_name(pitch: int) -> str:
     """MIDI pitch -> scientific pitch name (60 -> C4)."""
     return f"{NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
-
-
-def _score(midi):
-    if isinstance(midi, (str, os.PathLike)):
-        from .notes import MidiReadError, load_score
-
-        path = Path(midi)
-        if not path.exists():
-            raise UserError(f"MIDI file {path} not found")
-        try:
-            return load_score(path)
-        except MidiReadError as e:
-            raise UserError(f"cannot read MIDI file {path}: {e}") from None
-    if hasattr(midi, "tracks") and hasattr(midi, "to"):
-        return midi.to("second")
-    raise UserError(f"expected a MIDI path or a symusic Score, got {type(midi).__name__}")
 
 
 def piano_roll(midi, out_path=None, ax=None, title=None, max_seconds=None):
@@ -51,7 +35,7 @@ def piano_roll(midi, out_path=None, ax=None, title=None, max_seconds=None):
 
     from .audio import pedal_intervals
 
-    score = _score(midi)
+    score = open_score(midi)
     on, off, pitch, vel, pedals = [], [], [], [], []
     end = max((float(t.end()) for t in score.tracks), default=0.0)
     for tr in score.tracks:

@@ -146,8 +146,13 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 def _hub_errors(what: str, where: str, *, missing: str | None = None):
     """Turn huggingface_hub / HTTP failures while doing `what` into one-line UserErrors."""
     from huggingface_hub.errors import (
-        EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-        OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError,
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
     )
 
     try:
