@@ -322,3 +322,30 @@ def test_ddp_two_cpu_processes(cache, tmp_path):
 
     rng = load_file(str(tmp_path / "run" / "last" / "trainer_state.safetensors"))
     assert not torch.equal(rng["rng.torch.rank0"], rng["rng.torch.rank1"])  # dropout differs per rank
+
+
+def test_init_from_starts_from_the_weights_and_their_shape(cache, tmp_path, capsys):
+    train_mod.train(tiny(cache, tmp_path / "a", max_steps=6))
+    # other default sizes, a learning rate too small to move anything: the weights must carry over
+    cfg = tiny(cache, tmp_path / "b", max_steps=1, lr=1e-12, hidden_size=64, init_from=str(tmp_path / "a" / "last"))
+    train_mod.train(cfg)
+    a, b = weights(tmp_path / "a" / "last"), weights(tmp_path / "b" / "last")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert ComposerLSTM.from_pretrained(tmp_path / "b" / "last").config.hidden_size == 32
+    assert "starting from the weights of" in capsys.readouterr().out
+    # and from scratch the same flags would differ
+    train_mod.train(tiny(cache, tmp_path / "c", max_steps=1, lr=1e-12))
+    assert not torch.allclose(weights(tmp_path / "c" / "last")["head.weight"], a["head.weight"])
+
+
+def test_init_from_the_shipped_model_or_a_bad_path(cache, tmp_path, capsys):
+    t = Trainer(tiny(cache, tmp_path / "d", init_from="default"))
+    assert t.model.config.hidden_size == json.loads(
+        (REPO / "src/classical_music/pretrained/default/config.json").read_text())["hidden_size"]
+    assert next(t.model.parameters()).dtype == torch.float32
+    assert train_mod.main(["--data", str(cache), "--save_dir", str(tmp_path / "e"),
+                           "--init_from", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "Traceback" not in err

@@ -18,6 +18,8 @@ Several machines (run on each; node_rank 0 on the master, whose address all can 
 
 Recipes: `--config recipe.json` supplies defaults (TrainConfig field names), flags override.
 Resume after a crash or a kill: add `--resume` (from SAVE_DIR/last) or `--resume PATH`.
+Fine-tune or continue elsewhere: `--init_from CHECKPOINT` (or `default`, the model shipped in the
+package) starts from those weights and their architecture, with a fresh optimizer and schedule.
 
 What lands in SAVE_DIR:
 
@@ -94,6 +96,7 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 2
     resume: str | None = None  # "last" = SAVE_DIR/last, or a path
+    init_from: str | None = None  # start from these weights ("default" = the shipped model)
     config: str | None = None
     no_progress: bool = False
 
@@ -255,6 +258,8 @@ class Trainer:
         if self.resume_dir:
             self.model = ComposerLSTM.from_pretrained(self.resume_dir)
             self._check_resumable_model()
+        elif cfg.init_from:
+            self.model = self._initial_model(cfg.init_from)
         else:
             self.model = ComposerLSTM(ModelConfig(
                 vocab_size=self.tokenizer.vocab_size, embed_size=cfg.embed_size, hidden_size=cfg.hidden_size,
@@ -550,6 +555,22 @@ class Trainer:
         if self.tb is not None:
             self.tb.flush()
 
+    def _initial_model(self, source: str) -> ComposerLSTM:
+        from .generate import load_model
+
+        model = load_model(None if source == "default" else source).float()  # shipped weights are fp16
+        if model.tokenizer.to_dict() != self.tokenizer.to_dict():
+            raise UserError(f"{self.cfg.data} uses tokenizer {self.tokenizer.to_dict()} but --init_from {source} "
+                            f"was trained with {model.tokenizer.to_dict()}: prepare the data with the same tokenizer")
+        for name in ARCH_FIELDS:  # the weights decide the shape; say so where flags disagree
+            setattr(self.cfg, name, getattr(model.config, name))
+        model.config.dropout = model.drop.p = self.cfg.dropout
+        if model.config.num_layers > 1:
+            model.lstm.dropout = self.cfg.dropout
+        self.log(f"starting from the weights of {source} "
+                 f"({model.config.num_layers}x{model.config.hidden_size} LSTM, embed {model.config.embed_size})")
+        return model
+
     def _check_resumable_model(self) -> None:
         c, saved = self.cfg, self.model.config
         for name in ARCH_FIELDS:
@@ -686,6 +707,7 @@ _HELP = {
     "num_layers": "stacked LSTM layers",
     "dropout": "dropout between LSTM layers and before the output layer",
     "tie_weights": "share the embedding with the output layer",
+    "init_from": "start from a checkpoint's weights and architecture (`default`: the shipped model)",
     "epochs": "passes over the training windows",
     "batch_size": "windows per step (per process under torchrun)",
     "lr": "peak learning rate (AdamW)",
