@@ -175,7 +175,6 @@ def filter_logits(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, min
 
 
 @torch.inference_mode()
-@torch.inference_mode()
 def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None, events=None, temperature=1.0,
            top_k=0, top_p=1.0, min_p=0.0, seed=None, device="cpu", progress=None) -> list[np.ndarray]:
     """Continue `prefix` in num_samples variations; returns each one's new tokens (no prefix)."""
