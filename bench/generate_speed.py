@@ -48,6 +48,8 @@ def main():
     ck = args.checkpoint or default_checkpoint()
     model = load_model(args.checkpoint)
     tok = model.tokenizer
+    with torch.no_grad():  # never end early: both samplers must make exactly the events asked for
+        model.head.bias[tok.eos_id] = float("-inf")
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}; model {ck} ({model.num_parameters():,} parameters)")
@@ -56,7 +58,6 @@ def main():
     print("|---|---:|---:|---:|---:|---:|")
     rates = {}
     for batch in (1, 8):
-        # Fixed event count (EOS ignored by taking raw tokens) so the samplers do equal work.
         sample(model, tok, np.array([tok.bos_id]), num_samples=batch, events=20, seed=0)  # warm-up
         t = time.perf_counter()
         rows = sample(model, tok, np.array([tok.bos_id]), num_samples=batch, events=args.events, seed=1)

@@ -142,3 +142,27 @@ def test_noteless_primer_and_unwritable_output(checkpoint, tmp_path, capsys):
 def test_missing_checkpoint_is_exit_2(tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "nope"), "--output", str(tmp_path / "o.mid")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_sampling_never_releases_a_key_that_is_not_down():
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=1))
+    with torch.no_grad():  # a model that mostly wants to release keys, any keys
+        model.head.bias.zero_()
+        model.head.bias[tok.note_off:tok.time_shift] = 4.0
+        model.head.bias[tok.eos_id] = -20
+    primer = tok.encode_notes(parse_primer_notes("C4 E4 G4", 1.0))[:-1].astype(np.int64)
+    primer = primer[: int(np.flatnonzero((primer >= tok.note_on) & (primer < tok.note_off))[-1]) + 1]  # keys still down
+    out = sample(model, tok, primer, num_samples=3, events=300, seed=0)
+    released_primer = 0
+    for row in out:
+        down = {60, 64, 67}
+        for t in row.tolist():
+            if tok.note_on <= t < tok.note_off:
+                down.add(t - tok.note_on)
+            elif tok.note_off <= t < tok.time_shift:
+                assert t - tok.note_off in down, f"released key {t - tok.note_off} that is not down"
+                released_primer += t - tok.note_off in {60, 64, 67}
+                down.discard(t - tok.note_off)
+    assert released_primer >= 3  # the primer's keys are down, so they may (and do) come up
