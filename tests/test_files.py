@@ -24,3 +24,19 @@ def test_a_successful_write_replaces_the_target(tmp_path):
         tmp.write_text("new")
     assert target.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_leftovers_of_killed_writes_are_swept_once_stale(tmp_path):
+    import os
+    import time
+
+    from classical_music import files
+
+    target = tmp_path / "cache.json"
+    stale, fresh = tmp_path / ".cache.json.dead0001.tmp", tmp_path / ".cache.json.live0002.tmp"
+    for p in (stale, fresh):
+        p.write_text("{half")
+    old = time.time() - files.STALE_SECONDS - 60
+    os.utime(stale, (old, old))
+    write_json(target, {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cache.json.live0002.tmp", "cache.json"]

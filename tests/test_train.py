@@ -349,3 +349,16 @@ def test_init_from_the_shipped_model_or_a_bad_path(cache, tmp_path, capsys):
                            "--init_from", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "missing" in err and "Traceback" not in err
+
+
+def test_a_run_started_with_init_from_resumes_with_the_same_command(cache, tmp_path):
+    common = ["--data", str(cache), "--seq_len", "32", "--embed_size", "16", "--num_layers", "2",
+              "--batch_size", "8", "--eval_every", "0", "--eval_batches", "2", "--save_every", "2",
+              "--log_every", "1", "--num_workers", "0", "--no_progress", "--warmup_steps", "1"]
+    assert train_mod.main([*common, "--hidden_size", "32", "--max_steps", "2", "--save_dir", str(tmp_path / "a")]) == 0
+    # the flag says 64, the weights say 32: the weights win, and again when resuming
+    b = [*common, "--hidden_size", "64", "--init_from", str(tmp_path / "a" / "last"), "--save_dir", str(tmp_path / "b")]
+    assert train_mod.main([*b, "--max_steps", "2"]) == 0
+    assert train_mod.main([*b, "--max_steps", "4", "--resume"]) == 0
+    assert json.loads((tmp_path / "b" / "last" / "trainer_state.json").read_text())["step"] == 4
+    assert ComposerLSTM.from_pretrained(tmp_path / "b" / "last").config.hidden_size == 32

@@ -7,23 +7,38 @@ is created by the writer itself, so it gets the user's umask (``mkstemp`` would 
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+STALE_SECONDS = 3600  # a temporary file this old was left by a killed writer
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # unique across threads too
+    _sweep(path)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _sweep(path: Path) -> None:
+    """Remove what kill -9 left of earlier writes to this path (their names are unique)."""
+    for old in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if time.time() - old.stat().st_mtime > STALE_SECONDS:
+                old.unlink()
+        except OSError:
+            pass
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

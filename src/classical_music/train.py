@@ -562,7 +562,7 @@ class Trainer:
         if model.tokenizer.to_dict() != self.tokenizer.to_dict():
             raise UserError(f"{self.cfg.data} uses tokenizer {self.tokenizer.to_dict()} but --init_from {source} "
                             f"was trained with {model.tokenizer.to_dict()}: prepare the data with the same tokenizer")
-        for name in ARCH_FIELDS:  # the weights decide the shape; say so where flags disagree
+        for name in ARCH_FIELDS:  # the weights decide the shape (the log line below says which)
             setattr(self.cfg, name, getattr(model.config, name))
         model.config.dropout = model.drop.p = self.cfg.dropout
         if model.config.num_layers > 1:
@@ -781,6 +781,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         env.setdefault("save_dir", str(folder.parent))
     values.update(recipe)
     values.update(env)
+    if env.get("resume") and values.get("init_from"):
+        # that run took its shape from the --init_from weights, whatever the flags said
+        values.update({k: saved[k] for k in ARCH_FIELDS if k in saved})
     return TrainConfig(**values)
 
 

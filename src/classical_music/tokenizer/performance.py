@@ -74,7 +74,7 @@ class PerformanceTokenizer(Tokenizer):
             key = np.sort((on << 7 | pitch) << ib | np.arange(n), kind="stable")
             order = key & ((1 << ib) - 1)
             on, pitch = key >> (7 + ib), (key >> ib) & 127
-        else:  # hours of music with millions of notes: too wide to pack
+        else:  # too wide to pack (needs years of music): plain argsort
             order = np.argsort(on << 7 | pitch, kind="stable")
             on, pitch = on[order], pitch[order]
         off, vbin = off[order], vbin[order]
