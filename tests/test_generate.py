@@ -166,3 +166,22 @@ def test_sampling_never_releases_a_key_that_is_not_down():
                 released_primer += t - tok.note_off in {60, 64, 67}
                 down.discard(t - tok.note_off)
     assert released_primer >= 3  # the primer's keys are down, so they may (and do) come up
+
+
+def test_no_key_is_held_longer_than_max_note_seconds():
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=1))
+    with torch.no_grad():  # a model that strikes keys and never wants to release one
+        model.head.bias.zero_()
+        model.head.bias[tok.note_off:tok.time_shift] = -30.0
+        model.head.bias[tok.eos_id] = -30.0
+    prefix = np.array([tok.bos_id])
+
+    def longest(**kw):
+        rows = sample(model, tok, prefix, num_samples=2, seconds=20, seed=3, **kw)
+        return max(float((n.offset - n.onset).max()) for n in map(tok.decode, rows))
+
+    assert longest(max_note_seconds=0) > 10  # no limit: keys ring to the end
+    held = longest(max_note_seconds=2.0)
+    assert 2.0 <= held <= 3.0  # released at the first step past 2 s (a time shift is at most 1 s)
