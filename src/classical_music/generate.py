@@ -185,7 +185,7 @@ class KeyTracker:
     measures it, is untouched):
 
     * never release a key that is not down. To the decoder that is a no-op, but a small model
-      spends over half its NOTE_OFFs that way (measured: 54 % on the shipped model) and leaves
+      spends over half its NOTE_OFFs that way (measured: 54 % on an early default model) and leaves
       the keys it did strike ringing;
     * a key held for `max_hold_steps` must come up next. Real playing almost never holds a key,
       pedal included, beyond ~12 s (99.9th percentile of the shared corpus); without this rule
