@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from classical_music.evaluate import collect, evaluate  # noqa: E402
+from classical_music.files import write_json, write_text  # noqa: E402
 from classical_music.model import ComposerLSTM  # noqa: E402
 
 DEST = ROOT / "src" / "classical_music" / "pretrained" / "default"
@@ -79,7 +80,7 @@ def update_card(block: str) -> None:
     start, end = "<!-- numbers:start -->", "<!-- numbers:end -->"
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    card.write_text(f"{head}{start}\n{block}\n{end}{tail}")
+    write_text(card, f"{head}{start}\n{block}\n{end}{tail}")
 
 
 def main(src: str) -> None:
@@ -102,7 +103,7 @@ def main(src: str) -> None:
     shipped = ComposerLSTM.from_pretrained(DEST)
     files = collect([CORPUS], split="valid")
     r = evaluate(shipped, files, progress=True)
-    (DEST / "evaluation.json").write_text(json.dumps({"split": "valid", "corpus": "shared/data/classical-piano", **r}, indent=2))
+    write_json(DEST / "evaluation.json", {"split": "valid", "corpus": "shared/data/classical-piano", **r})
     size = (DEST / "model.safetensors").stat().st_size / 2**20
     config = json.loads((DEST / "config.json").read_text())
     update_card(card_numbers(config, info, r, size))

@@ -564,9 +564,7 @@ class Trainer:
                             f"was trained with {model.tokenizer.to_dict()}: prepare the data with the same tokenizer")
         for name in ARCH_FIELDS:  # the weights decide the shape (the log line below says which)
             setattr(self.cfg, name, getattr(model.config, name))
-        model.config.dropout = model.drop.p = self.cfg.dropout
-        if model.config.num_layers > 1:
-            model.lstm.dropout = self.cfg.dropout
+        _set_dropout(model, self.cfg.dropout)
         self.log(f"starting from the weights of {source} "
                  f"({model.config.num_layers}x{model.config.hidden_size} LSTM, embed {model.config.embed_size})")
         return model
@@ -578,9 +576,7 @@ class Trainer:
                 raise UserError(f"--{name} {getattr(c, name)} differs from the checkpoint's "
                                 f"{getattr(saved, name)}: a resumed run keeps its architecture")
         if c.dropout != saved.dropout:  # regularisation, not shape: free to change mid-run
-            saved.dropout = self.model.drop.p = c.dropout
-            if saved.num_layers > 1:
-                self.model.lstm.dropout = c.dropout
+            _set_dropout(self.model, c.dropout)
         mine = self.tokenizer.to_dict()
         theirs = self.model.tokenizer.to_dict() if self.model.tokenizer else None
         if theirs is not None and theirs != mine:
@@ -637,6 +633,12 @@ class Trainer:
             tb.close()
         if self.dist.owns_group:
             dist.destroy_process_group()
+
+
+def _set_dropout(model: ComposerLSTM, p: float) -> None:
+    model.config.dropout = model.drop.p = p
+    if model.config.num_layers > 1:
+        model.lstm.dropout = p
 
 
 def _fmt_val(val: float | None) -> str:

@@ -128,10 +128,6 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _write_json(path: Path, data: dict) -> None:
-    write_json(path, data, indent=1)
-
-
 def _connection_errors() -> tuple[type[BaseException], ...]:
     """Transport-level failures of whichever HTTP stack this huggingface_hub uses."""
     errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
@@ -146,13 +142,8 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 def _hub_errors(what: str, where: str, *, missing: str | None = None):
     """Turn huggingface_hub / HTTP failures while doing `what` into one-line UserErrors."""
     from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
+        EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+        OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError,
     )
 
     try:
@@ -217,7 +208,7 @@ def _fetch_archive(name: str, download_dir: Path, *, repo_id: str, revision: str
     new_info = {"repo_id": repo_id, "revision": revision or "main", "commit": remote.commit_hash,
                 "etag": etag, "size": size}
     if local.is_file() and info and info.get("etag") == etag:
-        _write_json(info_path, new_info)
+        write_json(info_path, new_info, indent=1)
         return local, new_info
 
     download_dir.mkdir(parents=True, exist_ok=True)
@@ -255,7 +246,7 @@ def _fetch_archive(name: str, download_dir: Path, *, repo_id: str, revision: str
         part.unlink()
         raise UserError(f"download of {name} is corrupt (checksum mismatch); it was deleted, run again")
     os.replace(part, local)
-    _write_json(info_path, new_info)
+    write_json(info_path, new_info, indent=1)
     return local, new_info
 
 
@@ -328,7 +319,7 @@ def download_aria_midi(subset: str, dest: str | os.PathLike, *, repo_id: str = A
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
-    _write_json(marker_path, {"repo_id": repo_id, "revision": revision or "main", "commit": info.get("commit"),
+    write_json(marker_path, {"repo_id": repo_id, "revision": revision or "main", "commit": info.get("commit"),
                               "etag": info.get("etag"), "archive": name, "root": root_rel.as_posix(),
                               "files": files})
     return dest / root_rel
