@@ -7,7 +7,7 @@ from classical_music.errors import UserError
 from classical_music.generate import (
     GenerateConfig, compose, filter_logits, main, parse_note_name, parse_primer_notes, sample,
 )
-from classical_music.model import ComposerLSTM, ModelConfig
+from classical_music.model import ComposerLSTM, ModelConfig, int8_available
 from classical_music.tokenizer import get_tokenizer
 
 from conftest import scale, write_midi
@@ -103,6 +103,26 @@ def test_decoding_carries_state_one_step_per_event(checkpoint):
     assert calls[0] == (4, 1) and all(c == (4, 1) for c in calls[1:])  # batched, never a window
 
 
+@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_sampling_draws_from_the_tempered_distribution(int8, temperature):
+    tok = get_tokenizer("performance")
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=2))
+    shifts = [tok.time_shift + k for k in range(3)]
+    p = np.array([0.5, 0.3, 0.2])
+    with torch.no_grad():  # the same next-event distribution whatever came before
+        model.head.weight.zero_()
+        model.head.bias.fill_(-40.0)
+        model.head.bias[shifts] = torch.tensor(np.log(p), dtype=torch.float32)
+    rows = sample(model, tok, np.array([tok.bos_id]), num_samples=8, events=500, seed=0, temperature=temperature,
+                  int8=int8 and int8_available())
+    drawn = np.concatenate(rows)
+    assert len(drawn) == 4000 and set(drawn.tolist()) <= set(shifts)
+    want = p ** (1 / temperature) / (p ** (1 / temperature)).sum()
+    got = np.array([(drawn == s).mean() for s in shifts])
+    assert np.abs(got - want).max() < 0.03, (got, want)
+
+
 def test_note_names():
     assert parse_note_name("C4") == 60 and parse_note_name("A4") == 69
     assert parse_note_name("Bb3") == 58 and parse_note_name("F#5") == 78
@@ -120,6 +140,7 @@ def test_note_names():
     (["--top_k", "-1"], "top_k"),
     (["--primer", "missing.mid"], "not found"),
     (["--primer_notes", "C4 X9"], "cannot read note"),
+    (["--device", "foo"], "not a device"),
 ])
 def test_bad_arguments_exit_2_with_one_line_and_no_file(checkpoint, tmp_path, capsys, flags, message):
     out = tmp_path / "o.mid"

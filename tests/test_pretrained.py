@@ -5,9 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from classical_music.evaluate import evaluate
-from classical_music.generate import default_checkpoint, load_model
+from classical_music.generate import default_checkpoint, load_model, parse_primer_notes
+from classical_music.model import int8_available
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "classical-piano"
 DEFAULT = default_checkpoint()
@@ -38,3 +40,26 @@ def test_shipped_model_matches_its_reported_validation_score():
         got = evaluate(model, [f], progress=False)
         assert got["events"] == r["events"]
         assert got["nats_per_event"] == pytest.approx(r["nats_per_event"], abs=1e-3)
+
+
+@pytest.mark.skipif(not int8_available(), reason="this PyTorch has no int8 CPU kernels")
+def test_int8_decoding_stays_close_to_float32():
+    # generate decodes with int8 weights on the CPU; on the shipped model that must not change
+    # what it composes: the next-event distributions stay within a tiny KL of float32 ones.
+    model = load_model(None)
+    tok = model.tokenizer
+    notes = parse_primer_notes(", ".join(["C4 E4 G4, F4 A4 C5, G3 B3 D4 G4, C4 E4 G4 C5, A3 C4 E4, D4 F4 A4"] * 3), 0.3)
+    tokens = torch.as_tensor(tok.encode_notes(notes)[:-1].astype("int64"))
+    with torch.inference_mode():
+        whole, _ = model(tokens[None])
+        exact = whole[0].log_softmax(-1)
+        state = model(tokens[None, :1])[1]
+        dec = model.decoder(int8=True)
+        steps = []
+        for t in tokens[1:].tolist():
+            logits, state = dec(torch.tensor([t]), state)
+            steps.append(logits)
+        approx = torch.cat(steps).log_softmax(-1)
+    kl = (exact[1:].exp() * (exact[1:] - approx)).sum(-1)
+    assert len(kl) > 40 and kl.mean() < 2e-3 and kl.max() < 2e-2
+    assert (approx.argmax(-1) == exact[1:].argmax(-1)).float().mean() > 0.9
