@@ -130,7 +130,7 @@ class ComposerLSTM(nn.Module):
     def decoder(self, int8: bool = False) -> "StepDecoder":
         """A fast one-event-at-a-time view of the current weights (rebuild it after training).
 
-        int8: CPU only, approximately the same function at 2-4x the speed (see StepDecoder)."""
+        int8: CPU only, nearly the same function at 1.3-3x the speed (see StepDecoder)."""
         return StepDecoder(self, int8=int8)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
@@ -243,14 +243,13 @@ class StepDecoder:
     two matmuls and ten small ops per layer. Here the first layer's input projection is a lookup
     table (embedding @ W_ih, biases folded in), each further layer does one matmul on [x, h], and
     the cell applies one sigmoid to all four gates (the cell-input gate's weights are doubled,
-    since tanh(x) = 2 sigmoid(2x) - 1): ~0.18 ms a step for the default model at batch 1 on one
-    core, against ~3.6 ms (nn.LSTM) and ~0.41 ms (lstm_cell).
+    since tanh(x) = 2 sigmoid(2x) - 1). Default model, one core: ~0.2 ms a step at batch 1.
 
-    int8=True runs the LSTM's matmuls through PyTorch's int8 kernels (fbgemm on x86, qnnpack on
-    ARM) with one weight scale per output row: ~0.11 ms at batch 1 and ~0.25 ms instead of
-    ~0.85 ms at batch 8, a step being bound by reading the weights. The output layer stays in
-    float32. The logits move by a KL of ~0.0005 nats/event on the default model
-    (tests/test_model.py bounds it), far less than any change of sampling temperature.
+    int8=True (CPU only) runs the matmuls through PyTorch's int8 kernels (fbgemm on x86, qnnpack
+    on ARM) with one weight scale per output row: ~0.15 ms at batch 1, and ~0.25 ms instead of
+    ~0.8 ms at batch 8, a step being bound by reading the weights. The next-event distributions
+    move by a KL of ~3e-4 nats/event on the default model (tests/test_pretrained.py bounds it),
+    far less than any change of sampling temperature. docs/benchmarks.md has the measurements.
     """
 
     @torch.inference_mode()
