@@ -220,3 +220,14 @@ def test_from_pretrained_errors_are_one_line_user_errors(tmp_path, how):
     with pytest.raises(UserError) as e:
         ComposerLSTM.from_pretrained(path)
     assert "\n" not in str(e.value) and str(e.value)
+
+
+def test_decoder_builds_on_another_device():
+    # The decoder's constants must follow the weights (a CUDA model must not meet CPU tensors);
+    # "meta" stands in for a GPU here. int8 is CPU only and says so.
+    m = tiny(num_layers=3).to("meta")
+    logits, (h, c) = m.decoder()(torch.zeros(2, dtype=torch.long, device="meta"),
+                                 (torch.zeros(3, 2, 32, device="meta"), torch.zeros(3, 2, 32, device="meta")))
+    assert logits.shape == (2, VOCAB) and logits.device.type == "meta" and len(h) == len(c) == 3
+    with pytest.raises(ValueError, match="CPU"):
+        m.decoder(int8=True)

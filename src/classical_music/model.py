@@ -254,8 +254,10 @@ class StepDecoder:
 
     @torch.inference_mode()
     def __init__(self, model: ComposerLSTM, int8: bool = False):
+        if int8 and model.head.weight.device.type != "cpu":
+            raise ValueError("int8 decoding runs on the CPU only")
         lstm, n, hid = model.lstm, model.config.num_layers, model.config.hidden_size
-        double_g = torch.ones(4 * hid, 1)
+        double_g = torch.ones(4 * hid, 1, device=model.head.weight.device)
         double_g[2 * hid:3 * hid] = 2.0  # gate order: input, forget, cell, output
         bias = [(getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")) * double_g[:, 0] for k in range(n)]
         w_ih = [getattr(lstm, f"weight_ih_l{k}") * double_g for k in range(n)]
