@@ -52,6 +52,8 @@ def main():
     ap.add_argument("--events", type=int, default=1000)
     ap.add_argument("--refeed_events", type=int, default=100)
     args = ap.parse_args()
+    if args.events < 100:
+        ap.error("--events must be >= 100: the re-feed peer starts from the first 100 events ours made")
     ck = args.checkpoint or default_checkpoint()
     model = load_model(args.checkpoint)
     tok = model.tokenizer

@@ -5,7 +5,7 @@ import torch
 
 from classical_music.errors import UserError
 from classical_music.generate import (
-    GenerateConfig, compose, filter_logits, main, parse_note_name, parse_primer_notes, sample,
+    GenerateConfig, _draw, compose, filter_logits, main, parse_note_name, parse_primer_notes, sample,
 )
 from classical_music.model import ComposerLSTM, ModelConfig, int8_available
 from classical_music.tokenizer import get_tokenizer
@@ -123,6 +123,29 @@ def test_sampling_draws_from_the_tempered_distribution(int8, temperature):
     assert np.abs(got - want).max() < 0.03, (got, want)
 
 
+def test_the_draw_never_picks_a_token_it_should_almost_never_pick():
+    # One token at 0 and the rest at -30 (probability ~1e-13 each): in 200,000 draws none of the
+    # rest may come up. A float32 Gumbel noise is -log 0 = inf once in ~10^7 values and breaks this.
+    scores = np.full((10_000, 400), -30.0, np.float32)
+    scores[:, 7] = 0.0
+    rng = np.random.default_rng(0)
+    assert all((_draw(scores.copy(), rng) == 7).all() for _ in range(20))
+
+
+def test_variations_end_at_their_own_end_token_with_every_filter(checkpoint):
+    model = ComposerLSTM.from_pretrained(checkpoint)
+    tok = model.tokenizer
+    with torch.no_grad():
+        model.head.bias[tok.eos_id] = 2.0  # ~2 % a step: rows end at different steps
+    rows = sample(model, tok, np.array([tok.bos_id]), num_samples=6, events=400, seed=1, top_k=50, top_p=0.95,
+                  min_p=0.01, temperature=0.9)
+    lengths = [len(r) for r in rows]
+    assert len(set(lengths)) > 1 and max(lengths) < 400  # each stopped at its own end token
+    for r in rows:
+        assert tok.eos_id not in r and tok.pad_id not in r and tok.bos_id not in r
+        assert len(tok.decode(r).onset) >= 0  # decodes
+
+
 def test_note_names():
     assert parse_note_name("C4") == 60 and parse_note_name("A4") == 69
     assert parse_note_name("Bb3") == 58 and parse_note_name("F#5") == 78
@@ -141,6 +164,7 @@ def test_note_names():
     (["--primer", "missing.mid"], "not found"),
     (["--primer_notes", "C4 X9"], "cannot read note"),
     (["--device", "foo"], "not a device"),
+    (["--device", "cuda:7"], "cuda"),
 ])
 def test_bad_arguments_exit_2_with_one_line_and_no_file(checkpoint, tmp_path, capsys, flags, message):
     out = tmp_path / "o.mid"

@@ -61,5 +61,6 @@ def test_int8_decoding_stays_close_to_float32():
             steps.append(logits)
         approx = torch.cat(steps).log_softmax(-1)
     kl = (exact[1:].exp() * (exact[1:] - approx)).sum(-1)
-    assert len(kl) > 40 and kl.mean() < 2e-3 and kl.max() < 2e-2
+    assert dec.int8 and len(kl) > 100
+    assert 0 < kl.mean() < 1e-3 and kl.max() < 1e-2  # > 0: the int8 path really ran
     assert (approx.argmax(-1) == exact[1:].argmax(-1)).float().mean() > 0.9

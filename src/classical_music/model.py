@@ -248,7 +248,7 @@ class StepDecoder:
     int8=True (CPU only) runs the matmuls through PyTorch's int8 kernels (fbgemm on x86, qnnpack
     on ARM) with one weight scale per output row: ~0.15 ms at batch 1, and ~0.25 ms instead of
     ~0.8 ms at batch 8, a step being bound by reading the weights. The next-event distributions
-    move by a KL of ~3e-4 nats/event on the default model (tests/test_pretrained.py bounds it),
+    move by a KL of ~4e-4 nats/event on the default model (tests/test_pretrained.py bounds it),
     far less than any change of sampling temperature. docs/benchmarks.md has the measurements.
     """
 
@@ -276,11 +276,11 @@ class StepDecoder:
         c = torch.addcmul(f * c - i, i, g, value=2.0)  # f c + i tanh(x)
         return o * torch.tanh(c), c
 
+    @torch.inference_mode()
     def __call__(self, idx: torch.Tensor, state) -> tuple[torch.Tensor, tuple[list, list]]:
         """idx [B] -> logits [B, vocab] and the new state as two lists of [B, hidden], one per layer.
 
-        `state` may be forward()'s stacked (h, c) or a previous call's lists. Call it under
-        torch.inference_mode() (ComposerLSTM.step does): entering that mode costs a step ~2 us.
+        `state` may be forward()'s stacked (h, c) or a previous call's lists.
         """
         h, c = state
         x, ck = self._cell(self.hh0(h[0], self.table.index_select(0, idx)), c[0])
@@ -322,10 +322,12 @@ def _int8_linear(weight, bias):
         qw = torch.quantize_per_channel(w, scale, torch.zeros(len(scale), dtype=torch.long), 0, torch.qint8)
         packed = torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.detach().float().cpu())
     op = torch.ops.quantized.linear_dynamic.default  # the resolved overload: ~12 us less per call
+    # 7-bit activations on x86, so CPUs without VNNI cannot saturate fbgemm's 16-bit sums; qnnpack
+    # (ARM) has no such sums and warns that it ignores the flag.
+    reduce_range = torch.backends.quantized.engine in ("fbgemm", "x86")
 
     def f(x, add=None):
-        # reduce_range: 7-bit activations, so CPUs without VNNI cannot saturate their 16-bit sums
-        y = op(x, packed, True)
+        y = op(x, packed, reduce_range)
         return y if add is None else y + add
     return f
 
