@@ -123,6 +123,15 @@ def test_sampling_draws_from_the_tempered_distribution(int8, temperature):
     assert np.abs(got - want).max() < 0.03, (got, want)
 
 
+def test_nan_logits_are_a_one_line_error():
+    tok = get_tokenizer("performance")
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=2))
+    with torch.no_grad():
+        model.head.bias[tok.note_on + 60] = float("nan")
+    with pytest.raises(UserError, match="NaN"):
+        sample(model, tok, np.array([tok.bos_id]), events=20, seed=0)
+
+
 def test_the_draw_never_picks_a_token_it_should_almost_never_pick():
     # One token at 0 and the rest at -30 (probability ~1e-13 each): in 200,000 draws none of the
     # rest may come up. A float32 Gumbel noise is -log 0 = inf once in ~10^7 values and breaks this.
