@@ -1,11 +1,16 @@
 """Copy a trained checkpoint into the package as the default model (float16), and score it.
 
     python recipes/export_default_model.py checkpoints/default/best
+    python recipes/export_default_model.py checkpoints/default-continued/best   # a second stage
 
 Writes src/classical_music/pretrained/default/ (config.json, model.safetensors, tokenizer.json,
 evaluation.json), the learning curve (docs/learning_curve.png) and the numbers table of
 MODEL_CARD.md. evaluation.json holds the whole-file likelihood on the shared corpus's valid split,
 measured on the exported float16 weights, so the numbers describe exactly what ships.
+
+A run started with `--init_from` (the second stage of the recipe) counts the steps and time of the
+model it started from: those come from the weights it replaces in the package when it started
+from them (`--init_from default`), or from its own `--init_from` folder's training record.
 """
 
 from __future__ import annotations
@@ -27,18 +32,23 @@ DEST = ROOT / "src" / "classical_music" / "pretrained" / "default"
 CORPUS = ROOT.parent / "shared" / "data" / "classical-piano"
 
 
-def learning_curve(metrics: list[dict], out: Path) -> None:
+def learning_curve(metrics: list[dict], out: Path, offset: int = 0, start: dict | None = None) -> None:
+    """Loss and validation by step; a second stage is drawn from `offset`, after its start point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    ax.plot([m["step"] for m in metrics], [m["train_loss"] for m in metrics], lw=1, alpha=0.7,
+    ax.plot([offset + m["step"] for m in metrics], [m["train_loss"] for m in metrics], lw=1, alpha=0.7,
             label="train loss (windows of 256 events, augmented)")
     val = [m for m in metrics if "val_nats_per_event" in m]
-    ax.plot([m["step"] for m in val], [m["val_nats_per_event"] for m in val], "o-", lw=2,
+    ax.plot([offset + m["step"] for m in val], [m["val_nats_per_event"] for m in val], "o-", lw=2,
             label="valid nats/event (windows)")
+    if start:
+        ax.axvline(offset, color="C3", lw=1, ls=":")
+        ax.plot([offset], [start["window_val_nats_per_event"]], "s", color="C3",
+                label=f"stage 1 ended here ({offset:,} steps; curve in learning_curve_stage1.png)")
     ax.axhline(2.2, color="grey", ls="--", lw=1, label="goal 2.2 (Performance RNN 1.969)")
     ax.set_xlabel("step (64 x 256 events each)")
     ax.set_ylabel("nats / event")
@@ -83,22 +93,47 @@ def update_card(block: str) -> None:
     write_text(card, f"{head}{start}\n{block}\n{end}{tail}")
 
 
+def _stage_one(init_from: str | None) -> dict | None:
+    """Steps, time and windowed validation of the model a run started from, or None."""
+    if not init_from:
+        return None
+    folder = DEST if init_from == "default" else Path(init_from)
+    config = json.loads((folder / "config.json").read_text())
+    if "stages" in config:  # exported from a second stage already: start from its first
+        return config["stages"][0]
+    if "trained_steps" in config:  # an exported model (the package's)
+        return {k: config[k] for k in ("trained_steps", "train_seconds", "window_val_nats_per_event")}
+    training = config["training"]  # a training checkpoint
+    metrics = Path(folder).parent / "metrics.jsonl"
+    lines = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.is_file() else []
+    lines = [m for m in lines if m["step"] <= training["step"]]
+    return {"trained_steps": training["step"], "train_seconds": lines[-1].get("elapsed_seconds") if lines else 0,
+            "window_val_nats_per_event": training["best_val_nats_per_event"]}
+
+
 def main(src: str) -> None:
     model = ComposerLSTM.from_pretrained(src)
     metrics = [json.loads(x) for x in (Path(src).parent / "metrics.jsonl").read_text().splitlines()]
     training = json.loads((Path(src) / "config.json").read_text())["training"]
     step = training["step"]
     at_step = [m for m in metrics if m["step"] <= step]
+    seconds = at_step[-1].get("elapsed_seconds") if at_step else None
+    start = _stage_one(training["config"].get("init_from"))
+    offset = start["trained_steps"] if start else 0
     info = {
         "training_data": "../shared/data/classical-piano train split: ASAP (CC BY-NC-SA 4.0) + piano-midi.de (CC BY-SA 3.0 DE)",
         "license": "CC BY-NC-SA 4.0 (inherited from the training data)",
-        "recipe": "recipes/default_model.json",
-        "trained_steps": step,
-        "train_seconds": at_step[-1].get("elapsed_seconds") if at_step else None,
+        "recipe": "recipes/default_model.json" + (" then --init_from, see MODEL_CARD.md" if start else ""),
+        "trained_steps": offset + step,
+        "train_seconds": (start["train_seconds"] if start else 0) + (seconds or 0) or None,
         "window_val_nats_per_event": round(training["best_val_nats_per_event"], 5),
         "recipe_config": training["config"],
     }
-    learning_curve(metrics, ROOT / "docs" / "learning_curve.png")
+    if start:
+        info["stages"] = [{k: start[k] for k in ("trained_steps", "train_seconds", "window_val_nats_per_event")},
+                          {"trained_steps": step, "train_seconds": seconds, "init_from": training["config"]["init_from"],
+                           "lr": training["config"]["lr"]}]
+    learning_curve(metrics, ROOT / "docs" / "learning_curve.png", offset, start)
     model.save_pretrained(DEST, tokenizer=model.tokenizer, extra=info, dtype=torch.float16)
     shipped = ComposerLSTM.from_pretrained(DEST)
     files = collect([CORPUS], split="valid")
