@@ -204,8 +204,9 @@ def _binned_kde(v: np.ndarray, x0: float, step: float, size: int, h: float) -> n
         i = np.clip(np.floor(pos).astype(np.int64), 0, size - 2)
         frac = np.clip(pos - i, 0.0, 1.0)
         mass += np.bincount(i, 1.0 - frac, size) + np.bincount(i + 1, frac, size)
-    # 4 bandwidths hold all but 6e-5 of a Gaussian; the grid margin guarantees 2L+1 <= size
-    half = min(int(math.ceil(4 * h / step)), (size - 1) // 2) if h > 0 else 0
+    # 4 bandwidths hold all but 6e-5 of a Gaussian; the grid margin guarantees 2L+1 <= size.
+    # Under step/8 the kernel is a spike (neighbours weigh < e^-32), and squaring step/h overflows.
+    half = min(int(math.ceil(4 * h / step)), (size - 1) // 2) if h > step / 8 else 0
     if half > 0:
         k = np.exp(-0.5 * (np.arange(-half, half + 1) * step / h) ** 2)
         mass = np.convolve(mass, k, mode="same")
