@@ -40,3 +40,22 @@ def test_leftovers_of_killed_writes_are_swept_once_stale(tmp_path):
     os.utime(stale, (old, old))
     write_json(target, {"a": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == [".cache.json.live0002.tmp", "cache.json"]
+
+
+def test_staged_files_land_together_or_not_at_all(tmp_path):
+    from classical_music.files import staged_paths
+
+    (tmp_path / "a.mid").write_text("old")
+    with pytest.raises(RuntimeError):
+        with staged_paths() as stage:
+            stage(tmp_path / "a.mid").write_text("new")
+            wav = stage(tmp_path / "a.wav")
+            assert wav.suffix == ".wav" and wav.name.startswith(".a.wav.")  # writers may go by the suffix
+            wav.write_text("half")
+            raise RuntimeError("the second file failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mid"] and (tmp_path / "a.mid").read_text() == "old"
+    with staged_paths() as stage:
+        stage(tmp_path / "a.mid").write_text("new")
+        stage(tmp_path / "a.wav").write_text("wav")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mid", "a.wav"]
+    assert (tmp_path / "a.mid").read_text() == "new"

@@ -174,6 +174,14 @@ def test_note_names():
     (["--primer_notes", "C4 X9"], "cannot read note"),
     (["--device", "foo"], "not a device"),
     (["--device", "cuda:7"], "cuda"),
+    (["--temperature", "inf"], "temperature"),
+    (["--seconds", "inf"], "seconds"),
+    (["--max_note_seconds", "inf"], "max_note_seconds"),
+    (["--primer_notes", ""], "empty"),
+    (["--primer_notes", "C4 E4", "--primer_chord_seconds", "0"], "primer_chord_seconds"),
+    (["--primer_seconds", "4"], "needs --primer"),
+    (["--wav", "--soundfont", "missing.sf2"], "not found"),
+    (["--mp3", "--num_samples", "2", "--soundfont", "missing.sf2"], "not found"),
 ])
 def test_bad_arguments_exit_2_with_one_line_and_no_file(checkpoint, tmp_path, capsys, flags, message):
     out = tmp_path / "o.mid"
@@ -191,6 +199,48 @@ def test_noteless_primer_and_unwritable_output(checkpoint, tmp_path, capsys):
     blocker.write_text("x")
     assert main(["--checkpoint", str(checkpoint), "--output", str(blocker / "o.mid")]) == 2
     assert "cannot create output folder" in capsys.readouterr().err
+
+
+def test_outputs_that_cannot_be_written_are_one_line_and_leave_nothing(checkpoint, tmp_path, capsys, monkeypatch):
+    (tmp_path / "taken.mid").mkdir()
+    assert main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "taken.mid")]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    # A failure after composing (here the picture of the second variation) leaves no file at all,
+    # not the first variation's MIDI, audio and picture.
+    import classical_music.plot as plot
+
+    calls = []
+    real = plot.piano_roll
+
+    def fails_second_time(midi, out, **kw):
+        calls.append(out)
+        if len(calls) == 2:
+            raise UserError("disk full")
+        return real(midi, out, **kw)
+
+    monkeypatch.setattr(plot, "piano_roll", fails_second_time)
+    out = tmp_path / "new" / "song.mid"
+    args = ["--checkpoint", str(checkpoint), "--output", str(out), "--seconds", "3", "--num_samples", "2"]
+    assert main([*args, "--wav", "--plot"]) == 2
+    assert capsys.readouterr().err.strip() == "error: disk full"
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.mid"]
+    monkeypatch.setattr(plot, "piano_roll", real)
+    assert main([*args, "--plot"]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["song_1.mid", "song_1.png", "song_2.mid", "song_2.png"]
+
+
+def test_a_piece_does_not_end_before_its_first_note():
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=1))
+    with torch.no_grad():  # a model that wants to end at once, as after a primer that ends a piece
+        model.head.bias.zero_()
+        model.head.bias[tok.eos_id] = 8.0
+    rows = sample(model, tok, np.array([tok.bos_id]), num_samples=4, events=500, seed=0)
+    for row in rows:
+        strikes = np.flatnonzero((row >= tok.note_on) & (row < tok.note_off))
+        assert len(strikes) == 1 and strikes[0] == len(row) - 1  # ends right after its first key-down
+    assert max(map(len, rows)) > 1  # it did sample other events before that note
 
 
 def test_missing_checkpoint_is_exit_2(tmp_path, capsys):

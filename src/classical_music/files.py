@@ -1,7 +1,8 @@
 """Writing outputs whole or not at all: a crash, a kill or a full disk never leaves half a file.
 
 Every writer goes through :func:`atomic_path`: write to a hidden name beside the target (same
-filesystem, so ``os.replace`` is atomic), rename on success, delete on failure. The temporary file
+filesystem, so ``os.replace`` is atomic), rename on success, delete on failure; :func:`staged_paths`
+does the same for a set of files that stand or fall together. The temporary file
 is created by the writer itself, so it gets the user's umask (``mkstemp`` would give 0600).
 """
 
@@ -14,7 +15,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 STALE_SECONDS = 3600  # a temporary file this old was left by a killed writer
 
@@ -31,9 +32,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def staged_paths() -> Iterator[Callable[[str | os.PathLike], Path]]:
+    """Several files whole or none: `stage(path)` gives a hidden name to write `path` under
+    (same suffix, so writers that go by it still can); all are renamed into place at the end,
+    and none is if anything failed. For a command's outputs (a piece's MIDI, audio and picture).
+    """
+    pending: list[tuple[Path, Path]] = []
+
+    def stage(path: str | os.PathLike) -> Path:
+        path = Path(path)
+        _sweep(path)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+        pending.append((tmp, path))
+        return tmp
+
+    try:
+        yield stage
+        for tmp, path in pending:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in pending:
+            tmp.unlink(missing_ok=True)
+
+
 def _sweep(path: Path) -> None:
     """Remove what kill -9 left of earlier writes to this path (their names are unique)."""
-    for old in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+    for old in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
         try:
             if time.time() - old.stat().st_mtime > STALE_SECONDS:
                 old.unlink()

@@ -202,25 +202,28 @@ class Studio:
             if job is None:
                 return
             self._run(job)
-            self._prune()
 
     def _run(self, job: Job) -> None:
         job.started = time.time()
         job.status = "running"
+        outcome = "error"
         try:
             job.variations = self._compose(job)
             job.progress = 1.0
-            job.status = job.stage = "done"
+            outcome = "done"
         except UserError as e:
             job.error = str(e)
-            job.status = job.stage = "error"
         except Exception as e:  # keep the worker alive for the next job; the log has the traceback
             log.exception("job %s failed", job.id)
             job.error = f"composing failed: {type(e).__name__}: {e}"
-            job.status = job.stage = "error"
         finally:
             job.primer = None
             job.finished = time.time()
+            try:
+                self._prune()  # before the job reads as finished: who sees it done sees old ones gone
+            except OSError:
+                log.exception("pruning old results failed")
+            job.status = job.stage = outcome
 
     def _compose(self, job: Job) -> list[dict]:
         # generate.compose() loads the model on every call and has no progress hook, so the studio
