@@ -289,3 +289,27 @@ def test_no_key_is_held_longer_than_max_note_seconds():
     assert longest(max_note_seconds=0) > 10  # no limit: keys ring to the end
     held = longest(max_note_seconds=2.0)
     assert 2.0 <= held <= 3.0  # released at the first step past 2 s (a time shift is at most 1 s)
+
+
+def test_no_key_is_struck_twice_at_one_instant():
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=1))
+    with torch.no_grad():  # a model that hammers middle C and rarely lets time pass
+        model.head.bias.zero_()
+        model.head.bias[tok.note_on + 60] = 6.0
+        model.head.bias[tok.eos_id] = -30.0
+    primer = tok.encode_notes(parse_primer_notes("C4", 1.0))[:-1].astype(np.int64)
+    primer = primer[: int(np.flatnonzero(primer == tok.note_on + 60)[-1]) + 1]  # ends on C4 struck now
+    rows = sample(model, tok, primer, num_samples=3, events=400, seed=1)
+    strikes = 0
+    for row in rows:
+        struck_now = {60}
+        for t in row.tolist():
+            if tok.shift_steps(np.array([t]))[0] > 0:
+                struck_now.clear()
+            elif tok.note_on <= t < tok.note_off:
+                assert t - tok.note_on not in struck_now, "a key struck twice at one instant"
+                struck_now.add(t - tok.note_on)
+                strikes += t == tok.note_on + 60
+    assert strikes > 50  # it still hammers C4, one strike per instant
