@@ -37,6 +37,10 @@ def test_png_with_bars_note_names_colorbar_and_pedal_lane(tmp_path):
     spans = sorted((round(p.get_x(), 3), round(p.get_x() + p.get_width(), 3)) for p in lane.patches)
     assert spans == [(0.5, 1.5), (2.0, 3.0)]
     assert roll.get_xlim()[0] == 0 and roll.get_xlim()[1] >= 3.9
+    assert not lane.texts  # pedal drawn, so no note about its absence
+
+    _, lane, _ = _axes(piano_roll(write_midi(tmp_path / "b.mid", scale(4))))
+    assert not lane.patches and "no sustain pedal" in lane.texts[0].get_text()  # an empty lane says why
 
 
 def test_pedal_never_lifted_is_drawn_to_the_end(tmp_path):

@@ -108,6 +108,9 @@ def piano_roll(midi, out_path=None, ax=None, title=None, max_seconds=None):
 
     for s, e in pedals:
         lane.axvspan(s, e, color=PEDAL_COLOR, alpha=0.55, lw=0)
+    if not len(pedals):  # e.g. a composed piece: the Performance vocabulary folds sustain into note lengths
+        lane.text(0.5, 0.5, "no sustain pedal in this MIDI (sustain is in the note lengths)", transform=lane.transAxes,
+                  ha="center", va="center", fontsize=8, color="0.45")
     lane.set_yticks([])
     lane.set_ylabel("pedal", rotation=0, ha="right", va="center")
     lane.set_xlabel("time (s)")
