@@ -226,8 +226,8 @@ class KeyTracker:
 
     The first and third rules are `bias`, an additive 0 / -inf mask on the NOTE_OFFs and
     NOTE_ONs kept up to date token by token; the second a dict per row of key -> step it must come
-    up by. Updates are plain Python
-    on one row at a time: a few hundred nanoseconds, where array operations cost microseconds.
+    up by. Updates are plain Python on one row at a time: a few hundred nanoseconds, where array
+    operations cost microseconds.
     """
 
     def __init__(self, tokenizer, prefix: np.ndarray, bias: np.ndarray, max_hold_steps: int = 0):
