@@ -26,6 +26,17 @@ def checkpoint(tmp_path_factory):
     return path
 
 
+def leaning_model(tok, *leanings):
+    """A small untrained LSTM whose output bias favours some events: (token id or slice, bias) pairs."""
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=1))
+    with torch.no_grad():
+        model.head.bias.zero_()
+        for where, value in leanings:
+            model.head.bias[where] = value
+    return model
+
+
 def notes_of(path):
     s = symusic.Score(str(path), ttype="second")
     return [(n.pitch, round(n.time, 3), round(n.duration, 3), n.velocity) for t in s.tracks for n in t.notes]
@@ -231,11 +242,7 @@ def test_outputs_that_cannot_be_written_are_one_line_and_leave_nothing(checkpoin
 
 def test_a_piece_does_not_end_before_its_first_note():
     tok = get_tokenizer("performance")
-    torch.manual_seed(0)
-    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=1))
-    with torch.no_grad():  # a model that wants to end at once, as after a primer that ends a piece
-        model.head.bias.zero_()
-        model.head.bias[tok.eos_id] = 8.0
+    model = leaning_model(tok, (tok.eos_id, 8.0))  # wants to end at once, as after a primer that ends a piece
     rows = sample(model, tok, np.array([tok.bos_id]), num_samples=4, events=500, seed=0)
     for row in rows:
         strikes = np.flatnonzero((row >= tok.note_on) & (row < tok.note_off))
@@ -250,12 +257,8 @@ def test_missing_checkpoint_is_exit_2(tmp_path, capsys):
 
 def test_sampling_never_releases_a_key_that_is_not_down():
     tok = get_tokenizer("performance")
-    torch.manual_seed(0)
-    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=1))
-    with torch.no_grad():  # a model that mostly wants to release keys, any keys
-        model.head.bias.zero_()
-        model.head.bias[tok.note_off:tok.time_shift] = 4.0
-        model.head.bias[tok.eos_id] = -20
+    # mostly wants to release keys, any keys
+    model = leaning_model(tok, (slice(tok.note_off, tok.time_shift), 4.0), (tok.eos_id, -20.0))
     primer = tok.encode_notes(parse_primer_notes("C4 E4 G4", 1.0))[:-1].astype(np.int64)
     primer = primer[: int(np.flatnonzero((primer >= tok.note_on) & (primer < tok.note_off))[-1]) + 1]  # keys still down
     out = sample(model, tok, primer, num_samples=3, events=300, seed=0)
@@ -274,12 +277,8 @@ def test_sampling_never_releases_a_key_that_is_not_down():
 
 def test_no_key_is_held_longer_than_max_note_seconds():
     tok = get_tokenizer("performance")
-    torch.manual_seed(0)
-    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=1))
-    with torch.no_grad():  # a model that strikes keys and never wants to release one
-        model.head.bias.zero_()
-        model.head.bias[tok.note_off:tok.time_shift] = -30.0
-        model.head.bias[tok.eos_id] = -30.0
+    # strikes keys and never wants to release one
+    model = leaning_model(tok, (slice(tok.note_off, tok.time_shift), -30.0), (tok.eos_id, -30.0))
     prefix = np.array([tok.bos_id])
 
     def longest(**kw):
@@ -293,12 +292,7 @@ def test_no_key_is_held_longer_than_max_note_seconds():
 
 def test_no_key_is_struck_twice_at_one_instant():
     tok = get_tokenizer("performance")
-    torch.manual_seed(0)
-    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=1))
-    with torch.no_grad():  # a model that hammers middle C and rarely lets time pass
-        model.head.bias.zero_()
-        model.head.bias[tok.note_on + 60] = 6.0
-        model.head.bias[tok.eos_id] = -30.0
+    model = leaning_model(tok, (tok.note_on + 60, 6.0), (tok.eos_id, -30.0))  # hammers middle C, rarely lets time pass
     primer = tok.encode_notes(parse_primer_notes("C4", 1.0))[:-1].astype(np.int64)
     primer = primer[: int(np.flatnonzero(primer == tok.note_on + 60)[-1]) + 1]  # ends on C4 struck now
     rows = sample(model, tok, primer, num_samples=3, events=400, seed=1)
