@@ -93,6 +93,21 @@ def update_card(block: str) -> None:
     write_text(card, f"{head}{start}\n{block}\n{end}{tail}")
 
 
+STAGE_FIELDS = ("trained_steps", "train_seconds", "window_val_nats_per_event")
+
+
+def _trained(folder: Path) -> tuple[dict, list[dict], dict]:
+    """A training checkpoint's record, its run's metrics up to it, and its stage fields."""
+    training = json.loads((folder / "config.json").read_text())["training"]
+    log = folder.parent / "metrics.jsonl"
+    metrics = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
+    at_step = [m for m in metrics if m["step"] <= training["step"]]
+    stage = {"trained_steps": training["step"],
+             "train_seconds": at_step[-1].get("elapsed_seconds") if at_step else None,
+             "window_val_nats_per_event": round(training["best_val_nats_per_event"], 5)}
+    return training, metrics, stage
+
+
 def _stage_one(init_from: str | None) -> dict | None:
     """Steps, time and windowed validation of the model a run started from, or None."""
     if not init_from:
@@ -102,22 +117,14 @@ def _stage_one(init_from: str | None) -> dict | None:
     if "stages" in config:  # exported from a second stage already: start from its first
         return config["stages"][0]
     if "trained_steps" in config:  # an exported model (the package's)
-        return {k: config[k] for k in ("trained_steps", "train_seconds", "window_val_nats_per_event")}
-    training = config["training"]  # a training checkpoint
-    metrics = Path(folder).parent / "metrics.jsonl"
-    lines = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.is_file() else []
-    lines = [m for m in lines if m["step"] <= training["step"]]
-    return {"trained_steps": training["step"], "train_seconds": lines[-1].get("elapsed_seconds") if lines else 0,
-            "window_val_nats_per_event": training["best_val_nats_per_event"]}
+        return {k: config[k] for k in STAGE_FIELDS}
+    return _trained(folder)[2]  # a training checkpoint
 
 
 def main(src: str) -> None:
     model = ComposerLSTM.from_pretrained(src)
-    metrics = [json.loads(x) for x in (Path(src).parent / "metrics.jsonl").read_text().splitlines()]
-    training = json.loads((Path(src) / "config.json").read_text())["training"]
-    step = training["step"]
-    at_step = [m for m in metrics if m["step"] <= step]
-    seconds = at_step[-1].get("elapsed_seconds") if at_step else None
+    training, metrics, stage = _trained(Path(src))
+    step, seconds = stage["trained_steps"], stage["train_seconds"]
     start = _stage_one(training["config"].get("init_from"))
     offset = start["trained_steps"] if start else 0
     info = {
@@ -125,12 +132,12 @@ def main(src: str) -> None:
         "license": "CC BY-NC-SA 4.0 (inherited from the training data)",
         "recipe": "recipes/default_model.json" + (" then --init_from, see MODEL_CARD.md" if start else ""),
         "trained_steps": offset + step,
-        "train_seconds": (start["train_seconds"] if start else 0) + (seconds or 0) or None,
-        "window_val_nats_per_event": round(training["best_val_nats_per_event"], 5),
+        "train_seconds": ((start or {}).get("train_seconds") or 0) + (seconds or 0) or None,
+        "window_val_nats_per_event": stage["window_val_nats_per_event"],
         "recipe_config": training["config"],
     }
     if start:
-        info["stages"] = [{k: start[k] for k in ("trained_steps", "train_seconds", "window_val_nats_per_event")},
+        info["stages"] = [{k: start[k] for k in STAGE_FIELDS},
                           {"trained_steps": step, "train_seconds": seconds, "init_from": training["config"]["init_from"],
                            "lr": training["config"]["lr"]}]
     learning_curve(metrics, ROOT / "docs" / "learning_curve.png", offset, start)

@@ -211,7 +211,7 @@ def filter_logits(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, min
 class KeyTracker:
     """Which keys are down and until when, for the grammar of Performance events.
 
-    Two rules, applied to the logits before sampling (the model's likelihood, as `evaluate`
+    Rules applied to the logits before sampling (the model's likelihood, as `evaluate`
     measures it, is untouched):
 
     * never release a key that is not down. To the decoder that is a no-op, but a small model
@@ -221,13 +221,14 @@ class KeyTracker:
       pedal included, beyond ~12 s (99.9th percentile of the shared corpus); without this rule
       an undertrained model leaves a few notes sounding to the end of the piece.
 
-    A third keeps a key from being struck twice at one instant (the first note would last 0 s:
-    ~1 % of an early model's notes were such blips).
+    * no key struck twice at one instant (the first note would last 0 s: ~1 % of an early
+      model's notes were such blips);
+    * no end token before the continuation's first key-down: a primer that ends a piece
+      (silence, keys up) otherwise often draws it at once, and the "continuation" is nothing.
 
-    The first and third rules are `bias`, an additive 0 / -inf mask on the NOTE_OFFs and
-    NOTE_ONs kept up to date token by token; the second a dict per row of key -> step it must come
-    up by. Updates are plain Python on one row at a time: a few hundred nanoseconds, where array
-    operations cost microseconds.
+    All but the second are `bias`, an additive 0 / -inf mask kept up to date token by token; the
+    second is a dict per row of key -> step it must come up by. Updates are plain Python on one
+    row at a time: a few hundred nanoseconds, where array operations cost microseconds.
     """
 
     def __init__(self, tokenizer, prefix: np.ndarray, bias: np.ndarray, max_hold_steps: int = 0):
@@ -239,12 +240,14 @@ class KeyTracker:
         self.max_hold = int(max_hold_steps) or math.inf
         self.struck = [[] for _ in range(len(bias))]  # per row: keys struck at the current instant
         self.now = [None] * len(bias)
+        self.eos = tokenizer.eos_id
         # The primer's keys still down, timed so that the continuation starts at step 0.
         prefix = np.asarray(prefix, dtype=np.int64)
         times = np.cumsum(tokenizer.shift_steps(prefix))
         for tok, t in zip(prefix.tolist(), (times - (times[-1] if len(times) else 0)).tolist()):
             for row in range(len(bias)):
                 self.update(row, tok, t)
+        self.bias[:, self.eos] = -np.inf  # after the primer: its key-downs do not count
 
     def update(self, row: int, token: int, now: int) -> None:
         if now != self.now[row]:  # time moved on: those keys may be struck again
@@ -259,6 +262,7 @@ class KeyTracker:
             self.bias[row, self.off + key] = 0.0
             self.bias[row, token] = -np.inf
             self.struck[row].append(key)
+            self.bias[row, self.eos] = 0.0
         elif 0 <= token - self.off < 128:
             self.due[row].pop(token - self.off, None)
             self.bias[row, token] = -np.inf
@@ -327,9 +331,6 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
         if hasattr(tokenizer, "note_on") and hasattr(tokenizer, "note_off"):
             hold = round((max_note_seconds or 0) * steps_per_second)
             keys = KeyTracker(tokenizer, prefix, bias, max_hold_steps=hold)
-            # No ending before a first key-down: a primer that ends a piece (silence, keys up)
-            # otherwise often draws the end token at once, and the "continuation" is nothing.
-            bias[:, tokenizer.eos_id] = -np.inf
     # Without a time signal in the tokens (REMI), bound the length by a generous event budget.
     max_events = events or int((seconds or 30) * (1000 if shift is None else 400))
     limit = seconds * steps_per_second if (seconds and shift is not None and not events) else math.inf
@@ -358,8 +359,6 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
                     elapsed[row] += shift[tok]
                 if keys is not None:
                     keys.update(row, tok, elapsed[row])
-                    if 0 <= tok - keys.on < 128:
-                        bias[row, eos] = 0.0
                 done[row] = tok == eos or elapsed[row] >= limit
             if progress:
                 progress(n + 1, max_events, min(elapsed) / steps_per_second if shift is not None else None)
