@@ -1,7 +1,7 @@
 """Copy a trained checkpoint into the package as the default model (float16), and score it.
 
     python recipes/export_default_model.py checkpoints/default/best
-    python recipes/export_default_model.py checkpoints/default-continued/best   # a second stage
+    python recipes/export_default_model.py checkpoints/small-cpu-continued/best   # a run started --init_from
 
 Writes src/classical_music/pretrained/default/ (config.json, model.safetensors, tokenizer.json,
 evaluation.json), the learning curve (docs/learning_curve.png) and the numbers table of
@@ -32,7 +32,8 @@ DEST = ROOT / "src" / "classical_music" / "pretrained" / "default"
 CORPUS = ROOT.parent / "shared" / "data" / "classical-piano"
 
 
-def learning_curve(metrics: list[dict], out: Path, offset: int = 0, start: dict | None = None) -> None:
+def learning_curve(metrics: list[dict], out: Path, batch: int, seq: int, offset: int = 0,
+                   start: dict | None = None) -> None:
     """Loss and validation by step; a second stage is drawn from `offset`, after its start point."""
     import matplotlib
 
@@ -41,7 +42,7 @@ def learning_curve(metrics: list[dict], out: Path, offset: int = 0, start: dict 
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     ax.plot([offset + m["step"] for m in metrics], [m["train_loss"] for m in metrics], lw=1, alpha=0.7,
-            label="train loss (windows of 256 events, augmented)")
+            label=f"train loss (windows of {seq} events, augmented)")
     val = [m for m in metrics if "val_nats_per_event" in m]
     ax.plot([offset + m["step"] for m in val], [m["val_nats_per_event"] for m in val], "o-", lw=2,
             label="valid nats/event (windows)")
@@ -50,7 +51,7 @@ def learning_curve(metrics: list[dict], out: Path, offset: int = 0, start: dict 
         ax.plot([offset], [start["window_val_nats_per_event"]], "s", color="C3",
                 label=f"stage 1 ended here ({offset:,} steps; curve in learning_curve_stage1.png)")
     ax.axhline(2.2, color="grey", ls="--", lw=1, label="goal 2.2 (Performance RNN 1.969)")
-    ax.set_xlabel("step (64 x 256 events each)")
+    ax.set_xlabel(f"step ({batch} x {seq} events each)")
     ax.set_ylabel("nats / event")
     ax.set_title("Default model: learning curve")
     ax.grid(alpha=0.3)
@@ -75,13 +76,17 @@ def card_numbers(config: dict, info: dict, r: dict, size_mb: float) -> str:
         f"| weights | `model.safetensors`, float16, {size_mb:.1f} MB |",
         f"| training | {info['trained_steps']:,} steps × {batch} windows × {seq} events "
         f"= {events / 1e6:.0f} M events (best checkpoint) |",
-        f"| training time | {hours:.1f} h on one thread of a 2-vCPU AMD EPYC machine, no GPU |",
+        f"| training time | {_duration(hours)} on {info['hardware']} |",
         f"| valid nats/event, whole files, state carried (what ships, float16) | **{r['nats_per_event']:.3f}** |",
         f"| valid perplexity | {r['perplexity']:.1f} |",
         f"| valid nats/note; bits/second | {r['nats_per_note']:.2f}; {r['bits_per_second']:.0f} |",
-        f"| valid nats/event during training (256-event windows, fresh state) | {info['window_val_nats_per_event']:.3f} |",
+        f"| valid nats/event during training ({seq}-event windows, fresh state) | {info['window_val_nats_per_event']:.3f} |",
         f"| valid set | {r['files']} files, {r['events']:,} events, {r['seconds'] / 3600:.1f} h |",
     ])
+
+
+def _duration(hours: float) -> str:
+    return f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
 
 
 def update_card(block: str) -> None:
@@ -135,12 +140,15 @@ def main(src: str) -> None:
         "train_seconds": ((start or {}).get("train_seconds") or 0) + (seconds or 0) or None,
         "window_val_nats_per_event": stage["window_val_nats_per_event"],
         "recipe_config": training["config"],
+        # Older checkpoints lack the record: those were all trained on the development machine's CPU.
+        "hardware": training.get("hardware", "one thread of a 2-vCPU AMD EPYC machine, no GPU"),
     }
     if start:
         info["stages"] = [{k: start[k] for k in STAGE_FIELDS},
                           {"trained_steps": step, "train_seconds": seconds, "init_from": training["config"]["init_from"],
                            "lr": training["config"]["lr"]}]
-    learning_curve(metrics, ROOT / "docs" / "learning_curve.png", offset, start)
+    learning_curve(metrics, ROOT / "docs" / "learning_curve.png", training["config"]["batch_size"],
+                   training["config"]["seq_len"], offset, start)
     model.save_pretrained(DEST, tokenizer=model.tokenizer, extra=info, dtype=torch.float16)
     shipped = ComposerLSTM.from_pretrained(DEST)
     files = collect([CORPUS], split="valid")

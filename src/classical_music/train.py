@@ -507,8 +507,19 @@ class Trainer:
             "best_val_nats_per_event": self.best_val,
             "tokens_seen": self.tokens_seen,
             "data": str(self.cfg.data),
+            "hardware": self._hardware(),
             "config": {k: v for k, v in asdict(self.cfg).items() if k not in ENV_FIELDS},
         }}
+
+    def _hardware(self) -> str:
+        """What trained it, for model cards: timings mean little without it."""
+        if self.device.type == "cuda":
+            name = torch.cuda.get_device_name(self.device)
+        elif self.device.type == "mps":
+            name = "Apple MPS"
+        else:
+            name = f"CPU, {torch.get_num_threads()} thread(s)"
+        return f"{self.dist.world} x {name}" if self.dist.world > 1 else name
 
     def _save(self, which: str) -> None:
         if which == "best":
