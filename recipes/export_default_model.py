@@ -49,7 +49,7 @@ def learning_curve(metrics: list[dict], out: Path, batch: int, seq: int, offset:
     if start:
         ax.axvline(offset, color="C3", lw=1, ls=":")
         ax.plot([offset], [start["window_val_nats_per_event"]], "s", color="C3",
-                label=f"stage 1 ended here ({offset:,} steps; curve in learning_curve_stage1.png)")
+                label=f"stage 1 ended here ({offset:,} steps)")
     ax.axhline(2.2, color="grey", ls="--", lw=1, label="goal 2.2 (Performance RNN 1.969)")
     ax.set_xlabel(f"step ({batch} x {seq} events each)")
     ax.set_ylabel("nats / event")

@@ -62,5 +62,9 @@ def test_int8_decoding_stays_close_to_float32():
         approx = torch.cat(steps).log_softmax(-1)
     kl = (exact[1:].exp() * (exact[1:] - approx)).sum(-1)
     assert dec.int8 and len(kl) > 100
-    assert 0 < kl.mean() < 1e-3 and kl.max() < 1e-2  # > 0: the int8 path really ran
+    # Less than sampling 5 % cooler moves them (the KL to temperature 0.95), and > 0: int8 really ran.
+    cooler = (whole[0, 1:] / 0.95).log_softmax(-1)
+    assert 0 < kl.mean() < (exact[1:].exp() * (exact[1:] - cooler)).sum(-1).mean() and kl.max() < 1e-2
+    targets = tokens[2:, None]
+    assert abs(approx[:-1].gather(1, targets).mean() - exact[1:-1].gather(1, targets).mean()) < 0.01
     assert (approx.argmax(-1) == exact[1:].argmax(-1)).float().mean() > 0.9

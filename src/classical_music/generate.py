@@ -547,8 +547,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--soundfont", type=Path, default=None, help="SF2 SoundFont for --wav/--mp3")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="decoding matmuls: int8 is ~1.4x faster on the CPU at batch 1 and ~2.7x at batch 8, "
-                        "its next-event odds within a KL of ~4e-4 nats of float32's, so a seed's "
+                   help="decoding matmuls: int8 is ~3x faster on the CPU at batch 1 and ~6.5x at batch 8, "
+                        "scoring within 0.001 nats/event of float32, though a seed's "
                         "piece differs between them (auto: int8 on the CPU, float32 elsewhere)")
     p.set_defaults(func=_run)
 

@@ -243,13 +243,13 @@ class StepDecoder:
     two matmuls and ten small ops per layer. Here the first layer's input projection is a lookup
     table (embedding @ W_ih, biases folded in), each further layer does one matmul on [x, h], and
     the cell applies one sigmoid to all four gates (the cell-input gate's weights are doubled,
-    since tanh(x) = 2 sigmoid(2x) - 1). Default model, one core: ~0.2 ms a step at batch 1.
+    since tanh(x) = 2 sigmoid(2x) - 1). Default model (3 x 512), one core: ~1 ms a step at batch 1.
 
     int8=True (CPU only) runs the matmuls through PyTorch's int8 kernels (fbgemm on x86, qnnpack
-    on ARM) with one weight scale per output row: ~0.15 ms at batch 1, and ~0.25 ms instead of
-    ~0.8 ms at batch 8, a step being bound by reading the weights. The next-event distributions
-    move by a KL of ~4e-4 nats/event on the default model (tests/test_pretrained.py bounds it),
-    far less than any change of sampling temperature. docs/benchmarks.md has the measurements.
+    on ARM) with one weight scale per output row: ~0.3 ms at batch 1, and ~0.55 ms instead of
+    ~3.7 ms at batch 8, a step being bound by reading the weights. Whole-file nats/event on valid
+    files move by < 0.001; next-event distributions by less than a 5 % change of temperature
+    (tests/test_pretrained.py). docs/benchmarks.md has the measurements.
     """
 
     @torch.inference_mode()
