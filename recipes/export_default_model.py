@@ -32,9 +32,10 @@ DEST = ROOT / "src" / "classical_music" / "pretrained" / "default"
 CORPUS = ROOT.parent / "shared" / "data" / "classical-piano"
 
 
-def learning_curve(metrics: list[dict], out: Path, batch: int, seq: int, offset: int = 0,
+def learning_curve(metrics: list[dict], out: Path, batch: int, seq: int, whole: float, offset: int = 0,
                    start: dict | None = None) -> None:
-    """Loss and validation by step; a second stage is drawn from `offset`, after its start point."""
+    """Loss and validation by step, and the shipped weights' whole-file score at their step; a
+    second stage is drawn from `offset`, after its start point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,6 +51,10 @@ def learning_curve(metrics: list[dict], out: Path, batch: int, seq: int, offset:
         ax.axvline(offset, color="C3", lw=1, ls=":")
         ax.plot([offset], [start["window_val_nats_per_event"]], "s", color="C3",
                 label=f"stage 1 ended here ({offset:,} steps)")
+    if val:
+        best = min(val, key=lambda m: m["val_nats_per_event"])
+        ax.plot([offset + best["step"]], [whole], "*", ms=14, color="C2",
+                label=f"what ships: {whole:.3f} on whole files (state carried)")
     ax.axhline(2.2, color="grey", ls="--", lw=1, label="goal 2.2 (Performance RNN 1.969)")
     ax.set_xlabel(f"step ({batch} x {seq} events each)")
     ax.set_ylabel("nats / event")
@@ -147,13 +152,13 @@ def main(src: str) -> None:
         info["stages"] = [{k: start[k] for k in STAGE_FIELDS},
                           {"trained_steps": step, "train_seconds": seconds, "init_from": training["config"]["init_from"],
                            "lr": training["config"]["lr"]}]
-    learning_curve(metrics, ROOT / "docs" / "learning_curve.png", training["config"]["batch_size"],
-                   training["config"]["seq_len"], offset, start)
     model.save_pretrained(DEST, tokenizer=model.tokenizer, extra=info, dtype=torch.float16)
     shipped = ComposerLSTM.from_pretrained(DEST)
     files = collect([CORPUS], split="valid")
     r = evaluate(shipped, files, progress=True)
     write_json(DEST / "evaluation.json", {"split": "valid", "corpus": "shared/data/classical-piano", **r})
+    learning_curve(metrics, ROOT / "docs" / "learning_curve.png", training["config"]["batch_size"],
+                   training["config"]["seq_len"], r["nats_per_event"], offset, start)
     size = (DEST / "model.safetensors").stat().st_size / 2**20
     config = json.loads((DEST / "config.json").read_text())
     update_card(card_numbers(config, info, r, size))
