@@ -307,3 +307,27 @@ def test_no_key_is_struck_twice_at_one_instant():
                 struck_now.add(t - tok.note_on)
                 strikes += t == tok.note_on + 60
     assert strikes > 50  # it still hammers C4, one strike per instant
+
+
+def test_the_model_may_end_a_piece_only_after_min_seconds():
+    tok = get_tokenizer("performance")
+    # wants to end at once, and lets time pass in big steps so the piece is long enough soon
+    model = leaning_model(tok, (tok.eos_id, 8.0), (tok.time_shift + 99, 4.0))
+    seconds_of = lambda row: tok.shift_steps(row).sum() / tok.steps_per_second  # noqa: E731
+    rows = sample(model, tok, np.array([tok.bos_id]), num_samples=4, seconds=30, min_seconds=12, seed=0)
+    for row in rows:
+        assert 12 <= seconds_of(row) < 30  # ended itself, not before 12 s of music
+        assert ((row >= tok.note_on) & (row < tok.note_off)).any()
+    early = sample(model, tok, np.array([tok.bos_id]), num_samples=4, seconds=30, seed=0)
+    assert max(seconds_of(r) for r in early) < 12  # without the rule it would have stopped sooner
+
+
+def test_min_seconds_defaults_to_most_of_the_piece_and_is_checked(tmp_path, capsys):
+    assert GenerateConfig(seconds=30).end_allowed_after() == pytest.approx(24)
+    assert GenerateConfig(seconds=None, events=100).end_allowed_after() == 0
+    assert GenerateConfig(seconds=30, min_seconds=0).end_allowed_after() == 0
+    for bad in ("-1", "40", "inf"):
+        assert main(["--output", str(tmp_path / "o.mid"), "--seconds", "30", "--min_seconds", bad]) == 2
+        err = capsys.readouterr().err
+        assert "--min_seconds" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
