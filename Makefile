@@ -30,6 +30,8 @@ test: setup
 # train recipes/default_model.json (3 x 512 LSTM, 10,242 steps: ~9 min on one H100), export float16
 # weights into the package and score them. No GPU? `make small-cpu-model` (2 x 384, ~3.6 h on one
 # CPU thread, 2.545 nats/event) writes checkpoints/small-cpu-continued/best: export it the same way.
+# On a GPU machine, set up with a CUDA build of PyTorch: `make default-model TORCH_SPEC=torch` in a
+# fresh clone (TORCH_SPEC only applies when .venv is made).
 CORPUS ?= ../shared/data/classical-piano
 default-model: setup
 	$(BIN)/classical-music data prepare $(CORPUS) --out data/prepared
@@ -38,8 +40,8 @@ default-model: setup
 
 small-cpu-model: setup
 	$(BIN)/classical-music data prepare $(CORPUS) --out data/prepared
-	$(BIN)/python train.py --config recipes/small_cpu_model.json --data data/prepared --save_dir checkpoints/small-cpu
-	$(BIN)/python train.py --config recipes/small_cpu_model.json --data data/prepared --save_dir checkpoints/small-cpu-continued \
+	OMP_NUM_THREADS=1 $(BIN)/python train.py --config recipes/small_cpu_model.json --data data/prepared --save_dir checkpoints/small-cpu
+	OMP_NUM_THREADS=1 $(BIN)/python train.py --config recipes/small_cpu_model.json --data data/prepared --save_dir checkpoints/small-cpu-continued \
 		--init_from checkpoints/small-cpu/best --max_steps 2000 --lr 1e-3
 
 bench: setup

@@ -16,6 +16,7 @@ from them (`--init_from default`), or from its own `--init_from` folder's traini
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def card_numbers(config: dict, info: dict, r: dict, size_mb: float) -> str:
         f"| weights | `model.safetensors`, float16, {size_mb:.1f} MB |",
         f"| training | {info['trained_steps']:,} steps × {batch} windows × {seq} events "
         f"= {events / 1e6:.0f} M events (best checkpoint) |",
-        f"| training time | {_duration(hours)} on {info['hardware']} |",
+        f"| training time (steps only) | {_duration(hours)} on {info['hardware']} |",
         f"| valid nats/event, whole files, state carried (what ships, float16) | **{r['nats_per_event']:.3f}** |",
         f"| valid perplexity | {r['perplexity']:.1f} |",
         f"| valid nats/note; bits/second | {r['nats_per_note']:.2f}; {r['bits_per_second']:.0f} |",
@@ -140,7 +141,9 @@ def main(src: str) -> None:
     info = {
         "training_data": "../shared/data/classical-piano train split: ASAP (CC BY-NC-SA 4.0) + piano-midi.de (CC BY-SA 3.0 DE)",
         "license": "CC BY-NC-SA 4.0 (inherited from the training data)",
-        "recipe": "recipes/default_model.json" + (" then --init_from, see MODEL_CARD.md" if start else ""),
+        # The shipped run predates train.py recording its --config.
+        "recipe": (training.get("recipe") or "recipes/default_model.json")
+                  + (" then --init_from, see MODEL_CARD.md" if start else ""),
         "trained_steps": offset + step,
         "train_seconds": ((start or {}).get("train_seconds") or 0) + (seconds or 0) or None,
         "window_val_nats_per_event": stage["window_val_nats_per_event"],
@@ -152,11 +155,20 @@ def main(src: str) -> None:
         info["stages"] = [{k: start[k] for k in STAGE_FIELDS},
                           {"trained_steps": step, "train_seconds": seconds, "init_from": training["config"]["init_from"],
                            "lr": training["config"]["lr"]}]
-    model.save_pretrained(DEST, tokenizer=model.tokenizer, extra=info, dtype=torch.float16)
-    shipped = ComposerLSTM.from_pretrained(DEST)
+    # Scored beside the package and swapped in whole: an export stopped during the long scoring
+    # must not leave new weights without their evaluation.json (test_pretrained would fail).
+    stage, old = DEST.with_name(".default.export"), DEST.with_name(".default.old")
+    for leftover in (stage, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    model.save_pretrained(stage, tokenizer=model.tokenizer, extra=info, dtype=torch.float16)
+    shipped = ComposerLSTM.from_pretrained(stage)
     files = collect([CORPUS], split="valid")
     r = evaluate(shipped, files, progress=True)
-    write_json(DEST / "evaluation.json", {"split": "valid", "corpus": "shared/data/classical-piano", **r})
+    write_json(stage / "evaluation.json", {"split": "valid", "corpus": "shared/data/classical-piano", **r})
+    if DEST.exists():
+        DEST.rename(old)
+    stage.rename(DEST)
+    shutil.rmtree(old, ignore_errors=True)
     learning_curve(metrics, ROOT / "docs" / "learning_curve.png", training["config"]["batch_size"],
                    training["config"]["seq_len"], r["nats_per_event"], offset, start)
     size = (DEST / "model.safetensors").stat().st_size / 2**20

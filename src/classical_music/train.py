@@ -205,6 +205,16 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.processor() or "CPU"
+
+
 # -- trainer -----------------------------------------------------------------------------------
 
 
@@ -508,6 +518,7 @@ class Trainer:
             "tokens_seen": self.tokens_seen,
             "data": str(self.cfg.data),
             "hardware": self._hardware(),
+            "recipe": self.cfg.config,  # the --config file, if any
             "config": {k: v for k, v in asdict(self.cfg).items() if k not in ENV_FIELDS},
         }}
 
@@ -518,7 +529,7 @@ class Trainer:
         elif self.device.type == "mps":
             name = "Apple MPS"
         else:
-            name = f"CPU, {torch.get_num_threads()} thread(s)"
+            name = f"{_cpu_name()}, {torch.get_num_threads()} thread(s)"
         return f"{self.dist.world} x {name}" if self.dist.world > 1 else name
 
     def _save(self, which: str) -> None:
