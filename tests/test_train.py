@@ -118,6 +118,8 @@ def test_tiny_run_learns_and_writes_checkpoints_and_metrics(cache, tmp_path, cap
     assert {"trainer_state.json", "trainer_state.safetensors"} <= set(os.listdir(run / "last"))
     info = json.loads((run / "best" / "config.json").read_text())["training"]
     assert info["best_val_nats_per_event"] == pytest.approx(result["best_val_nats_per_event"])
+    at_best = next(r for r in recs if r["step"] == info["step"])
+    assert info["tokens_seen"] == at_best["tokens_seen"] > 0
     assert info["hardware"].endswith(f", {torch.get_num_threads()} thread(s)")  # model cards' training time needs it
     assert info["recipe"] is None  # no --config
     assert list((run / "tensorboard").iterdir())

@@ -380,13 +380,13 @@ class Trainer:
         done = self.stop_reason is not None
         val = None
         has_val = len(self.valid_ds) > 0
+        improved = False
         if has_val and (end_of_epoch or done or (cfg.eval_every and self.step % cfg.eval_every == 0)):
             paused = time.perf_counter()
             val = self.evaluate()
-            if self.best_val is None or val < self.best_val:
+            improved = self.best_val is None or val < self.best_val
+            if improved:
                 self.best_val, self.bad_evals = val, 0
-                if self.dist.master:
-                    self._save("best")
             else:
                 self.bad_evals += 1
                 if cfg.patience and self.bad_evals >= cfg.patience:
@@ -394,6 +394,10 @@ class Trainer:
             self._window_paused += time.perf_counter() - paused
         if val is not None or done or self.step % cfg.log_every == 0:
             self._log_point(val, bar)
+        if improved and self.dist.master:  # after the log point, so its record counts this window's tokens
+            paused = time.perf_counter()
+            self._save("best")
+            self._window_paused += time.perf_counter() - paused
         bar.update(1)
         if end_of_epoch:
             self.epoch += 1
