@@ -157,17 +157,17 @@ def main(src: str) -> None:
                            "lr": training["config"]["lr"]}]
     # Scored beside the package and swapped in whole: an export stopped during the long scoring
     # must not leave new weights without their evaluation.json (test_pretrained would fail).
-    stage, old = DEST.with_name(".default.export"), DEST.with_name(".default.old")
-    for leftover in (stage, old):
+    staging, old = DEST.with_name(".default.export"), DEST.with_name(".default.old")
+    for leftover in (staging, old):
         shutil.rmtree(leftover, ignore_errors=True)
-    model.save_pretrained(stage, tokenizer=model.tokenizer, extra=info, dtype=torch.float16)
-    shipped = ComposerLSTM.from_pretrained(stage)
+    model.save_pretrained(staging, tokenizer=model.tokenizer, extra=info, dtype=torch.float16)
+    shipped = ComposerLSTM.from_pretrained(staging)
     files = collect([CORPUS], split="valid")
     r = evaluate(shipped, files, progress=True)
-    write_json(stage / "evaluation.json", {"split": "valid", "corpus": "shared/data/classical-piano", **r})
+    write_json(staging / "evaluation.json", {"split": "valid", "corpus": "shared/data/classical-piano", **r})
     if DEST.exists():
         DEST.rename(old)
-    stage.rename(DEST)
+    staging.rename(DEST)
     shutil.rmtree(old, ignore_errors=True)
     learning_curve(metrics, ROOT / "docs" / "learning_curve.png", training["config"]["batch_size"],
                    training["config"]["seq_len"], r["nats_per_event"], offset, start)

@@ -5,7 +5,8 @@ import torch
 
 from classical_music.errors import UserError
 from classical_music.generate import (
-    GenerateConfig, _draw, compose, filter_logits, main, parse_note_name, parse_primer_notes, sample,
+    GenerateConfig, _draw, compose, end_allowed_after, filter_logits, main, parse_note_name, parse_primer_notes,
+    sample,
 )
 from classical_music.model import ComposerLSTM, ModelConfig, int8_available
 from classical_music.tokenizer import get_tokenizer
@@ -318,14 +319,14 @@ def test_the_model_may_end_a_piece_only_after_min_seconds():
     for row in rows:
         assert 12 <= seconds_of(row) < 30  # ended itself, not before 12 s of music
         assert ((row >= tok.note_on) & (row < tok.note_off)).any()
-    early = sample(model, tok, np.array([tok.bos_id]), num_samples=4, seconds=30, seed=0)
+    early = sample(model, tok, np.array([tok.bos_id]), num_samples=4, seconds=30, min_seconds=0, seed=0)
     assert max(seconds_of(r) for r in early) < 12  # without the rule it would have stopped sooner
 
 
 def test_min_seconds_defaults_to_most_of_the_piece_and_is_checked(tmp_path, capsys):
-    assert GenerateConfig(seconds=30).end_allowed_after() == pytest.approx(24)
-    assert GenerateConfig(seconds=None, events=100).end_allowed_after() == 0
-    assert GenerateConfig(seconds=30, min_seconds=0).end_allowed_after() == 0
+    assert end_allowed_after(30, None, None) == pytest.approx(24)
+    assert end_allowed_after(None, 100, None) == 0
+    assert end_allowed_after(30, None, 0) == 0
     for bad in ("-1", "40", "inf"):
         assert main(["--output", str(tmp_path / "o.mid"), "--seconds", "30", "--min_seconds", bad]) == 2
         err = capsys.readouterr().err

@@ -52,19 +52,13 @@ class GenerateConfig:
     primer_chord_seconds: float = 0.5
     primer_in_output: bool = True
     max_note_seconds: float = MAX_NOTE_SECONDS
-    min_seconds: float | None = None  # the model may end the piece after this; None: END_AFTER x seconds
+    min_seconds: float | None = None  # the model may end the piece after this; None: see end_allowed_after
     wav: bool = False
     mp3: bool = False
     plot: bool = False
     soundfont: Path | None = None
     device: str = "cpu"
     precision: str = "auto"  # of the decoding matmuls: auto = int8 on the CPU, else float32
-
-    def end_allowed_after(self) -> float:
-        """Seconds of music before the model may end the piece itself."""
-        if self.min_seconds is not None:
-            return self.min_seconds
-        return END_AFTER * self.seconds if self.seconds and not self.events else 0.0
 
     def validate(self) -> None:
         if not 0 < self.temperature < math.inf:
@@ -239,7 +233,7 @@ class KeyTracker:
       (silence, keys up) otherwise often draws it at once, and the "continuation" is nothing;
     * and none before step `end_from`: the shipped model, at temperature 0.8, ended 14 of 96
       pieces asked for 30 s before 25 s (9 with under 30 notes), so by default the piece may end
-      itself only in the last fifth of --seconds (GenerateConfig.min_seconds).
+      itself only in the last fifth of --seconds (`end_allowed_after`, --min_seconds).
 
     All but the second are `bias`, an additive 0 / -inf mask kept up to date token by token; the
     second is a dict per row of key -> step it must come up by. Updates are plain Python on one
@@ -324,16 +318,24 @@ def _draw(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return scores.argmax(1)
 
 
+def end_allowed_after(seconds: float | None, events: int | None, min_seconds: float | None) -> float:
+    """Seconds of music before the model may end the piece itself: min_seconds, by default
+    END_AFTER of a length in seconds (none when the length is in events)."""
+    if min_seconds is not None:
+        return min_seconds
+    return END_AFTER * seconds if seconds and not events else 0.0
+
+
 @torch.inference_mode()
 def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None, events=None, temperature=1.0,
            top_k=0, top_p=1.0, min_p=0.0, seed=None, device="cpu", progress=None,
-           max_note_seconds=MAX_NOTE_SECONDS, min_seconds=0.0, int8: bool | None = None) -> list[np.ndarray]:
+           max_note_seconds=MAX_NOTE_SECONDS, min_seconds=None, int8: bool | None = None) -> list[np.ndarray]:
     """Continue `prefix` in num_samples variations; returns each one's new tokens (no prefix).
 
     With Performance events, keys are released only if down, and none is held over
-    max_note_seconds (0 = no limit), and the end token waits for min_seconds of music and a first
-    key-down; see KeyTracker. int8: decode with int8 weights (default: on
-    the CPU; see model.StepDecoder).
+    max_note_seconds (0 = no limit), and the end token waits for a first key-down and
+    end_allowed_after(seconds, events, min_seconds) of music; see KeyTracker. int8: decode with
+    int8 weights (default: on the CPU; see model.StepDecoder).
 
     The model runs on `device`; choosing each next event runs on the CPU in NumPy and plain
     Python, where a step's bookkeeping costs ~20 us instead of ~100 us as PyTorch calls.
@@ -354,7 +356,7 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
         if hasattr(tokenizer, "note_on") and hasattr(tokenizer, "note_off"):
             hold = round((max_note_seconds or 0) * steps_per_second)
             keys = KeyTracker(tokenizer, prefix, bias, max_hold_steps=hold,
-                              end_from=math.ceil((min_seconds or 0) * steps_per_second))
+                              end_from=math.ceil(end_allowed_after(seconds, events, min_seconds) * steps_per_second))
     # Without a time signal in the tokens (REMI), bound the length by a generous event budget.
     max_events = events or int((seconds or 30) * (1000 if shift is None else 400))
     limit = seconds * steps_per_second if (seconds and shift is not None and not events) else math.inf
@@ -484,7 +486,7 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
     rows = sample(model, tok, prefix, num_samples=cfg.num_samples, seconds=cfg.seconds, events=cfg.events,
                   temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p, seed=seed,
                   device=cfg.device, progress=report, max_note_seconds=cfg.max_note_seconds,
-                  min_seconds=cfg.end_allowed_after(),
+                  min_seconds=cfg.min_seconds,
                   int8=None if cfg.precision == "auto" else cfg.precision == "int8")
     wall = time.perf_counter() - t0
     if bar is not None:

@@ -229,7 +229,7 @@ class Studio:
         # generate.compose() loads the model on every call and has no progress hook, so the studio
         # drives sample() itself with the model it keeps, then writes files the way compose() does.
         from ..audio import render
-        from ..generate import END_AFTER, output_paths, primer_tokens, sample, write_midi_atomic
+        from ..generate import output_paths, primer_tokens, sample, write_midi_atomic
         from ..notes import Notes, notes_to_score
         from ..plot import piano_roll
 
@@ -247,7 +247,7 @@ class Studio:
         job.stage = "composing"
         rows = sample(model, tok, prefix, num_samples=p["num_samples"], seconds=p["seconds"],
                       temperature=p["temperature"], top_p=p["top_p"], seed=p["seed"], device=self.device,
-                      progress=progress, min_seconds=END_AFTER * p["seconds"])
+                      progress=progress)
 
         job.stage = "rendering"
         job.folder.mkdir(parents=True, exist_ok=True)
