@@ -133,8 +133,8 @@ def test_validation_is_mean_nats_over_non_pad_targets(cache, tmp_path):
     total, count = 0.0, 0
     with torch.no_grad():
         for i in range(len(t.valid_ds)):
-            x, y = t.valid_ds[i]
-            logits, _ = t.model(x[None])
+            x, y, *c = t.valid_ds[i]  # conditions ride along when the cache has them
+            logits, _ = t.model(x[None], cond=c[0][None] if c else None)
             total += F.cross_entropy(logits[0], y, ignore_index=0, reduction="sum").item()
             count += int((y != 0).sum())
     assert (t.valid_ds[len(t.valid_ds) - 1][1] == 0).any()  # the last window is padded
@@ -161,11 +161,11 @@ def test_resume_after_crash_matches_a_straight_run(cache, tmp_path, monkeypatch,
 
     real_step, calls = Trainer.train_step, []
 
-    def dies_at_step_10(self, x, y):
+    def dies_at_step_10(self, *batch):
         calls.append(1)
         if len(calls) == 10:  # last/ was written at step 8: steps 9 and 10 are lost
             raise Crash
-        return real_step(self, x, y)
+        return real_step(self, *batch)
 
     monkeypatch.setattr(Trainer, "train_step", dies_at_step_10)
     with pytest.raises(Crash):

@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -45,6 +45,9 @@ class ModelConfig:
     # perplexity). When embed_size != hidden_size a bias-free hidden->embed projection is
     # inserted before the output layer, so any sizes work.
     tie_weights: bool = False
+    # Style conditions (classical_music.conditions): name -> its vocabulary, "any" first. Each
+    # gets an embedding added to every step's input; {} is the unconditioned model of old.
+    conditions: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("vocab_size", "embed_size", "hidden_size", "num_layers"):
@@ -53,6 +56,22 @@ class ModelConfig:
                 raise UserError(f"model {name} must be a positive integer, got {value!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise UserError(f"model dropout must be in [0, 1), got {self.dropout!r}")
+        from .conditions import ANY, NAMES
+
+        if not isinstance(self.conditions, dict):
+            raise UserError(f"model conditions must be an object of vocabularies, got {self.conditions!r}")
+        for name, labels in self.conditions.items():
+            if name not in NAMES:
+                raise UserError(f"model condition {name!r} is unknown (known: {', '.join(NAMES)})")
+            if (not isinstance(labels, list) or len(labels) < 2 or labels[0] != ANY
+                    or not all(isinstance(v, str) for v in labels) or len(set(labels)) != len(labels)):
+                raise UserError(f"model condition {name!r}: expected a list of distinct labels starting with {ANY!r}")
+        # one order everywhere: the order of conditions.NAMES
+        self.conditions = {n: list(self.conditions[n]) for n in NAMES if n in self.conditions}
+
+    @property
+    def condition_names(self) -> tuple[str, ...]:
+        return tuple(self.conditions)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -84,6 +103,11 @@ class ComposerLSTM(nn.Module):
         self.head = nn.Linear(out_size, c.vocab_size)
         if c.tie_weights:
             self.head.weight = self.embed.weight
+        # Zero at the start, so a model given conditions computes exactly what it did without them
+        # (fine-tuning from an unconditioned checkpoint starts where that model was).
+        self.cond_embed = nn.ModuleDict({n: nn.Embedding(len(v), c.embed_size) for n, v in c.conditions.items()})
+        for emb in self.cond_embed.values():
+            nn.init.zeros_(emb.weight)
         self.tokenizer = None  # set by from_pretrained when the folder has one
         self._init_weights()
 
@@ -102,14 +126,19 @@ class ComposerLSTM(nn.Module):
             elif name.startswith("bias_hh"):
                 nn.init.zeros_(p)
 
-    def forward(self, idx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def forward(self, idx: torch.Tensor, state: State | None = None,
+                cond: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
         """idx [B, T] int64 -> logits [B, T, vocab], plus (h, c) each [layers, B, hidden].
 
+        cond: condition indices, [B, T, n] (per event) or [B, n] (the same at every step), one
+        column per config.conditions entry in its order; None = all "any".
         Pass the returned state back in to continue a sequence one chunk (or one event) at a time.
         """
         if idx.dim() != 2:
             raise ValueError(f"idx must be [batch, time], got shape {tuple(idx.shape)}")
         x = self.embed(idx)
+        if cond is not None and self.cond_embed:
+            x = x + self.condition_vector(cond if cond.dim() == 3 else cond.unsqueeze(1))
         self.lstm.flatten_parameters()  # no-op on CPU; keeps cuDNN weights contiguous under DDP
         out, state = self.lstm(x, state)
         out = self.drop(out)
@@ -132,6 +161,12 @@ class ComposerLSTM(nn.Module):
 
         int8: CPU only, nearly the same function at 1.3-3x the speed (see StepDecoder)."""
         return StepDecoder(self, int8=int8)
+
+    def condition_vector(self, cond: torch.Tensor) -> torch.Tensor:
+        """Sum of the condition embeddings: cond [..., n] -> [..., embed]."""
+        if cond.shape[-1] != len(self.cond_embed):
+            raise ValueError(f"cond has {cond.shape[-1]} columns, the model has {len(self.cond_embed)} conditions")
+        return sum(emb(cond[..., k]) for k, emb in enumerate(self.cond_embed.values()))
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         # parameters() already yields a tied matrix once.
@@ -269,6 +304,14 @@ class StepDecoder:
         self.proj = None if model.proj is None else _float_linear(model.proj.weight, None)
         self.head = linear(model.head.weight, model.head.bias)
         self.int8 = int8
+        self._model, self._w_ih0 = model, w_ih[0]
+
+    @torch.inference_mode()
+    def condition_gates(self, cond: torch.Tensor | None) -> torch.Tensor | None:
+        """cond [B, n] -> what the conditions add to the first layer's gates, [B, 4H], once per piece."""
+        if cond is None or not self._model.cond_embed:
+            return None
+        return self._model.condition_vector(cond) @ self._w_ih0.t()
 
     @staticmethod
     def _cell(gates, c):
@@ -284,10 +327,15 @@ class StepDecoder:
         """
         return self.step(idx, state)
 
-    def step(self, idx: torch.Tensor, state) -> tuple[torch.Tensor, tuple[list, list]]:
-        """The same, for a caller already under torch.inference_mode() (switching costs ~4 us)."""
+    def step(self, idx: torch.Tensor, state, gates: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[list, list]]:
+        """The same, for a caller already under torch.inference_mode() (switching costs ~4 us).
+
+        gates: condition_gates(cond), added to the first layer's input (one add per step)."""
         h, c = state
-        x, ck = self._cell(self.hh0(h[0], self.table.index_select(0, idx)), c[0])
+        first = self.table.index_select(0, idx)
+        if gates is not None:
+            first = first + gates
+        x, ck = self._cell(self.hh0(h[0], first), c[0])
         hs, cs = [x], [ck]
         for k, layer in enumerate(self.layers, 1):
             x, ck = self._cell(layer(torch.cat([x, h[k]], 1)), c[k])

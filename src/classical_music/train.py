@@ -52,7 +52,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .errors import UserError
 from .files import write_text
-from .model import ComposerLSTM, ModelConfig, checkpoint_folder
+from . import conditions
+from .model import ComposerLSTM, ModelConfig, checkpoint_folder, read_config
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
@@ -85,6 +86,12 @@ class TrainConfig:
     transpose: int = 3
     stretch: float = 0.05
     velocity_shift: int = 2
+    # style conditions (classical_music.conditions): "all" = every one the cache has, "none", or
+    # a list like "composer,period,density"; each is dropped to "any" with cond_dropout
+    conditions: str = "all"
+    cond_dropout: float = 0.5
+    composer_min_hours: float = 1.0  # composers with less training music are "other"
+    cond_lr: float = 0.0  # learning rate of the condition embeddings (0 = lr)
     # evaluation, early stopping, checkpoints, logs
     patience: int = 10  # evaluations without improvement before stopping; 0 = never stop early
     eval_every: int = 500  # steps; validation also runs at every epoch end. 0 = epoch ends only
@@ -116,6 +123,10 @@ class TrainConfig:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.stretch < 1:
             raise UserError(f"--stretch must be in [0, 1), got {self.stretch}")
+        if not 0 <= self.cond_dropout <= 1:
+            raise UserError(f"--cond_dropout must be in [0, 1], got {self.cond_dropout}")
+        if self.composer_min_hours < 0 or self.cond_lr < 0:
+            raise UserError("--composer_min_hours and --cond_lr must not be negative")
         if not 0 <= self.min_lr_ratio <= 1:
             raise UserError(f"--min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.weight_decay < 0 or self.grad_clip < 0:
@@ -237,11 +248,23 @@ class Trainer:
         torch.manual_seed(cfg.seed)
 
         cache = Cache(data)
+        self.cache = cache
         self.tokenizer = cache.tokenizer
         self.pad_id = self.tokenizer.pad_id
+        self.resume_dir = _find_resume(cfg) if cfg.resume else None
+        if self.resume_dir:  # a resumed run keeps the vocabularies it started with
+            vocab = read_config(checkpoint_folder(self.resume_dir)).get("conditions", {})
+        else:
+            names = conditions.parse_names(cfg.conditions, cache.available_conditions())
+            vocab = conditions.vocabularies(cache.composer_hours(), cfg.composer_min_hours, names)
+        self.vocab = vocab
         augment = AugmentConfig(transpose=cfg.transpose, stretch=cfg.stretch, velocity=cfg.velocity_shift)
-        self.train_ds = WindowDataset(cache, "train", cfg.seq_len, augment=augment, seed=cfg.seed)
-        self.valid_ds = WindowDataset(cache, "valid", cfg.seq_len, augment=None, seed=cfg.seed)
+        self.train_ds = WindowDataset(cache, "train", cfg.seq_len, augment=augment, seed=cfg.seed,
+                                      conditions=vocab, cond_dropout=cfg.cond_dropout)
+        # Validation scores with each file's metadata conditions; density and key stay unknown
+        # there, since they are read off the very events being predicted.
+        self.valid_ds = WindowDataset(cache, "valid", cfg.seq_len, augment=None, seed=cfg.seed,
+                                      conditions=vocab, event_conditions=False)
         if len(self.train_ds) == 0:
             raise UserError(f"{data} has no training windows: prepare more MIDI files into it")
         if len(self.valid_ds) == 0 and self.dist.master:
@@ -264,7 +287,6 @@ class Trainer:
         self.elapsed = 0.0
         self.stop_reason: str | None = None
 
-        self.resume_dir = _find_resume(cfg) if cfg.resume else None
         if self.resume_dir:
             self.model = ComposerLSTM.from_pretrained(self.resume_dir)
             self._check_resumable_model()
@@ -273,7 +295,7 @@ class Trainer:
         else:
             self.model = ComposerLSTM(ModelConfig(
                 vocab_size=self.tokenizer.vocab_size, embed_size=cfg.embed_size, hidden_size=cfg.hidden_size,
-                num_layers=cfg.num_layers, dropout=cfg.dropout, tie_weights=cfg.tie_weights,
+                num_layers=cfg.num_layers, dropout=cfg.dropout, tie_weights=cfg.tie_weights, conditions=vocab,
             ))
         self.model.tokenizer = self.tokenizer
         self.model.to(self.device).train()
@@ -284,12 +306,17 @@ class Trainer:
             self.ddp_model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
         # Decay matrices only: shrinking biases (the forget-gate bias especially) only hurts.
-        decay = [p for p in self.model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr, betas=(0.9, 0.99), fused=self.device.type == "cuda",
-        )
+        # Condition embeddings get their own group: a fine-tune can move them faster (--cond_lr)
+        # than the weights it starts from.
+        cond_params = list(self.model.cond_embed.parameters())
+        cond_ids = {id(p) for p in cond_params}
+        rest = [p for p in self.model.parameters() if id(p) not in cond_ids]
+        decay = [p for p in rest if p.dim() >= 2]
+        no_decay = [p for p in rest if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if cond_params:
+            groups.append({"params": cond_params, "weight_decay": 0.0, "lr_scale": (cfg.cond_lr or cfg.lr) / cfg.lr})
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=self.device.type == "cuda")
         # bf16 needs no loss scaling; GPUs without it (pre-Ampere) simply train in float32.
         if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
             self.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
@@ -317,6 +344,7 @@ class Trainer:
         self.log(
             f"training {self.model.num_parameters():,} parameters on {self.device}"
             + (f" x{d.world} processes" if d.world > 1 else "")
+            + (f", conditions {', '.join(self.vocab)}" if self.vocab else "")
             + f": {len(self.train_ds):,} windows of {cfg.seq_len} events, "
             f"{self.batches_per_epoch} steps/epoch, {self.total_steps} steps"
             + (f", resuming at step {self.step}" if self.resume_dir else "")
@@ -328,10 +356,10 @@ class Trainer:
         self._reset_window()
         try:
             while self.stop_reason is None:
-                for x, y in self._epoch_loader():
-                    loss = self.train_step(x, y)
+                for batch in self._epoch_loader():
+                    loss = self.train_step(*batch)
                     self.step += 1
-                    self.samples_in_epoch += len(x)
+                    self.samples_in_epoch += len(batch[0])
                     end_of_epoch = self.samples_in_epoch >= len(self.sampler)
                     if self.step >= self.total_steps:
                         self.stop_reason = "max steps" if cfg.max_steps == self.total_steps else "all epochs"
@@ -346,11 +374,12 @@ class Trainer:
         self.log(self._summary_line())
         return self._summary()
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
+        c = None if c is None else c.to(self.device, non_blocking=True)
         with self.autocast():
-            logits, _ = self.ddp_model(x)
+            logits, _ = self.ddp_model(x, cond=c)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=self.pad_id)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -358,7 +387,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         lr = lr_at(self.step, self.cfg, self.total_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         self.optimizer.step()
         self._window_tokens += (y != self.pad_id).sum()
         return loss.detach()
@@ -415,10 +444,11 @@ class Trainer:
         self.model.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count = torch.zeros((), dtype=torch.float64, device=self.device)
-        for x, y in self._valid_loader():
-            x, y = x.to(self.device), y.to(self.device)
+        for batch in self._valid_loader():
+            x, y = batch[0].to(self.device), batch[1].to(self.device)
+            c = batch[2].to(self.device) if len(batch) > 2 else None
             with self.autocast():
-                logits, _ = self.model(x)
+                logits, _ = self.model(x, cond=c)
             total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=self.pad_id,
                                      reduction="sum").double()
             count += (y != self.pad_id).sum()
@@ -524,7 +554,17 @@ class Trainer:
             "hardware": self._hardware(),
             "recipe": self.cfg.config,  # the --config file, if any
             "config": {k: v for k, v in asdict(self.cfg).items() if k not in ENV_FIELDS},
-        }}
+        }, "composer_min_hours": self.cfg.composer_min_hours,
+            # what --list_conditions shows: hours of training music behind each value
+            "condition_hours": self._condition_hours()}
+
+    def _condition_hours(self) -> dict:
+        stats = {}
+        try:
+            stats = json.loads((Path(self.cfg.data) / "cache.json").read_text(encoding="utf-8")).get("conditions", {})
+        except (OSError, ValueError):
+            pass
+        return {n: stats.get(n, {}) for n in conditions.FILE_CONDITIONS if n in self.vocab}
 
     def _hardware(self) -> str:
         """What trained it, for model cards: timings mean little without it."""
@@ -585,6 +625,9 @@ class Trainer:
         from .generate import load_model
 
         model = load_model(None if source == "default" else source).float()  # shipped weights are fp16
+        if self.vocab and model.config.conditions != self.vocab:
+            model = _with_conditions(model, self.vocab)
+            self.log(f"condition embeddings for {', '.join(self.vocab)} start at zero: step 0 is {source} itself")
         if model.tokenizer.to_dict() != self.tokenizer.to_dict():
             raise UserError(f"{self.cfg.data} uses tokenizer {self.tokenizer.to_dict()} but --init_from {source} "
                             f"was trained with {model.tokenizer.to_dict()}: prepare the data with the same tokenizer")
@@ -661,6 +704,27 @@ class Trainer:
             dist.destroy_process_group()
 
 
+def _with_conditions(model: ComposerLSTM, vocab: dict) -> ComposerLSTM:
+    """The same weights in a model with these condition vocabularies: embeddings of labels the old
+    model knew are kept, new ones start at zero, so the new model computes what the old one did."""
+    from dataclasses import replace
+
+    new = ComposerLSTM(replace(model.config, conditions=vocab))
+    old_state = model.state_dict()
+    state = new.state_dict()
+    for k in state:
+        if not k.startswith("cond_embed.") and k in old_state:
+            state[k] = old_state[k]
+    for name, labels in vocab.items():
+        old_labels = model.config.conditions.get(name, [])
+        for i, label in enumerate(labels):
+            if label in old_labels:
+                state[f"cond_embed.{name}.weight"][i] = old_state[f"cond_embed.{name}.weight"][old_labels.index(label)]
+    new.load_state_dict(state)
+    new.tokenizer = model.tokenizer
+    return new
+
+
 def _set_dropout(model: ComposerLSTM, p: float) -> None:
     model.config.dropout = model.drop.p = p
     if model.config.num_layers > 1:
@@ -735,6 +799,10 @@ _HELP = {
     "num_layers": "stacked LSTM layers",
     "dropout": "dropout between LSTM layers and before the output layer",
     "tie_weights": "share the embedding with the output layer",
+    "conditions": "style conditions to learn: all (what the data has), none, or e.g. composer,period,density,key",
+    "cond_dropout": "chance of leaving each condition unknown in a window (so any subset can be left out)",
+    "composer_min_hours": "composers with less training music than this are `other`",
+    "cond_lr": "learning rate of the condition embeddings (0 = --lr)",
     "init_from": "start from a checkpoint's weights and architecture (`default`: the shipped model)",
     "epochs": "passes over the training windows",
     "batch_size": "windows per step (per process under torchrun)",

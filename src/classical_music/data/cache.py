@@ -5,7 +5,10 @@
       shards/tokens-NNNNN.bin  every prepared file's events back to back (BOS ... EOS), uint16
       manifest.jsonl         one line per file seen: where its events are, its metadata and split,
                              or why it was skipped (appended as files finish: crash-safe, incremental)
-      index.npz              the manifest as arrays (shard, offset, length, split), for fast loading
+      shards/conditions-NNNNN.bin  each event's (density, key) condition codes, uint8 pairs aligned
+                             with the token shard (filled in by build_index, so older caches gain them)
+      index.npz              the manifest as arrays (shard, offset, length, split, and each file's
+                             composer, period, kind and hours), for fast loading
       cache.json             corpus statistics
 """
 
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import conditions as cond
 from ..errors import UserError
 from ..files import write_json
 from ..tokenizer import Tokenizer, load_tokenizer
@@ -26,6 +30,12 @@ SHARD_TOKENS = 256 * 2**20  # 512 MB per shard keeps single files manageable for
 SPLITS = ("train", "valid", "test")
 
 
+def token_shard_path(root: Path, i: int) -> Path:
+    return Path(root) / "shards" / f"tokens-{i:05d}.bin"
+
+
+def condition_shard_path(root: Path, i: int) -> Path:
+    return Path(root) / "shards" / f"conditions-{i:05d}.bin"
 
 
 class CacheWriter:
@@ -62,7 +72,7 @@ class CacheWriter:
         self._mf = open(self.manifest_path, "a", encoding="utf-8")
 
     def _shard_path(self, i: int) -> Path:
-        return self.out / "shards" / f"tokens-{i:05d}.bin"
+        return token_shard_path(self.out, i)
 
     def is_done(self, key: str, size: int, mtime: float) -> bool:
         return self.seen.get(key) == (size, mtime)
@@ -111,15 +121,22 @@ def build_index(out: Path) -> dict:
         latest[rec["key"]] = rec
     files = [r for r in latest.values() if "shard" in r]
     split_code = {s: i for i, s in enumerate(SPLITS)}
+    styles = [cond.file_conditions(r.get("meta") or {}) for r in files]
+    tokenizer = load_tokenizer(out)
+    fill_event_conditions(out, files, tokenizer)
     np.savez(
         out / "index.tmp.npz",
         shard=np.array([r["shard"] for r in files], np.int32),
         offset=np.array([r["offset"] for r in files], np.int64),
         length=np.array([r["length"] for r in files], np.int64),
         split=np.array([split_code.get(r.get("split"), 0) for r in files], np.int8),
+        # Plain unicode arrays (never object arrays), so np.load needs no pickle.
+        **{name: np.array([st[name] or "" for st in styles], dtype=str).astype("<U64")
+           for name in cond.FILE_CONDITIONS},
+        hours=np.array([r.get("music_seconds", 0.0) / 3600 for r in files], np.float64),
     )
     os.replace(out / "index.tmp.npz", out / "index.npz")
-    stats = {"tokenizer": load_tokenizer(out).to_dict(), "files": len(files),
+    stats = {"tokenizer": tokenizer.to_dict(), "files": len(files),
              "skipped": sum(1 for r in latest.values() if "skipped" in r), "splits": {}}
     for s in SPLITS:
         sel = [r for r in files if r.get("split", "train") == s]
@@ -131,8 +148,56 @@ def build_index(out: Path) -> dict:
                 "hours": round(sum(r.get("music_seconds", 0.0) for r in sel) / 3600, 3),
             }
     stats["events"] = int(sum(r["length"] for r in files))
+    stats["conditions"] = _condition_stats(files, styles, tokenizer)
     write_json(out / "cache.json", stats)
     return stats
+
+
+def _condition_stats(files, styles, tokenizer) -> dict:
+    """Training hours per composer, period and kind: what a model trained on this cache can know."""
+    out: dict = {}
+    for name in cond.FILE_CONDITIONS:
+        hours: dict[str, float] = {}
+        for r, st in zip(files, styles):
+            if r.get("split", "train") == "train" and st[name]:
+                hours[st[name]] = hours.get(st[name], 0.0) + r.get("music_seconds", 0.0) / 3600
+        out[name] = {k: round(v, 3) for k, v in sorted(hours.items(), key=lambda kv: -kv[1])}
+    out["event_conditions"] = list(cond.EVENT_CONDITIONS) if tokenizer.name == "performance" else []
+    return out
+
+
+def fill_event_conditions(out: Path, files: list[dict], tokenizer) -> int:
+    """Bring every condition shard level with its token shard; returns the events computed.
+
+    Only what is missing is computed (files past the condition shard's end), from the tokens
+    already in the cache: an old cache gains its conditions without re-tokenizing.
+    """
+    by_shard: dict[int, list[dict]] = {}
+    for r in files:
+        by_shard.setdefault(r["shard"], []).append(r)
+    done = 0
+    for shard, recs in by_shard.items():
+        recs.sort(key=lambda r: r["offset"])
+        path = condition_shard_path(out, shard)
+        have = path.stat().st_size // 2 if path.exists() else 0
+        todo = [r for r in recs if r["offset"] + r["length"] > have]
+        if not todo:
+            continue
+        tokens = np.memmap(token_shard_path(out, shard), dtype=np.uint16, mode="r")
+        with open(path, "ab") as f:
+            f.truncate(min(have, todo[0]["offset"]) * 2)
+            pos = min(have, todo[0]["offset"])
+            for r in todo:
+                if r["offset"] > pos:  # bytes of a superseded copy of a file: no conditions
+                    f.write(bytes(2 * (r["offset"] - pos)))
+                    pos = r["offset"]
+                start = pos - r["offset"]
+                ev = cond.event_conditions(np.asarray(tokens[r["offset"]: r["offset"] + r["length"]]), tokenizer)
+                f.write(np.ascontiguousarray(ev[start:]).tobytes())
+                pos = r["offset"] + r["length"]
+                done += r["length"] - start
+        del tokens
+    return done
 
 
 @dataclass
@@ -147,10 +212,51 @@ class Cache:
             raise UserError(
                 f"no prepared data at {self.root}: run `classical-music data prepare MIDI_DIR --out {self.root}` first"
             )
-        idx = np.load(self.root / "index.npz")
+        idx = np.load(self.root / "index.npz", allow_pickle=False)
         self.shard, self.offset, self.length, self.split = (idx[k] for k in ("shard", "offset", "length", "split"))
+        # Per-file style metadata: absent from caches made before conditions existed.
+        self.styles = {k: idx[k] for k in cond.FILE_CONDITIONS if k in idx.files}
+        self.hours = idx["hours"] if "hours" in idx.files else np.zeros(len(self.length))
         self.tokenizer = load_tokenizer(self.root)
         self._maps: dict[int, np.memmap] = {}
+        self._cond_maps: dict[int, np.memmap] = {}
+        self.has_event_conditions = self.tokenizer.name == "performance" and self._condition_shards_complete()
+
+    def _condition_shards_complete(self) -> bool:
+        for s in np.unique(self.shard).tolist():
+            mine = self.shard == s
+            need = int((self.offset[mine] + self.length[mine]).max())
+            p = condition_shard_path(self.root, s)
+            if not p.exists() or p.stat().st_size < 2 * need:
+                return False
+        return True
+
+    def available_conditions(self) -> tuple[str, ...]:
+        """The conditions this cache can train: metadata ones some file has, event ones when stored."""
+        names = [n for n in cond.FILE_CONDITIONS if n in self.styles and (self.styles[n] != "").any()]
+        if self.has_event_conditions:
+            names += list(cond.EVENT_CONDITIONS)
+        return tuple(n for n in cond.NAMES if n in names)
+
+    def composer_hours(self, split: str = "train") -> dict[str, float]:
+        if "composer" not in self.styles:
+            return {}
+        out: dict[str, float] = {}
+        for i in self.files(split):
+            c = str(self.styles["composer"][i])
+            if c:
+                out[c] = out.get(c, 0.0) + float(self.hours[i])
+        return out
+
+    def event_conditions(self, i: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """[m, 2] uint8 (density, key) codes of file i's events start:stop."""
+        s = int(self.shard[i])
+        if s not in self._cond_maps:
+            self._cond_maps[s] = np.memmap(condition_shard_path(self.root, s), dtype=np.uint8, mode="r")
+        n = int(self.length[i])
+        stop = n if stop is None else min(stop, n)
+        base = int(self.offset[i])
+        return np.asarray(self._cond_maps[s][2 * (base + start): 2 * (base + stop)]).reshape(-1, 2)
 
     def files(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == SPLITS.index(split))
@@ -159,7 +265,7 @@ class Cache:
         """Events of file i (a slice of them), read from the memory map."""
         s = int(self.shard[i])
         if s not in self._maps:
-            self._maps[s] = np.memmap(self.root / "shards" / f"tokens-{s:05d}.bin", dtype=np.uint16, mode="r")
+            self._maps[s] = np.memmap(token_shard_path(self.root, s), dtype=np.uint16, mode="r")
         n = int(self.length[i])
         stop = n if stop is None else min(stop, n)
         base = int(self.offset[i])
@@ -168,4 +274,5 @@ class Cache:
     def __getstate__(self):  # memmaps are reopened in each DataLoader worker
         d = self.__dict__.copy()
         d["_maps"] = {}
+        d["_cond_maps"] = {}
         return d

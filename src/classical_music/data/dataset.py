@@ -4,6 +4,12 @@ Each file is cut into ceil((n-1)/L) windows; every epoch shifts the cut points b
 offset, so the model sees new boundaries without the dataset ever holding the corpus in RAM.
 Augmentation (Performance tokenizer) works on the tokens directly: transpose, time stretch and
 velocity shift, drawn from an RNG seeded by (seed, epoch, index) so it is reproducible anywhere.
+
+With style conditions (a model's config.conditions vocabularies), each window also yields C [L, n]:
+the conditions of each target event (composer, period, kind from the file's metadata; density and
+key from the cache's per-event codes, key transposed with the notes). Condition dropout sets each
+condition of a window to "any" (0) with probability cond_dropout, so the model also learns to
+compose with any subset unknown.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .. import conditions as cond
 from .cache import Cache
 
 PIANO_LOW, PIANO_HIGH = 21, 108
@@ -32,7 +39,8 @@ class AugmentConfig:
 
 class WindowDataset(Dataset):
     def __init__(self, cache_dir, split: str = "train", seq_len: int = 256, augment: AugmentConfig | None = None,
-                 seed: int = 0):
+                 seed: int = 0, conditions: dict | None = None, cond_dropout: float = 0.0,
+                 event_conditions: bool = True):
         self.cache = cache_dir if isinstance(cache_dir, Cache) else Cache(cache_dir)
         self.tokenizer = self.cache.tokenizer
         self.split = split
@@ -47,6 +55,21 @@ class WindowDataset(Dataset):
         self.lengths = self.cache.length[self.file_ids]
         per_file = np.maximum(1, -(-(self.lengths - 1) // self.seq_len))
         self.cum = np.cumsum(per_file)
+        self.conditions = dict(conditions or {})
+        self.cond_dropout = float(cond_dropout)
+        missing = [n for n in self.conditions if n not in self.cache.available_conditions()]
+        if missing:
+            from ..errors import UserError
+
+            raise UserError(f"{self.cache.root} has no {', '.join(missing)} conditions: run `classical-music data "
+                            f"prepare` on it again to add them, or train with --conditions none")
+        # Per-file codes of the metadata conditions, in the model's vocabularies.
+        names = [n for n in cond.FILE_CONDITIONS if n in self.conditions]
+        rows = [cond.file_codes(self.conditions, **{n: str(self.cache.styles[n][i]) for n in names})
+                for i in self.file_ids.tolist()]
+        self.file_codes = {n: np.array([r[n] for r in rows], np.int64) for n in names}
+        # Valid windows can leave the per-event conditions unknown (they describe the future).
+        self.use_events = bool(event_conditions)
 
     def __len__(self) -> int:
         return int(self.cum[-1]) if len(self.cum) else 0
@@ -75,18 +98,45 @@ class WindowDataset(Dataset):
             stretch = float(rng.uniform(1 - self.augment.stretch, 1 + self.augment.stretch))
         # Stretching changes the token count, so read enough to still fill L + 1 afterwards.
         need = L + 1 if stretch >= 1 else int(np.ceil((L + 1) / stretch)) + 8
-        tokens = self.cache.tokens(int(self.file_ids[f]), start, start + need).astype(np.int64)
+        fid = int(self.file_ids[f])
+        tokens = self.cache.tokens(fid, start, start + need).astype(np.int64)
+        src, semitones = np.arange(len(tokens)), 0
         if self.augment:
-            tokens = self._augment(tokens, rng, stretch)
-        tokens = tokens[: L + 1]
+            tokens, src, semitones = self._augment(tokens, rng, stretch)
+        tokens, src = tokens[: L + 1], src[: L + 1]
         x = np.full(L, self.tokenizer.pad_id, np.int64)
         y = np.full(L, self.tokenizer.pad_id, np.int64)
         x[: len(tokens) - 1] = tokens[:-1]
         y[: len(tokens) - 1] = tokens[1:]
-        return torch.from_numpy(x), torch.from_numpy(y)
+        if not self.conditions:
+            return torch.from_numpy(x), torch.from_numpy(y)
+        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(
+            self._conditions(f, fid, start, src[1:], semitones, L, self._rng(2, i)))
 
-    def _augment(self, tokens: np.ndarray, rng: np.random.Generator, stretch: float) -> np.ndarray:
+    def _conditions(self, f: int, fid: int, start: int, src: np.ndarray, semitones: int, L: int,
+                    rng: np.random.Generator) -> np.ndarray:
+        """[L, n] condition codes of the targets y (src: each target's index among the tokens read)."""
+        c = np.zeros((L, len(self.conditions)), np.int64)
+        events = None
+        if self.use_events and any(n in self.conditions for n in cond.EVENT_CONDITIONS) and len(src):
+            events = self.cache.event_conditions(fid, start, start + int(src.max()) + 1)[src].astype(np.int64)
+        for k, name in enumerate(self.conditions):
+            if self.cond_dropout and rng.random() < self.cond_dropout:
+                continue  # left at "any"
+            if name in self.file_codes:
+                c[:, k] = self.file_codes[name][f]
+            elif events is not None:
+                col = events[:, cond.EVENT_CONDITIONS.index(name)]
+                if name == "key" and semitones:  # codes are 1 + KEYS index: tonic + 12 * minor
+                    k0 = col - 1
+                    col = np.where(col > 0, (k0 % 12 + semitones) % 12 + 12 * (k0 >= 12) + 1, 0)
+                c[: len(col), k] = col
+        return c
+
+    def _augment(self, tokens: np.ndarray, rng: np.random.Generator, stretch: float):
+        """Augmented tokens, each one's source index among `tokens`, and the transposition."""
         tok, a = self.tokenizer, self.augment
+        src, semitones = np.arange(len(tokens)), 0
         if a.transpose:
             is_on = (tokens >= tok.note_on) & (tokens < tok.note_off)
             is_off = (tokens >= tok.note_off) & (tokens < tok.time_shift)
@@ -96,31 +146,45 @@ class WindowDataset(Dataset):
                 lo = max(-a.transpose, PIANO_LOW - int(pitch[notes].min()))
                 hi = min(a.transpose, PIANO_HIGH - int(pitch[notes].max()))
                 if lo <= hi:
-                    tokens = tokens + np.where(notes, int(rng.integers(lo, hi + 1)), 0)
+                    semitones = int(rng.integers(lo, hi + 1))
+                    tokens = tokens + np.where(notes, semitones, 0)
         if a.velocity:
             is_vel = (tokens >= tok.velocity) & (tokens < tok.vocab_size)
             shift = int(rng.integers(-a.velocity, a.velocity + 1))
             tokens = np.where(is_vel, np.clip(tokens + shift, tok.velocity, tok.vocab_size - 1), tokens)
         if stretch != 1.0:
-            tokens = stretch_shifts(tokens, tok, stretch)
-        return tokens
+            tokens, src = stretch_shifts(tokens, tok, stretch, return_source=True)
+        return tokens, src, semitones
 
 
-def stretch_shifts(tokens: np.ndarray, tok, factor: float) -> np.ndarray:
-    """Scale every run of TIME_SHIFT tokens by `factor`, re-emitting the run with the fewest tokens."""
+def stretch_shifts(tokens: np.ndarray, tok, factor: float, return_source: bool = False):
+    """Scale every run of TIME_SHIFT tokens by `factor`, re-emitting the run with the fewest tokens.
+
+    return_source: also give each output token's index among the input tokens (a re-emitted
+    shift run points at the run's first token), so per-event data can follow the tokens."""
     steps = tok.shift_steps(tokens)
     out: list[int] = []
-    run = 0.0
-    for t, s in zip(tokens.tolist(), steps.tolist()):
+    source: list[int] = []
+    run, run_start = 0.0, 0
+    for i, (t, s) in enumerate(zip(tokens.tolist(), steps.tolist())):
         if s:
+            if not run:
+                run_start = i
             run += s
             continue
         if run:
-            out.extend(_shift_tokens(tok, int(round(run * factor))))
+            new = _shift_tokens(tok, int(round(run * factor)))
+            out.extend(new)
+            source.extend([run_start] * len(new))
             run = 0.0
         out.append(t)
+        source.append(i)
     if run:
-        out.extend(_shift_tokens(tok, int(round(run * factor))))
+        new = _shift_tokens(tok, int(round(run * factor)))
+        out.extend(new)
+        source.extend([run_start] * len(new))
+    if return_source:
+        return np.array(out, np.int64), np.array(source, np.int64)
     return np.array(out, np.int64)
 
 
