@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import conditions
 from .errors import UserError
 from .files import atomic_path, staged_paths
 from .notes import MidiReadError, Notes, load_score, notes_to_score, score_to_notes
@@ -59,6 +60,13 @@ class GenerateConfig:
     soundfont: Path | None = None
     device: str = "cpu"
     precision: str = "auto"  # of the decoding matmuls: auto = int8 on the CPU, else float32
+    # style (classical_music.conditions); None = any. density in notes per second, key like "D minor"
+    composer: str | None = None
+    period: str | None = None
+    kind: str | None = None
+    density: float | None = None
+    key: str | None = None
+    guidance: float = 1.0  # classifier-free guidance: 1 = off, > 1 follows the conditions harder
 
     def validate(self) -> None:
         if not 0 < self.temperature < math.inf:
@@ -98,6 +106,48 @@ class GenerateConfig:
                             else "--precision int8: this PyTorch build has no int8 CPU kernels")
         if self.output.suffix.lower() not in (".mid", ".midi"):
             raise UserError(f"--output must end in .mid or .midi, got {self.output.name}")
+        if not 0 <= self.guidance <= 10:
+            raise UserError(f"--guidance must be between 0 and 10 (1 = off), got {self.guidance}")
+        if self.key is not None:
+            conditions.parse_key(self.key)  # a malformed key fails before the model loads
+
+    def style(self) -> dict:
+        return {n: getattr(self, n) for n in conditions.NAMES}
+
+
+def condition_codes(model, style: dict) -> tuple[torch.Tensor | None, dict[str, str]]:
+    """What was asked for, checked against what the checkpoint knows -> [n] indices and labels."""
+    vocab = model.config.conditions
+    codes = conditions.encode_request(vocab, **style)
+    if not vocab:
+        return None, {}
+    index = {n: codes.get(n, 0) for n in vocab}
+    return torch.tensor(list(index.values()), dtype=torch.long), conditions.describe(vocab, index)
+
+
+def list_conditions(model) -> str:
+    """What --list_conditions prints: each condition's values, composers with their training hours."""
+    vocab = model.config.conditions
+    if not vocab:
+        return "this checkpoint has no style conditions (it composes unconditioned)"
+    cfg = getattr(model, "checkpoint_config", {}) or {}
+    hours = cfg.get("condition_hours", {})
+    lines = []
+    for name, labels in vocab.items():
+        known = [v for v in labels if v != conditions.ANY]
+        if name == "composer":
+            h = hours.get("composer", {})
+            shown = [f"{v} ({conditions.composer_display(v)}, {h[v]:.1f} h)" if v in h else v for v in known]
+            lines.append(f"composer (at least {cfg.get('composer_min_hours', conditions.COMPOSER_MIN_HOURS):g} h of "
+                         f"training music; others are `other`):\n  " + "\n  ".join(shown))
+        elif name in hours:
+            lines.append(f"{name}: " + ", ".join(f"{v} ({hours[name][v]:.1f} h)" if v in hours[name] else v
+                                                   for v in known))
+        elif name == "density":
+            lines.append("density: notes per second, e.g. 2, 4, 8, 16 (bins: " + ", ".join(known) + ")")
+        else:
+            lines.append("key: any of the 24 major and minor keys, e.g. C, Am, F# minor, Eb major")
+    return "\n".join(lines)
 
 
 # -- the model --------------------------------------------------------------------------------
@@ -329,7 +379,8 @@ def end_allowed_after(seconds: float | None, events: int | None, min_seconds: fl
 @torch.inference_mode()
 def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None, events=None, temperature=1.0,
            top_k=0, top_p=1.0, min_p=0.0, seed=None, device="cpu", progress=None,
-           max_note_seconds=MAX_NOTE_SECONDS, min_seconds=None, int8: bool | None = None) -> list[np.ndarray]:
+           max_note_seconds=MAX_NOTE_SECONDS, min_seconds=None, int8: bool | None = None, cond=None,
+           guidance: float = 1.0) -> list[np.ndarray]:
     """Continue `prefix` in num_samples variations; returns each one's new tokens (no prefix).
 
     With Performance events, keys are released only if down, and none is held over
@@ -337,16 +388,41 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
     end_allowed_after(seconds, events, min_seconds) of music; see KeyTracker. int8: decode with
     int8 weights (default: on the CPU; see model.StepDecoder).
 
+    cond: style condition indices, [n] or [num_samples, n] (condition_codes); None = all "any".
+    guidance: classifier-free guidance (Ho & Salimans 2022): each step also runs unconditioned
+    and draws from logits u + guidance * (c - u); 1 = off, at no cost.
+
     The model runs on `device`; choosing each next event runs on the CPU in NumPy and plain
     Python, where a step's bookkeeping costs ~20 us instead of ~100 us as PyTorch calls.
     """
     rng = np.random.default_rng(None if seed is None else int(seed) % 2**64)  # any int, negatives too
     model.eval()
-    x = torch.as_tensor(prefix, dtype=torch.long, device=device).unsqueeze(0).expand(num_samples, -1)
-    logits, state = model(x)
+    n_cond = len(model.config.conditions)
+    if cond is not None:
+        cond = torch.as_tensor(cond, dtype=torch.long, device=device).reshape(-1, n_cond).expand(num_samples, -1)
+    guided = cond is not None and guidance != 1.0
+    rows = 2 * num_samples if guided else num_samples
+    if guided:  # the second half of the batch composes the same piece unconditioned
+        cond = torch.cat([cond, torch.zeros_like(cond)])
+    x = torch.as_tensor(prefix, dtype=torch.long, device=device).unsqueeze(0).expand(rows, -1)
+    logits, state = model(x, cond=cond)
     logits = logits[:, -1]
     vocab = logits.shape[-1]
-    step = model.decoder(int8=use_int8(device) if int8 is None else int8).step
+    decoder = model.decoder(int8=use_int8(device) if int8 is None else int8)
+    gates = decoder.condition_gates(cond)
+
+    def step(idx, state):
+        if guided:
+            idx = torch.cat([idx, idx])
+        logits, state = decoder.step(idx, state, gates)
+        if guided:
+            lc, lu = torch.log_softmax(logits.float(), -1).chunk(2)
+            logits = torch.cat([lu + guidance * (lc - lu), lc])  # rows past num_samples are ignored
+        return logits, state
+
+    if guided:
+        lc, lu = torch.log_softmax(logits.float(), -1).chunk(2)
+        logits = lu + guidance * (lc - lu)
     bias = np.zeros((num_samples, vocab), np.float32)  # added to the logits: -inf = never
     bias[:, [tokenizer.pad_id, tokenizer.bos_id]] = -np.inf
     steps_per_second = getattr(tokenizer, "steps_per_second", None)
@@ -367,7 +443,7 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
     done = [False] * num_samples
     with _one_thread_on_cpu(device):
         for n in range(max_events):
-            scores = logits.float().cpu().numpy() + bias
+            scores = logits[:num_samples].float().cpu().numpy() + bias
             if keys is not None:
                 keys.force_overdue(scores, elapsed)
             if plain:
@@ -463,6 +539,7 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
 
         find_soundfont(cfg.soundfont)  # a bad --soundfont stops us before composing, not after
     model = load_model(cfg.checkpoint, cfg.device)
+    cond, style = condition_codes(model, cfg.style())
     tok = model.tokenizer
     prefix = primer_tokens(tok, primer)
     primer_end = 0.0 if primer is None else float(primer.offset.max())
@@ -486,7 +563,7 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
     rows = sample(model, tok, prefix, num_samples=cfg.num_samples, seconds=cfg.seconds, events=cfg.events,
                   temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p, seed=seed,
                   device=cfg.device, progress=report, max_note_seconds=cfg.max_note_seconds,
-                  min_seconds=cfg.min_seconds,
+                  min_seconds=cfg.min_seconds, cond=cond, guidance=cfg.guidance,
                   int8=None if cfg.precision == "auto" else cfg.precision == "int8")
     wall = time.perf_counter() - t0
     if bar is not None:
@@ -512,7 +589,10 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
     made = [f for f in (folder, *folder.parents) if not f.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        return _write_pieces(cfg, pieces, seed, wall)
+        results = _write_pieces(cfg, pieces, seed, wall)
+        for r in results:
+            r["conditions"] = style
+        return results
     except BaseException as e:
         for f in made:  # the folders this run made, now empty again
             try:
@@ -575,6 +655,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mp3", action="store_true", help="also write NAME.mp3")
     p.add_argument("--plot", action="store_true", help="also write a piano-roll NAME.png")
     p.add_argument("--soundfont", type=Path, default=None, help="SF2 SoundFont for --wav/--mp3")
+    style = p.add_argument_group("style (see --list_conditions; each optional, default any)")
+    style.add_argument("--composer", default=None, help="compose like this composer, e.g. chopin")
+    style.add_argument("--period", default=None, help="baroque, classical, romantic, impressionist or modern")
+    style.add_argument("--kind", default=None, help="performance (a pianist's timing) or sequenced (score-like)")
+    style.add_argument("--density", type=float, default=None, help="notes per second, e.g. 8")
+    style.add_argument("--key", default=None, help='e.g. C, Am, "F# minor", "Eb major"')
+    style.add_argument("--guidance", type=float, default=1.0,
+                       help="classifier-free guidance: > 1 follows the style harder, at twice the cost (1 = off)")
+    style.add_argument("--list_conditions", action="store_true",
+                       help="print the styles the checkpoint knows (composers with their training hours) and exit")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="decoding matmuls: int8 is ~3x faster on the CPU at batch 1 and ~6.5x at batch 8, "
@@ -590,6 +680,10 @@ def add_parser(sub) -> None:
 
 
 def _run(args) -> int:
+    if args.list_conditions:
+        check_device(args.device)
+        print(list_conditions(load_model(args.checkpoint, args.device)))
+        return 0
     cfg = GenerateConfig(
         output=args.output, checkpoint=args.checkpoint, seconds=None if args.events else args.seconds,
         events=args.events, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
@@ -597,11 +691,13 @@ def _run(args) -> int:
         primer_notes=args.primer_notes, primer_chord_seconds=args.primer_chord_seconds,
         primer_in_output=not args.no_primer_in_output, wav=args.wav, mp3=args.mp3, plot=args.plot,
         soundfont=args.soundfont, device=args.device, max_note_seconds=args.max_note_seconds,
-        min_seconds=args.min_seconds, precision=args.precision,
+        min_seconds=args.min_seconds, precision=args.precision, composer=args.composer, period=args.period,
+        kind=args.kind, density=args.density, key=args.key, guidance=args.guidance,
     )
     for r in compose(cfg, progress=True):
         names = ", ".join(str(p) for p in r["files"].values())
-        print(f"wrote {names}: {r['seconds']:.1f} s, {r['notes']} notes (seed {r['seed']}, "
+        style = "".join(f", {k} {v}" for k, v in r["conditions"].items())
+        print(f"wrote {names}: {r['seconds']:.1f} s, {r['notes']} notes (seed {r['seed']}{style}, "
               f"{r['events']} events in {r['wall_seconds']:.1f} s)")
     return 0
 

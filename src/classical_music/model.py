@@ -131,14 +131,17 @@ class ComposerLSTM(nn.Module):
         """idx [B, T] int64 -> logits [B, T, vocab], plus (h, c) each [layers, B, hidden].
 
         cond: condition indices, [B, T, n] (per event) or [B, n] (the same at every step), one
-        column per config.conditions entry in its order; None = all "any".
+        column per config.conditions entry in its order; None = all "any" (index 0, which has a
+        learned embedding of its own in a conditioned model).
         Pass the returned state back in to continue a sequence one chunk (or one event) at a time.
         """
         if idx.dim() != 2:
             raise ValueError(f"idx must be [batch, time], got shape {tuple(idx.shape)}")
         x = self.embed(idx)
-        if cond is not None and self.cond_embed:
-            x = x + self.condition_vector(cond if cond.dim() == 3 else cond.unsqueeze(1))
+        if self.cond_embed:
+            if cond is None:
+                cond = torch.zeros(len(self.cond_embed), dtype=torch.long, device=idx.device)
+            x = x + self.condition_vector(cond.view(cond.shape[0], 1, -1) if cond.dim() == 2 else cond)
         self.lstm.flatten_parameters()  # no-op on CPU; keeps cuDNN weights contiguous under DDP
         out, state = self.lstm(x, state)
         out = self.drop(out)
@@ -305,12 +308,15 @@ class StepDecoder:
         self.head = linear(model.head.weight, model.head.bias)
         self.int8 = int8
         self._model, self._w_ih0 = model, w_ih[0]
+        # A conditioned model asked for nothing still adds its "any" embeddings.
+        n = len(model.cond_embed)
+        self.any_gates = self.condition_gates(torch.zeros(1, n, dtype=torch.long, device=w_ih[0].device)) if n else None
 
     @torch.inference_mode()
     def condition_gates(self, cond: torch.Tensor | None) -> torch.Tensor | None:
         """cond [B, n] -> what the conditions add to the first layer's gates, [B, 4H], once per piece."""
         if cond is None or not self._model.cond_embed:
-            return None
+            return getattr(self, "any_gates", None)
         return self._model.condition_vector(cond) @ self._w_ih0.t()
 
     @staticmethod
@@ -330,9 +336,11 @@ class StepDecoder:
     def step(self, idx: torch.Tensor, state, gates: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[list, list]]:
         """The same, for a caller already under torch.inference_mode() (switching costs ~4 us).
 
-        gates: condition_gates(cond), added to the first layer's input (one add per step)."""
+        gates: condition_gates(cond), added to the first layer's input (one add per step); None =
+        all "any"."""
         h, c = state
         first = self.table.index_select(0, idx)
+        gates = self.any_gates if gates is None else gates
         if gates is not None:
             first = first + gates
         x, ck = self._cell(self.hh0(h[0], first), c[0])
