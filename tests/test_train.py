@@ -193,6 +193,34 @@ def test_resume_after_crash_matches_a_straight_run(cache, tmp_path, monkeypatch,
         Trainer(tiny(cache, crashed, hidden_size=64, resume="last"))
 
 
+def test_resume_from_a_save_between_log_points_counts_every_token(cache, tmp_path, monkeypatch):
+    # last/ at step 5 lies between the log points at 4 and 6 (an epoch end): step 5 must not be lost
+    kw = dict(max_steps=8, save_every=5, log_every=4)
+    train_mod.train(tiny(cache, tmp_path / "straight", **kw))
+    real_step, calls = Trainer.train_step, []
+
+    def dies_at_step_6(self, x, y):
+        calls.append(1)
+        if len(calls) == 6:
+            raise Crash
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(Trainer, "train_step", dies_at_step_6)
+    crashed = tmp_path / "crashed"
+    with pytest.raises(Crash):
+        train_mod.train(tiny(cache, crashed, **kw))
+    monkeypatch.undo()
+    state = json.loads((crashed / "last" / "trainer_state.json").read_text())
+    assert state["step"] == 5
+    at_4 = metrics(crashed)[-1]
+    assert at_4["step"] == 4 and state["tokens_seen"] > at_4["tokens_seen"]
+    assert state["elapsed_seconds"] > at_4["elapsed_seconds"]
+    train_mod.train(replace(tiny(cache, crashed, **kw), resume="last"))
+    a, b = metrics(tmp_path / "straight"), metrics(crashed)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [4, 6, 8]
+    assert [r["tokens_seen"] for r in b] == [r["tokens_seen"] for r in a]
+
+
 def test_crash_while_saving_keeps_the_previous_checkpoint(cache, tmp_path, monkeypatch):
     import safetensors.torch
 

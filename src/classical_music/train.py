@@ -432,6 +432,7 @@ class Trainer:
             self.epoch += 1
             self.samples_in_epoch = 0
         if self.stop_reason or self.step % cfg.save_every == 0:
+            self._flush_counters()
             paused = time.perf_counter()
             if not has_val and self.dist.master:
                 self._save("best")
@@ -491,6 +492,18 @@ class Trainer:
         self._window_tokens = torch.zeros((), dtype=torch.int64, device=self.device)
         self._window_start = time.perf_counter()
         self._window_paused = 0.0  # evaluation and checkpoint time, kept out of tokens/s
+
+    def _flush_counters(self) -> None:
+        """Move the window's tokens and time into the run's totals before a checkpoint: one saved
+        between log points would otherwise resume without them (the window restarts at zero)."""
+        tokens = self._window_tokens.clone()
+        if self.dist.world > 1:
+            dist.all_reduce(tokens)
+        now = time.perf_counter()
+        self.tokens_seen += int(tokens)
+        self.elapsed += now - self._window_start - self._window_paused
+        self._window_tokens.zero_()
+        self._window_start, self._window_paused = now, 0.0
 
     def _log_point(self, val: float | None, bar) -> None:
         seconds = time.perf_counter() - self._window_start - self._window_paused
