@@ -617,7 +617,9 @@ def _run(args) -> int:
 def main(argv=None) -> int:
     from .cli import run
 
-    p = argparse.ArgumentParser(prog="generate.py", description=__doc__.split("\n\n")[0])
+    from .cli import Parser
+
+    p = Parser(prog="generate.py", description=__doc__.split("\n\n")[0])
     add_arguments(p)
     args = p.parse_args(argv)
     return run(args.func, args)

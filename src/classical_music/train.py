@@ -955,11 +955,10 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for the repo-root `train.py` and `python -m classical_music.train`: the exit code."""
-    from .cli import run as run_stage
+    from .cli import Parser, run as run_stage
 
-    p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = Parser(prog="train.py", description=__doc__.split("\n\n")[0],
+               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     add_arguments(p)
     return run_stage(run, p.parse_args(argv))
 
