@@ -199,11 +199,11 @@ def test_resume_from_a_save_between_log_points_counts_every_token(cache, tmp_pat
     train_mod.train(tiny(cache, tmp_path / "straight", **kw))
     real_step, calls = Trainer.train_step, []
 
-    def dies_at_step_6(self, x, y):
+    def dies_at_step_6(self, *batch):
         calls.append(1)
         if len(calls) == 6:
             raise Crash
-        return real_step(self, x, y)
+        return real_step(self, *batch)
 
     monkeypatch.setattr(Trainer, "train_step", dies_at_step_6)
     crashed = tmp_path / "crashed"
@@ -484,11 +484,11 @@ def test_sigterm_saves_last_and_the_run_resumes(cache, tmp_path, monkeypatch):
     run, calls = tmp_path / "run", []
     real_step = Trainer.train_step
 
-    def terminated_during_step_3(self, x, y):
+    def terminated_during_step_3(self, *batch):
         calls.append(1)
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` or a job scheduler would
-        return real_step(self, x, y)
+        return real_step(self, *batch)
 
     monkeypatch.setattr(Trainer, "train_step", terminated_during_step_3)
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
