@@ -1,14 +1,26 @@
 """Compose the README's sample pieces with the model shipped in the package.
 
-    python recipes/make_samples.py
+    python recipes/make_samples.py [--out docs/samples]
 
-Writes docs/samples/<name>.mid, .mp3 and .png: two pieces from scratch at temperatures 0.9 and
-1.0, and one continuing the opening of Chopin's Prelude Op. 28 No. 1 (piano-midi.de, valid split:
-the model never trained on it). Fixed seeds, so the files can be made again.
+Writes OUT/<name>.mid, .mp3 and .png: two pieces from scratch at temperatures 0.9 and 1.0, and
+one continuing the opening of Chopin's Prelude Op. 28 No. 1 (piano-midi.de, valid split: the
+model never trained on it).
+
+What is reproducible: the MIDI files, on any CPU. The pieces are decoded with float32 weights
+(--precision float32), not with the int8 kernels `generate` uses on a CPU by default: those
+kernels differ between CPU families (AVX2, AVX512-VNNI, AMX) and so do the notes they pick from
+a seed. Float32 kernels differ too, but only in the last bits of a logit, which moves a draw only
+when it falls within ~1e-7 of a boundary between two events. Checked: with PyTorch, oneDNN and
+MKL held to SSE4.1 code (ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41
+MKL_ENABLE_INSTRUCTIONS=SSE4_2 MKL_CBWR=COMPATIBLE) instead of AVX2, the logits differed in their
+last bits (-11.314907 vs -11.314909) and all three MIDI files came out byte-identical. Not
+guaranteed on every CPU, but a flip needs a draw that close. The MP3 and PNG follow from the MIDI
+(same SoundFont and libraries). `--midi_only` writes just the MIDI, to compare quickly.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -19,6 +31,7 @@ from classical_music.generate import GenerateConfig, compose  # noqa: E402
 
 OUT = ROOT / "docs" / "samples"
 PRIMER = ROOT.parent / "shared" / "data" / "classical-piano" / "piano-midi" / "Chopin" / "chpn-p1.mid"
+PRECISION = "float32"  # the same notes on every CPU (see above)
 SAMPLES = [
     ("temperature-0.9", dict(temperature=0.9, seed=11)),
     ("temperature-1.0", dict(temperature=1.0, seed=12)),
@@ -26,10 +39,16 @@ SAMPLES = [
 ]
 
 
-def main() -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Compose the README's sample pieces.")
+    p.add_argument("--out", type=Path, default=OUT, help=f"folder to write them to (default {OUT})")
+    p.add_argument("--midi_only", action="store_true", help="only the MIDI files (to check them quickly)")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    audio = not args.midi_only
     for name, kw in SAMPLES:
-        r = compose(GenerateConfig(output=OUT / f"{name}.mid", seconds=30, mp3=True, plot=True, **kw))[0]
+        r = compose(GenerateConfig(output=args.out / f"{name}.mid", seconds=30, mp3=audio, plot=audio,
+                                   precision=PRECISION, **kw))[0]
         print(f"{name}: {r['notes']} notes, {r['seconds']:.1f} s")
 
 

@@ -332,3 +332,30 @@ def test_min_seconds_defaults_to_most_of_the_piece_and_is_checked(tmp_path, caps
         err = capsys.readouterr().err
         assert "--min_seconds" in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())
+
+
+def test_length_is_capped_at_an_hour(tmp_path, capsys):
+    from classical_music.generate import MAX_EVENTS, MAX_SECONDS
+
+    for flag, value in (("--seconds", "1e9"), ("--seconds", str(MAX_SECONDS + 1)), ("--events", str(MAX_EVENTS + 1))):
+        # the checkpoint is missing, so without a cap this fails fast with another message (no hang)
+        assert main([flag, value, "--output", str(tmp_path / "o.mid"), "--checkpoint", str(tmp_path / "nope")]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} must be" in err and "hour" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+    GenerateConfig(seconds=MAX_SECONDS).validate()
+    GenerateConfig(seconds=None, events=MAX_EVENTS).validate()
+
+
+def test_a_checkpoint_path_that_is_not_one_points_to_best_and_last(checkpoint, tmp_path, capsys):
+    # the spec's `--checkpoint checkpoints/model.h5`, in a save dir holding best/ (and last/)
+    save_dir = checkpoint.parent
+    assert main(["--checkpoint", str(save_dir / "model.h5"), "--output", str(tmp_path / "o.mid")]) == 2
+    err = capsys.readouterr().err
+    assert f"no checkpoint at {save_dir / 'model.h5'}: did you mean {save_dir / 'best'}?" in err
+    # the save dir itself, or a stray file in it
+    (save_dir / "notes.txt").write_text("x")
+    for given in (save_dir, save_dir / "notes.txt"):
+        assert main(["--checkpoint", str(given), "--output", str(tmp_path / "o.mid")]) == 2
+        assert f"did you mean {save_dir / 'best'}?" in capsys.readouterr().err
+    (save_dir / "notes.txt").unlink()

@@ -1,5 +1,7 @@
-"""The quick-start notebook runs top to bottom (with fewer training steps), so it never rots."""
+"""The quick-start notebook runs top to bottom (with fewer training steps), so it never rots; the
+stored copy carries its outputs, so it reads with audio and piano rolls on the web too."""
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,12 @@ from classical_music.generate import default_checkpoint  # noqa: E402
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
 
 
-def test_quickstart_notebook_executes(tmp_path):
+def test_quickstart_notebook_executes_and_leaves_no_temp_folder(tmp_path, monkeypatch):
     if not (default_checkpoint() / "model.safetensors").is_file():
         pytest.fail("the package ships no default model; the notebook composes with it")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # the kernel's tempfile folder, watched below
     nb = nbformat.read(NOTEBOOK, as_version=4)
     params = nb.cells[1]
     assert "TRAIN_STEPS" in params.source
@@ -24,3 +29,17 @@ def test_quickstart_notebook_executes(tmp_path):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     mimes = {m for o in outputs for m in o.get("data", {})}
     assert "image/png" in mimes and "text/html" in mimes  # the piano roll and the audio player
+    assert not list(temp.glob("quickstart-*"))
+
+
+def test_the_stored_notebook_has_its_outputs_and_says_what_it_does():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    pngs = [o["data"]["image/png"] for o in outputs if "image/png" in o.get("data", {})]
+    audio = [o["data"]["text/html"] for o in outputs if "<audio" in o.get("data", {}).get("text/html", "")]
+    assert len(pngs) == 2 and len(audio) == 1 and "audio/mpeg;base64," in audio[0]
+    assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert NOTEBOOK.stat().st_size < 1.5e6
+    text = " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "about a minute" not in text and "One MIDI file" not in text and "20 files" in text

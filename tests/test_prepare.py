@@ -144,3 +144,50 @@ def test_shared_corpus_sample(shared_corpus, tmp_path):
     r = prepare(PrepareConfig(source=shared_corpus, out=tmp_path / "c", workers=2, progress=False, limit=40))
     assert r["prepared"] == 40 and not r["skipped"]
     assert r["events"] > 40 * 1000
+
+
+def test_files_deleted_from_the_source_leave_the_index(tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "cache"
+    for i in range(4):
+        write_midi(src / "sub" / f"p{i}.mid", scale(20, base=50 + i))
+    (src / "bad.mid").write_bytes(b"not midi")
+    assert run_cli(src, "--out", out, "--workers", 1) == 0
+    assert len(Cache(out).length) == 4
+    capsys.readouterr()
+    (src / "sub" / "p1.mid").unlink()
+    (src / "sub" / "p3.mid").unlink()
+    (src / "bad.mid").unlink()
+    report = tmp_path / "r.json"
+    assert run_cli(src, "--out", out, "--workers", 1, "--report", report) == 0
+    assert "dropped 2 no longer in" in capsys.readouterr().out
+    r = json.loads(report.read_text())
+    assert r["dropped"] == 2 and r["prepared"] == 0 and r["already_prepared"] == 2
+    cache = Cache(out)
+    assert len(cache.length) == 2
+    stats = json.loads((out / "cache.json").read_text())
+    assert stats["files"] == 2 and stats["skipped"] == 0
+    # a file put back is prepared again; nothing is dropped twice
+    write_midi(src / "sub" / "p1.mid", scale(20, base=51))
+    assert run_cli(src, "--out", out, "--workers", 1, "--report", report) == 0
+    r = json.loads(report.read_text())
+    assert (r["prepared"], r["dropped"], len(Cache(out).length)) == (1, 0, 3)
+    # another folder prepared into the same cache does not drop this one's files
+    write_midi(tmp_path / "other" / "q.mid", scale(20))
+    assert run_cli(tmp_path / "other", "--out", out, "--workers", 1, "--report", report) == 0
+    r = json.loads(report.read_text())
+    assert (r["prepared"], r["dropped"], len(Cache(out).length)) == (1, 0, 4)
+
+
+def test_a_folder_without_midi_files_is_exit_2_and_writes_nothing(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "notes.txt").write_text("no music here")
+    (src / "song.wav").write_bytes(b"RIFF")
+    out = tmp_path / "cache"
+    assert run_cli(src, "--out", out, "--report", tmp_path / "r.json") == 2
+    err = capsys.readouterr().err
+    assert f"no MIDI files (.mid, .midi) in {src}" in err and "Traceback" not in err
+    assert not out.exists() and not (tmp_path / "r.json").exists()
+    write_midi(src / "a.mid", scale(20))
+    assert run_cli(src, "--out", out, "--composer", "nobody") == 2
+    assert "match the filters" in capsys.readouterr().err and not out.exists()

@@ -193,6 +193,34 @@ def test_resume_after_crash_matches_a_straight_run(cache, tmp_path, monkeypatch,
         Trainer(tiny(cache, crashed, hidden_size=64, resume="last"))
 
 
+def test_resume_from_a_save_between_log_points_counts_every_token(cache, tmp_path, monkeypatch):
+    # last/ at step 5 lies between the log points at 4 and 6 (an epoch end): step 5 must not be lost
+    kw = dict(max_steps=8, save_every=5, log_every=4)
+    train_mod.train(tiny(cache, tmp_path / "straight", **kw))
+    real_step, calls = Trainer.train_step, []
+
+    def dies_at_step_6(self, *batch):
+        calls.append(1)
+        if len(calls) == 6:
+            raise Crash
+        return real_step(self, *batch)
+
+    monkeypatch.setattr(Trainer, "train_step", dies_at_step_6)
+    crashed = tmp_path / "crashed"
+    with pytest.raises(Crash):
+        train_mod.train(tiny(cache, crashed, **kw))
+    monkeypatch.undo()
+    state = json.loads((crashed / "last" / "trainer_state.json").read_text())
+    assert state["step"] == 5
+    at_4 = metrics(crashed)[-1]
+    assert at_4["step"] == 4 and state["tokens_seen"] > at_4["tokens_seen"]
+    assert state["elapsed_seconds"] > at_4["elapsed_seconds"]
+    train_mod.train(replace(tiny(cache, crashed, **kw), resume="last"))
+    a, b = metrics(tmp_path / "straight"), metrics(crashed)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [4, 6, 8]
+    assert [r["tokens_seen"] for r in b] == [r["tokens_seen"] for r in a]
+
+
 def test_crash_while_saving_keeps_the_previous_checkpoint(cache, tmp_path, monkeypatch):
     import safetensors.torch
 
@@ -366,3 +394,109 @@ def test_a_run_started_with_init_from_resumes_with_the_same_command(cache, tmp_p
     assert train_mod.main([*b, "--max_steps", "4", "--resume"]) == 0
     assert json.loads((tmp_path / "b" / "last" / "trainer_state.json").read_text())["step"] == 4
     assert ComposerLSTM.from_pretrained(tmp_path / "b" / "last").config.hidden_size == 32
+
+
+def test_data_pointing_at_midi_files_names_a_separate_cache(tmp_path, capsys, monkeypatch):
+    from conftest import scale, write_midi
+
+    corpus = tmp_path / "corpus"
+    write_midi(corpus / "a" / "p.mid", scale(8))
+    monkeypatch.chdir(tmp_path)
+    assert train_mod.main(["--data", str(corpus), "--save_dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"{corpus} holds MIDI files, not a prepared cache" in err
+    assert f"data prepare {corpus} --out data/prepared`" in err and "--data data/prepared" in err
+    # a corpus that is ./data itself: the cache must not land inside it
+    write_midi(tmp_path / "data" / "q.mid", scale(8))
+    assert train_mod.main(["--data", "data", "--save_dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--out data-prepared`" in err and "--out data/prepared" not in err
+
+
+def test_a_new_run_into_a_folder_holding_a_run_is_refused(cache, tmp_path, capsys):
+    run = tmp_path / "run"
+    train_mod.train(tiny(cache, run, max_steps=2))
+    before = (run / "metrics.jsonl").read_text()
+    argv = ["--data", str(cache), "--save_dir", str(run), "--seq_len", "32", "--embed_size", "16",
+            "--hidden_size", "32", "--num_layers", "2", "--batch_size", "8", "--max_steps", "1",
+            "--num_workers", "0", "--no_progress", "--log_every", "1"]
+    assert train_mod.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{run} already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert len(err.strip().splitlines()) == 1
+    assert (run / "metrics.jsonl").read_text() == before and (run / "best").is_dir()
+    (run / "notes.txt").write_text("mine")
+    assert train_mod.main([*argv, "--overwrite"]) == 0
+    assert [r["step"] for r in metrics(run)] == [1]
+    assert json.loads((run / "last" / "trainer_state.json").read_text())["step"] == 1
+    assert (run / "notes.txt").read_text() == "mine"  # only the run's own files go
+    # --overwrite is where to run, not what: a resumed run does not inherit it
+    assert "overwrite" in train_mod.ENV_FIELDS
+
+
+def test_the_estimate_comes_after_a_few_steps_with_the_faster_options(cache, tmp_path, capsys, monkeypatch):
+    from classical_music import train_session
+
+    train_mod.train(tiny(cache, tmp_path / "a", max_steps=12))
+    out = capsys.readouterr().out
+    assert "estimate: 8 more steps at" in out and "on cpu" in out
+    assert "small_cpu_model.json" not in out  # a short run needs no advice
+    monkeypatch.setattr(train_session, "SLOW_SECONDS", 0.0)
+    train_mod.train(tiny(cache, tmp_path / "b", max_steps=12))
+    out = capsys.readouterr().out
+    assert "--config recipes/small_cpu_model.json" in out and "--max_steps" in out and "--device cuda" in out
+    assert out.index("estimate:") < out.index("step 5/12")  # after the first steps, not at the end
+    assert train_session.duration(91_100 * 6.5) == "6.9 days" and train_session.duration(5400) == "1.5 h"
+
+
+def test_ctrl_c_saves_last_and_exits_130(cache, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "classical_music.train", "--data", str(cache), "--save_dir", str(run),
+           "--seq_len", "32", "--embed_size", "16", "--hidden_size", "32", "--num_layers", "2",
+           "--batch_size", "8", "--max_steps", "100000", "--epochs", "100000", "--save_every", "100000",
+           "--log_every", "1", "--eval_every", "0", "--num_workers", "1", "--no_progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # SIGINT to the whole process group, as a terminal's Ctrl-C does: the DataLoader worker gets it too
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (
+                (run / "metrics.jsonl").exists() and len((run / "metrics.jsonl").read_text().splitlines()) >= 3):
+            time.sleep(0.05)
+        assert not (run / "last").exists()  # nothing saved yet: --save_every is far away
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    state = json.loads((run / "last" / "trainer_state.json").read_text())
+    assert state["step"] >= 3 and state["stop_reason"] == "interrupted"
+    assert f"interrupted at step {state['step']}" in out and "--resume" in out
+    assert metrics(run)[-1]["step"] == state["step"]
+    t = Trainer(tiny(cache, run, max_steps=100000, epochs=100000, resume="last", dropout=0.2))
+    assert t.step == state["step"]
+
+
+def test_sigterm_saves_last_and_the_run_resumes(cache, tmp_path, monkeypatch):
+    run, calls = tmp_path / "run", []
+    real_step = Trainer.train_step
+
+    def terminated_during_step_3(self, *batch):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` or a job scheduler would
+        return real_step(self, *batch)
+
+    monkeypatch.setattr(Trainer, "train_step", terminated_during_step_3)
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    result = train_mod.train(tiny(cache, run, max_steps=40, save_every=100, log_every=10))
+    monkeypatch.undo()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers  # put back
+    assert result["stop_reason"] == "interrupted" and result["step"] == 3  # the step in flight finishes
+    state = json.loads((run / "last" / "trainer_state.json").read_text())
+    assert (state["step"], state["stop_reason"]) == (3, "interrupted")
+    assert [r["step"] for r in metrics(run)] == [3] and "val_nats_per_event" not in metrics(run)[0]
+    assert train_mod.train(tiny(cache, run, max_steps=5, resume="last"))["step"] == 5

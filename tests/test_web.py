@@ -300,3 +300,24 @@ def test_serve_refuses_a_busy_port(tmp_path, capsys):
         port = s.getsockname()[1]
         assert main(["serve", "--port", str(port), "--output_dir", str(tmp_path)]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_serve_open_opens_the_browser_once_the_port_answers(monkeypatch):
+    import socket
+    import webbrowser
+
+    from classical_music import cli
+    from classical_music.web import server
+
+    assert cli.build_parser().parse_args(["serve", "--open"]).open
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", opened.append)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        t = server._open_browser_when_up("0.0.0.0", port, wait=10)
+        time.sleep(0.3)
+        assert opened == []  # not listening yet: no page to open
+        s.listen()
+        t.join(10)
+    assert opened == [f"http://127.0.0.1:{port}/"]

@@ -8,6 +8,7 @@ on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
@@ -26,8 +27,42 @@ STAGES = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """An unknown flag is reported by the sub-command it was given to, under that sub-command's
+    usage, with the nearest flag it has (plain argparse blames the top level and shows its usage)."""
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = _chosen_parser(self, namespace)
+            parser.error(f"unrecognized arguments: {' '.join(extras)}{_suggestion(parser, extras)}")
+        return namespace
+
+
+def _chosen_parser(parser: argparse.ArgumentParser, namespace) -> argparse.ArgumentParser:
+    """The innermost sub-command parser the arguments chose (`data prepare` -> prepare's)."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(namespace, sub.dest, None) if sub else None
+        if name not in (sub.choices if sub else {}):
+            return parser
+        parser = sub.choices[name]
+
+
+def _suggestion(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    known = [o for a in parser._actions for o in a.option_strings]
+    hints = []
+    for flag in (e.split("=", 1)[0] for e in extras if e.startswith("-")):
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+        if not close and "-" in flag.lstrip("-"):  # --max-steps for --max_steps
+            close = difflib.get_close_matches(flag.replace("-", "_").replace("__", "--", 1), known, n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{flag}: did you mean {close[0]}?")
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="classical-music",
         description="Learn classical piano music from MIDI with an LSTM and compose new pieces.",
     )

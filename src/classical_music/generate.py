@@ -33,6 +33,10 @@ DEFAULT_MODEL = "default"
 MAX_NOTE_SECONDS = 10.0  # longest key-down generation allows; real playing: 99.9 % under ~12 s
 END_AFTER = 0.8  # share of --seconds before the model may end a piece itself (KeyTracker)
 PRECISIONS = ("auto", "float32", "int8")
+# One piece is at most an hour of music, or as many events as sample() budgets for an hour:
+# without a cap, --seconds 1e9 decodes for ever while its event lists grow.
+MAX_SECONDS = 3600.0
+MAX_EVENTS = 400 * 3600
 
 
 @dataclass
@@ -81,14 +85,16 @@ class GenerateConfig:
             raise UserError(f"--num_samples must be >= 1, got {self.num_samples}")
         if self.seconds is not None and not 0 < self.seconds < math.inf:
             raise UserError(f"--seconds must be a positive number, got {self.seconds}")
+        if self.seconds is not None and self.seconds > MAX_SECONDS:
+            raise UserError(f"--seconds must be at most {MAX_SECONDS:g} (one hour), got {self.seconds:g}")
         if not 0 <= self.max_note_seconds < math.inf:
             raise UserError(f"--max_note_seconds must be >= 0 (0 = no limit), got {self.max_note_seconds}")
         if self.min_seconds is not None and not 0 <= self.min_seconds < math.inf:
             raise UserError(f"--min_seconds must be >= 0, got {self.min_seconds}")
         if self.min_seconds and self.seconds and self.min_seconds > self.seconds:
             raise UserError(f"--min_seconds ({self.min_seconds:g}) must not exceed --seconds ({self.seconds:g})")
-        if self.events is not None and self.events < 1:
-            raise UserError(f"--events must be >= 1, got {self.events}")
+        if self.events is not None and not 1 <= self.events <= MAX_EVENTS:
+            raise UserError(f"--events must be in 1 ... {MAX_EVENTS:,} (an hour of music), got {self.events}")
         if self.primer and self.primer_notes:
             raise UserError("give either --primer or --primer_notes, not both")
         if self.primer_seconds is not None and not self.primer_seconds > 0:
@@ -633,8 +639,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, default=Path("generated_song.mid"),
                    help="MIDI file to write (several variations: NAME_1.mid, NAME_2.mid, ...)")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--seconds", type=float, default=30.0, help="seconds of music to compose (default 30)")
-    length.add_argument("--events", type=int, default=None, help="number of events to compose instead of --seconds")
+    length.add_argument("--seconds", type=float, default=30.0,
+                        help=f"seconds of music to compose (default 30, at most {MAX_SECONDS:g})")
+    length.add_argument("--events", type=int, default=None,
+                        help=f"number of events to compose instead of --seconds (at most {MAX_EVENTS:,})")
     p.add_argument("--temperature", type=float, default=1.0, help="> 1 wilder, < 1 safer (default 1.0)")
     p.add_argument("--top_k", type=int, default=0, help="sample among the k likeliest events (0 = off)")
     p.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling: smallest set with this mass (1 = off)")
@@ -705,7 +713,9 @@ def _run(args) -> int:
 def main(argv=None) -> int:
     from .cli import run
 
-    p = argparse.ArgumentParser(prog="generate.py", description=__doc__.split("\n\n")[0])
+    from .cli import Parser
+
+    p = Parser(prog="generate.py", description=__doc__.split("\n\n")[0])
     add_arguments(p)
     args = p.parse_args(argv)
     return run(args.func, args)

@@ -403,14 +403,21 @@ def checkpoint_folder(path: str | os.PathLike) -> Path:
     if not p.exists():
         _recover_swap(p)
     if not p.is_dir():
-        raise UserError(f"no checkpoint at {path}")
+        raise UserError(f"no checkpoint at {path}" + _nearby_checkpoints(p))
     return p
+
+
+def _nearby_checkpoints(p: Path) -> str:
+    """`checkpoints/model.h5`, `checkpoints/`: point to the checkpoint folders a run left there."""
+    found = [str(d / n) for d in dict.fromkeys((p, p.parent)) if d.is_dir() for n in ("best", "last")
+             if (d / n / CONFIG_NAME).is_file()]
+    return f": did you mean {' or '.join(found)}?" if found else ""
 
 
 def read_config(folder: Path) -> dict:
     path = folder / CONFIG_NAME
     if not path.is_file():
-        raise UserError(f"{folder} has no {CONFIG_NAME}: not a checkpoint folder")
+        raise UserError(f"{folder} has no {CONFIG_NAME}: not a checkpoint folder" + _nearby_checkpoints(folder))
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

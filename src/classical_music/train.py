@@ -54,12 +54,13 @@ from .errors import UserError
 from .files import write_text
 from . import conditions
 from .model import ComposerLSTM, ModelConfig, checkpoint_folder, read_config
+from .train_session import Estimate, StopOnSignal, check_save_dir, clear_run, missing_cache_message, quiet_worker
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 ARCH_FIELDS = ("embed_size", "hidden_size", "num_layers", "tie_weights")
 # Where and how to run, not what to train: never carried over from a resumed run.
-ENV_FIELDS = ("resume", "save_dir", "device", "num_workers", "no_progress", "config")
+ENV_FIELDS = ("resume", "save_dir", "device", "num_workers", "no_progress", "config", "overwrite")
 
 
 @dataclass
@@ -106,6 +107,7 @@ class TrainConfig:
     init_from: str | None = None  # start from these weights ("default" = the shipped model)
     config: str | None = None
     no_progress: bool = False
+    overwrite: bool = False  # a new run may replace the run already in save_dir
 
     def validate(self) -> None:
         positive = ("seq_len", "embed_size", "hidden_size", "num_layers", "epochs", "batch_size",
@@ -239,9 +241,7 @@ class Trainer:
         self.save_dir = Path(cfg.save_dir)
         data = Path(cfg.data)
         if not (data / "index.npz").is_file():
-            raise UserError(
-                f"no prepared data at {data}: run `classical-music data prepare DIR --out {data}` first"
-            )
+            raise UserError(missing_cache_message(data))
         self.device = _resolve_device(cfg.device)
         self.dist = _setup_distributed(self.device)
         self.log = print if self.dist.master else (lambda *a, **k: None)
@@ -252,6 +252,8 @@ class Trainer:
         self.tokenizer = cache.tokenizer
         self.pad_id = self.tokenizer.pad_id
         self.resume_dir = _find_resume(cfg) if cfg.resume else None
+        if not self.resume_dir:
+            check_save_dir(self.save_dir, cfg.overwrite)
         if self.resume_dir:  # a resumed run keeps the vocabularies it started with
             vocab = read_config(checkpoint_folder(self.resume_dir)).get("conditions", {})
         else:
@@ -353,26 +355,43 @@ class Trainer:
 
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=cfg.no_progress or not d.master, desc="train")
+        estimate = Estimate(self.total_steps, self.device, print if bar.disable else bar.write)
         self._reset_window()
         try:
-            while self.stop_reason is None:
-                for batch in self._epoch_loader():
-                    loss = self.train_step(*batch)
-                    self.step += 1
-                    self.samples_in_epoch += len(batch[0])
-                    end_of_epoch = self.samples_in_epoch >= len(self.sampler)
-                    if self.step >= self.total_steps:
-                        self.stop_reason = "max steps" if cfg.max_steps == self.total_steps else "all epochs"
-                    self._window_loss += loss
-                    self._window_steps += 1
-                    self._after_step(end_of_epoch, bar)
-                    if self.stop_reason or end_of_epoch:
-                        break
+            with StopOnSignal() as self._signal:
+                while self.stop_reason is None:
+                    for batch in self._epoch_loader():
+                        loss = self.train_step(*batch)
+                        self.step += 1
+                        self.samples_in_epoch += len(batch[0])
+                        end_of_epoch = self.samples_in_epoch >= len(self.sampler)
+                        if self.step >= self.total_steps:
+                            self.stop_reason = "max steps" if cfg.max_steps == self.total_steps else "all epochs"
+                        elif self._signalled():
+                            self.stop_reason = "interrupted"
+                        self._window_loss += loss
+                        self._window_steps += 1
+                        self._after_step(end_of_epoch, bar)
+                        if d.master:
+                            estimate.after_step(self.step)
+                        if self.stop_reason or end_of_epoch:
+                            break
         finally:
             bar.close()
             self._teardown()
         self.log(self._summary_line())
         return self._summary()
+
+    def _signalled(self) -> bool:
+        """Ctrl-C or SIGTERM arrived. Under torchrun the ranks agree at log points, so they all
+        stop at the same step (a per-step check would cost a GPU sync every step)."""
+        if self.dist.world == 1:
+            return self._signal.signum is not None
+        if self.step % self.cfg.log_every:
+            return False
+        flag = torch.tensor([self._signal.signum is not None], dtype=torch.int32, device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -399,7 +418,7 @@ class Trainer:
         skipper.skip = self.samples_in_epoch
         return DataLoader(
             self.train_ds, batch_size=self.cfg.batch_size, sampler=skipper, num_workers=self.cfg.num_workers,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=self.device.type == "cuda", worker_init_fn=quiet_worker,
             # Its own generator: creating iterators must not advance the global (dropout) RNG.
             generator=torch.Generator().manual_seed(self.cfg.seed + self.epoch),
         )
@@ -410,7 +429,8 @@ class Trainer:
         val = None
         has_val = len(self.valid_ds) > 0
         improved = False
-        if has_val and (end_of_epoch or done or (cfg.eval_every and self.step % cfg.eval_every == 0)):
+        due = end_of_epoch or done or (cfg.eval_every and self.step % cfg.eval_every == 0)
+        if has_val and due and self.stop_reason != "interrupted":  # the user is waiting
             paused = time.perf_counter()
             val = self.evaluate()
             improved = self.best_val is None or val < self.best_val
@@ -432,6 +452,7 @@ class Trainer:
             self.epoch += 1
             self.samples_in_epoch = 0
         if self.stop_reason or self.step % cfg.save_every == 0:
+            self._flush_counters()
             paused = time.perf_counter()
             if not has_val and self.dist.master:
                 self._save("best")
@@ -466,7 +487,7 @@ class Trainer:
         idx = torch.linspace(0, n - 1, cap).round().long().unique().tolist() if n > cap else list(range(n))
         return DataLoader(self.valid_ds, batch_size=self.cfg.batch_size, sampler=idx[self.dist.rank :: self.dist.world],
                           num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
-                          generator=torch.Generator().manual_seed(0))
+                          worker_init_fn=quiet_worker, generator=torch.Generator().manual_seed(0))
 
     # -- logging -------------------------------------------------------------------------------
 
@@ -474,8 +495,8 @@ class Trainer:
         self.metrics_path = self.save_dir / "metrics.jsonl"
         if self.resume_dir:
             _truncate_metrics(self.metrics_path, self.step)
-        elif self.metrics_path.exists():
-            self.metrics_path.unlink()  # a fresh run in an old folder starts a fresh curve
+        else:  # only with --overwrite is there an old run here (checked at start): it goes
+            clear_run(self.save_dir)
         self.tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -491,6 +512,18 @@ class Trainer:
         self._window_tokens = torch.zeros((), dtype=torch.int64, device=self.device)
         self._window_start = time.perf_counter()
         self._window_paused = 0.0  # evaluation and checkpoint time, kept out of tokens/s
+
+    def _flush_counters(self) -> None:
+        """Move the window's tokens and time into the run's totals before a checkpoint: one saved
+        between log points would otherwise resume without them (the window restarts at zero)."""
+        tokens = self._window_tokens.clone()
+        if self.dist.world > 1:
+            dist.all_reduce(tokens)
+        now = time.perf_counter()
+        self.tokens_seen += int(tokens)
+        self.elapsed += now - self._window_start - self._window_paused
+        self._window_tokens.zero_()
+        self._window_start, self._window_paused = now, 0.0
 
     def _log_point(self, val: float | None, bar) -> None:
         seconds = time.perf_counter() - self._window_start - self._window_paused
@@ -691,6 +724,9 @@ class Trainer:
 
     def _summary_line(self) -> str:
         where = self.save_dir / "best"
+        if self.stop_reason == "interrupted":
+            return (f"interrupted at step {self.step}: saved {self.save_dir / 'last'} (and {where}); "
+                    f"continue with --resume --save_dir {self.save_dir}")
         if self.best_val is None:
             return f"trained {self.step} steps ({self.stop_reason}), no validation split; saved {where}"
         return (f"trained {self.step} steps ({self.stop_reason}); best val {_fmt_val(self.best_val)}; "
@@ -825,6 +861,7 @@ _HELP = {
     "num_workers": "data loader worker processes",
     "config": "JSON file of defaults (TrainConfig field names); flags override it",
     "no_progress": "plain log lines instead of a progress bar",
+    "overwrite": "replace the run already in --save_dir (without it, a new run there is refused)",
 }
 
 
@@ -912,17 +949,16 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    train(config_from_args(args))
-    return 0
+    result = train(config_from_args(args))
+    return 130 if result["stop_reason"] == "interrupted" else 0  # as a shell reports Ctrl-C
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for the repo-root `train.py` and `python -m classical_music.train`: the exit code."""
-    from .cli import run as run_stage
+    from .cli import Parser, run as run_stage
 
-    p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = Parser(prog="train.py", description=__doc__.split("\n\n")[0],
+               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     add_arguments(p)
     return run_stage(run, p.parse_args(argv))
 

@@ -55,10 +55,12 @@ class CacheWriter:
         tokenizer.save(self.out)
         self.manifest_path = self.out / "manifest.jsonl"
         self.seen: dict[str, tuple[int, float]] = {}
+        self.indexed: set[str] = set()  # keys whose latest record holds tokens
         shard_end: dict[int, int] = {}
         if self.manifest_path.exists():
             for rec in read_manifest(self.manifest_path):
                 self.seen[rec["key"]] = (rec.get("size"), rec.get("mtime"))
+                (self.indexed.add if "shard" in rec else self.indexed.discard)(rec["key"])
                 if "shard" in rec:
                     shard_end[rec["shard"]] = max(shard_end.get(rec["shard"], 0), rec["offset"] + rec["length"])
         self.shard = max(shard_end, default=0)
@@ -70,6 +72,10 @@ class CacheWriter:
                 os.truncate(p, end * 2)
         self._fh = open(self._shard_path(self.shard), "ab")
         self._mf = open(self.manifest_path, "a", encoding="utf-8")
+        try:  # the folder the cache was last prepared from (None: unknown, an older cache)
+            self.source = json.loads((self.out / "cache.json").read_text(encoding="utf-8")).get("source")
+        except (OSError, ValueError, AttributeError):
+            self.source = None
 
     def _shard_path(self, i: int) -> Path:
         return token_shard_path(self.out, i)
@@ -92,16 +98,33 @@ class CacheWriter:
     def skip(self, key: str, size: int, mtime: float, reason: str) -> None:
         self._write({"key": key, "size": size, "mtime": mtime, "skipped": reason})
 
+    def drop_missing(self, root: Path) -> int:
+        """Forget files that are gone from `root` (deleted from the source folder), so they stop
+        training; returns how many prepared files were dropped. A cache last prepared from another
+        folder keeps its files: their absence from this one says nothing."""
+        root = Path(root).resolve()
+        same = self.source is None or self.source == str(root)
+        self.source = str(root)
+        if not same:
+            return 0
+        dropped = 0
+        for key in [k for k, v in self.seen.items() if v != (None, None)]:
+            if not os.path.lexists(root / key):  # lexists: a dangling link is still "there" (skipped)
+                dropped += key in self.indexed
+                self._write({"key": key, "size": None, "mtime": None, "removed": "no longer in the source"})
+        return dropped
+
     def _write(self, rec: dict) -> None:
         self._mf.write(json.dumps(rec, ensure_ascii=False) + "\n")
         self._mf.flush()
         self.seen[rec["key"]] = (rec["size"], rec["mtime"])
+        (self.indexed.add if "shard" in rec else self.indexed.discard)(rec["key"])
 
     def close(self) -> dict:
         """Flush, then rebuild index.npz and cache.json from the manifest (the latest line per file wins)."""
         self._fh.close()
         self._mf.close()
-        return build_index(self.out)
+        return build_index(self.out, self.source)
 
 
 def read_manifest(path: Path):
@@ -115,7 +138,7 @@ def read_manifest(path: Path):
                     continue
 
 
-def build_index(out: Path) -> dict:
+def build_index(out: Path, source: str | None = None) -> dict:
     latest: dict[str, dict] = {}
     for rec in read_manifest(out / "manifest.jsonl"):
         latest[rec["key"]] = rec
@@ -149,6 +172,8 @@ def build_index(out: Path) -> dict:
             }
     stats["events"] = int(sum(r["length"] for r in files))
     stats["conditions"] = _condition_stats(files, styles, tokenizer)
+    if source:
+        stats["source"] = source
     write_json(out / "cache.json", stats)
     return stats
 

@@ -103,6 +103,10 @@ def prepare(cfg: PrepareConfig) -> dict:
         raise UserError(f"no such file or folder: {src}")
     if cfg.workers < 1:
         raise UserError("--workers must be at least 1")
+    if next(iter(iter_source(cfg)), None) is None:  # before the cache folder exists: nothing half-made
+        filters = any((cfg.genre, cfg.composer, cfg.period, cfg.min_audio_score is not None))
+        raise UserError(f"no MIDI files (.mid, .midi) in {src}" + (" match the filters" if filters else "")
+                        + ": nothing to prepare")
     tokenizer = get_tokenizer(cfg.tokenizer)
     writer = CacheWriter(cfg.out, tokenizer)
     start = time.perf_counter()
@@ -121,7 +125,7 @@ def prepare(cfg: PrepareConfig) -> dict:
             pending[i] = (sf, key, size, mtime)
             yield i, str(sf.path)
 
-    prepared, events, skipped = 0, 0, []
+    prepared, events, skipped, complete = 0, 0, [], False
     bar = tqdm(total=total, unit="file", disable=not cfg.progress, desc="prepare", smoothing=0.05)
     if cfg.workers == 1:
         _init_worker(tokenizer.name, tokenizer.params())
@@ -149,10 +153,13 @@ def prepare(cfg: PrepareConfig) -> dict:
                 prepared += 1
                 events += len(tokens)
             bar.update(1)
+        complete = True
     finally:
         bar.close()
         if pool is not None:
             pool.terminate()
+        # files deleted from the source since the last run leave the index (only after a full pass)
+        dropped = writer.drop_missing(root) if complete else 0
         stats = writer.close()
     seconds = time.perf_counter() - start
     report = {
@@ -161,6 +168,7 @@ def prepare(cfg: PrepareConfig) -> dict:
         "events": events,
         "seconds": round(seconds, 3),
         "already_prepared": stats["files"] - prepared,
+        "dropped": dropped,
         "files_per_second": round((prepared + len(skipped)) / seconds, 1) if seconds > 0 else None,
         "out": str(cfg.out),
         "cache": stats,
@@ -227,6 +235,8 @@ def _run(args) -> int:
     splits = ", ".join(f"{k} {v['files']} files/{v['events']:,} events" for k, v in c["splits"].items())
     print(
         f"prepared {r['prepared']} files ({r['events']:,} events), skipped {len(r['skipped'])}, "
-        f"{r['already_prepared']} already in cache, in {r['seconds']:.1f} s -> {r['out']} [{splits}]"
+        f"{r['already_prepared']} already in cache"
+        + (f", dropped {r['dropped']} no longer in {args.source}" if r["dropped"] else "")
+        + f", in {r['seconds']:.1f} s -> {r['out']} [{splits}]"
     )
     return 0

@@ -472,6 +472,7 @@ def add_parser(sub) -> None:
                    help=f"result folders kept; older ones are deleted (default {KEEP_JOBS})")
     p.add_argument("--soundfont", type=Path, default=None, help="SF2 SoundFont for the audio")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    p.add_argument("--open", action="store_true", help="open the studio in the web browser once it is up")
     p.set_defaults(func=_run)
 
 
@@ -493,5 +494,30 @@ def _run(args) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"studio at http://{host}:{args.port}/  (API docs at /docs; results in {args.output_dir}; "
           "Ctrl+C stops)", flush=True)
+    if args.open:
+        _open_browser_when_up(args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _open_browser_when_up(host: str, port: int, wait: float = 30.0) -> threading.Thread:
+    """--open: webbrowser.open once the port answers (uvicorn.run blocks, so from a thread)."""
+    import webbrowser
+
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # every address: open this machine's
+    url = f"http://{f'[{local}]' if ':' in local else local}:{port}/"
+
+    def opener():
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((local, port), timeout=1).close()
+            except OSError:
+                time.sleep(0.1)
+                continue
+            webbrowser.open(url)
+            return
+
+    t = threading.Thread(target=opener, name="open-browser", daemon=True)
+    t.start()
+    return t
