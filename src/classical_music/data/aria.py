@@ -277,6 +277,8 @@ def download_summary(dest: str | os.PathLike, subset: str) -> dict | None:
 
 
 def _looks_like_aria_metadata(path: Path) -> bool:
+    if not path.is_file():  # a fifo named metadata.json would block the read for ever
+        return False
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             head = f.read(4096)
