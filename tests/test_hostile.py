@@ -209,6 +209,16 @@ def test_primer_in_chunks_is_one_pass():
     torch.testing.assert_close(logits, whole[:, -1], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(h2, h, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(c2, c, rtol=1e-5, atol=1e-5)
+    # with per-event style conditions, sliced along with the events
+    cmodel = ComposerLSTM(ModelConfig(vocab_size=391, embed_size=8, hidden_size=16, num_layers=1,
+                                      conditions={"composer": ["any", "chopin", "bach"]})).eval()
+    with torch.no_grad():
+        for p in cmodel.cond_embed.parameters():
+            p.normal_()
+    cond = torch.as_tensor(np.random.default_rng(1).integers(0, 3, (3, 1000, 1)))
+    with torch.no_grad():
+        cwhole, _ = cmodel(torch.as_tensor(prefix).unsqueeze(0).expand(3, -1), cond=cond)
+    torch.testing.assert_close(prime(cmodel, prefix, 3, chunk=64, cond=cond)[0], cwhole[:, -1], rtol=1e-5, atol=1e-5)
     calls = []
     model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[1]))
     prime(model, prefix, chunk=64)
@@ -308,7 +318,11 @@ def test_absurd_hidden_size_is_one_line_before_allocating(tmp_path, ckpt, capsys
     (bad / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="embed.weight has shape"):
         ComposerLSTM.from_pretrained(bad)
-    config.update(vocab_size=391, num_layers=1000)
+    config.update(vocab_size=391, conditions={"composer": ["any", "chopin"]})  # and any tensor a config adds
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="missing cond_embed.composer.weight"):
+        ComposerLSTM.from_pretrained(bad)
+    config.update(conditions={}, num_layers=1000)
     (bad / "config.json").write_text(json.dumps(config))
     piece = write_midi(tmp_path / "fine.mid", scale(8))
     err = one_line_error(capsys, "evaluate", piece, "--checkpoint", bad)
