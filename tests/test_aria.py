@@ -347,11 +347,32 @@ def _link(name, target, kind=tarfile.SYMTYPE):
     return info, None
 
 
-def _device(name):
+def _special(name, kind=tarfile.CHRTYPE):
     info = tarfile.TarInfo(name)
-    info.type = tarfile.CHRTYPE
+    info.type = kind
     info.devmajor, info.devminor = 1, 3
     return info, None
+
+
+def _dir(name):
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    return info, None
+
+
+def _cve_2025_4517(out):
+    """The published construction: 16 nested 247-character folders, each reachable through a
+    one-letter link, a ``../`` x 16 link at the bottom (its real path is past PATH_MAX, where
+    realpath stops resolving), a link through it to the parent of the destination, and a file
+    written through that."""
+    comp, steps, path, members = "d" * 247, "abcdefghijklmnop", "", []
+    for letter in steps:
+        members += [_dir(f"{path}{comp}"), _link(f"{path}{letter}", comp)]
+        path += comp + "/"
+    linkpath = "/".join(steps) + "/" + "l" * 254
+    members += [_link(linkpath, "../" * len(steps)), _link("escape", linkpath + "/.."),
+                _file("escape/evil.txt")]
+    return members
 
 
 def _snapshot(base: Path, skip: Path) -> set[str]:
@@ -362,12 +383,32 @@ HOSTILE = {
     "dotdot": lambda out: [_file("ok.txt"), _file("../evil.txt")],
     "dotdot_nested": lambda out: [_file("a/../../evil.txt")],
     "absolute": lambda out: [_file(str(out / "abs_evil.txt"))],
+    "drive_letter": lambda out: [_file("C:/evil.txt")],
+    "backslash": lambda out: [_file("..\\evil.txt")],
     "symlink_to_etc": lambda out: [_link("etc", "/etc"), _file("etc/evil.txt")],
     "symlink_relative_out": lambda out: [_link("up", "../..")],
+    "symlink_harmless_looking": lambda out: [_file("a/b.txt"), _link("a/c.txt", "b.txt")],
     "symlink_chain": lambda out: [_file("d/keep.txt"), _link("d/self", ".."), _link("d/self/d/esc", "../..")],
+    # a link checked before the links it goes through exist: s -> r/r/../victim.txt (inside while
+    # r is missing), then r -> . makes it point out, then a file written through s
+    "symlink_checked_too_early": lambda out: [_link("s", "r/r/../victim.txt"), _link("r", "."),
+                                              _file("s", b"overwritten")],
+    "symlink_checked_too_early_etc": lambda out: [_link("s", "r/r/r/../../../../etc/hostname"), _link("r", ".")],
+    "cve_2025_4517": _cve_2025_4517,
     "hardlink_outside": lambda out: [_link("h", str(out / "victim.txt"), tarfile.LNKTYPE)],
     "hardlink_dotdot": lambda out: [_link("h", "../victim.txt", tarfile.LNKTYPE)],
-    "device": lambda out: [_device("null")],
+    "hardlink_through_cve_links": lambda out: _cve_2025_4517(out)[:-1] + [
+        _link("h", "escape/victim.txt", tarfile.LNKTYPE), _file("h", b"overwritten")],
+    "hardlink_inside": lambda out: [_file("a.txt"), _link("h", "a.txt", tarfile.LNKTYPE)],
+    "char_device": lambda out: [_special("null")],
+    "block_device": lambda out: [_special("sda", tarfile.BLKTYPE)],
+    "fifo": lambda out: [_special("pipe", tarfile.FIFOTYPE)],
+    "long_name": lambda out: [_file("x" * 256)],
+    "long_path": lambda out: [_file("/".join(["d" * 200] * 6))],
+    "deep_path": lambda out: [_file("d/" * 40 + "x")],
+    "duplicate_file": lambda out: [_file("a.txt", b"first"), _file("a.txt", b"second")],
+    "file_then_folder": lambda out: [_file("x"), _file("x/y")],
+    "folder_then_file": lambda out: [_dir("x"), _file("x")],
 }
 
 
@@ -379,20 +420,77 @@ def test_safe_extract_rejects_hostile_members(tmp_path, kind):
     (out / "victim.txt").write_text("keep me")
     archive = _tar(tmp_path / f"{kind}.tgz", HOSTILE[kind](out))
     before = _snapshot(tmp_path, dest)
-    with pytest.raises(UserError, match="unsafe archive member"):
+    with pytest.raises(UserError, match="unsafe archive member") as e:
         aria.safe_extract(archive, dest)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 400
     assert _snapshot(tmp_path, dest) == before
     assert (out / "victim.txt").read_text() == "keep me"
-    for p in dest.rglob("*"):  # whatever did land stays inside
+    for p in dest.rglob("*"):  # whatever did land stays inside, and is a plain folder or file
+        assert not p.is_symlink() and (p.is_dir() or p.is_file())
         assert os.path.realpath(p).startswith(str(dest.resolve()))
 
 
-def test_safe_extract_keeps_harmless_links(tmp_path):
-    archive = _tar(tmp_path / "ok.tgz", [_file("a/b.txt", b"hi"), _link("a/c.txt", "b.txt"),
-                                         _link("d.txt", "a/b.txt", tarfile.LNKTYPE)])
-    assert aria.safe_extract(archive, tmp_path / "dest") == 2
-    assert (tmp_path / "dest" / "a" / "c.txt").read_text() == "hi"
-    assert (tmp_path / "dest" / "d.txt").read_text() == "hi"
+def test_safe_extract_does_not_follow_a_link_already_in_dest(tmp_path):
+    dest, outside = tmp_path / "dest", tmp_path / "outside"
+    dest.mkdir()
+    outside.mkdir()
+    (dest / "data").symlink_to(outside)  # planted before extraction
+    archive = _tar(tmp_path / "a.tgz", [_file("data/x.mid", b"MThd")])
+    with pytest.raises(UserError, match="unsafe archive member"):
+        aria.safe_extract(archive, dest)
+    assert list(outside.iterdir()) == []
+
+
+def test_safe_extract_writes_folders_and_files(tmp_path):
+    mode_bits = tarfile.TarInfo("a/run.sh")
+    mode_bits.size, mode_bits.mode = 2, 0o4777  # set-uid and world-writable are not kept
+    archive = _tar(tmp_path / "ok.tgz", [_dir("./top"), _file("./top/a/b.txt", b"hi"), _file("top/c.bin", b""),
+                                         (mode_bits, b"#!"), _dir("top/a")])
+    dest = tmp_path / "dest"
+    assert aria.safe_extract(archive, dest) == 3
+    assert (dest / "top" / "a" / "b.txt").read_text() == "hi"
+    assert (dest / "top" / "c.bin").read_bytes() == b""
+    assert (dest / "a" / "run.sh").stat().st_mode & 0o7777 == 0o644
+    # plain tar (not gzip) is read too
+    plain = tmp_path / "ok.tar"
+    with tarfile.open(plain, "w") as tar:
+        info, data = _file("p.txt", b"plain")
+        tar.addfile(info, io.BytesIO(data))
+    assert aria.safe_extract(plain, tmp_path / "dest2") == 1
+
+
+def test_safe_extract_truncated_archive_leaves_no_half_file(tmp_path):
+    big = os.urandom(200_000)
+    archive = _tar(tmp_path / "t.tar.gz", [_file("big.bin", big)])
+    raw = tarfile.open(archive).extractfile("big.bin").read()
+    assert raw == big
+    cut = tmp_path / "cut.tar"
+    with tarfile.open(cut, "w") as tar:
+        info, data = _file("big.bin", big)
+        tar.addfile(info, io.BytesIO(data))
+    cut.write_bytes(cut.read_bytes()[:100_000])
+    with pytest.raises(UserError, match="corrupt"):
+        aria.safe_extract(cut, tmp_path / "dest")
+    assert not (tmp_path / "dest" / "big.bin").exists()
+
+
+@pytest.mark.parametrize("kind", ["duplicate_file", "file_then_folder", "hardlink_inside", "cve_2025_4517"])
+def test_cli_download_of_a_hostile_archive_is_one_line(hub, tmp_path, capsys, kind):
+    top = "aria-midi-v1-pruned-ext/"
+    members = [(_file(top + "metadata.json", json.dumps(METADATA).encode()))]
+    for info, data in HOSTILE[kind](tmp_path):
+        info.name = top + info.name
+        members.append((info, data))
+    hub.add("aria-midi-v1-pruned-ext.tar.gz", _tar(tmp_path / "bad.tgz", members).read_bytes())
+    dest = tmp_path / "x" / "aria"
+    parser = argparse.ArgumentParser()
+    aria.add_download_parser(parser.add_subparsers(dest="cmd"))
+    args = parser.parse_args(["download", "aria-midi", "--dest", str(dest), "--endpoint", hub.endpoint])
+    from classical_music.cli import run
+    assert run(args.func, args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unsafe archive member") and "\n" not in err
+    assert sorted(p.name for p in dest.iterdir()) == [".download"]  # the staging folder is gone
 
 
 def test_safe_extract_rejects_garbage(tmp_path):

@@ -64,6 +64,8 @@ def evaluate(model, files, device="cpu", progress=True) -> dict:
             ns = score_to_notes(score)
             if len(ns) == 0:
                 raise MidiReadError("drum tracks only" if has_drums_only(score) else "no notes")
+            if not ns.seconds > 0:  # bits per second would divide by zero
+                raise MidiReadError("its music lasts 0 s: every note at one instant, a tempo of 0?")
         except MidiReadError as e:
             skipped.append({"path": str(path), "reason": str(e)})
             continue
@@ -120,5 +122,6 @@ def _run(args) -> int:
         write_json(args.json, r)
     print(f"{r['files']} files ({len(r['skipped'])} skipped), {r['events']:,} events, {r['seconds'] / 60:.1f} min: "
           f"{r['nats_per_event']:.4f} nats/event, perplexity {r['perplexity']:.2f}, "
-          f"{r['nats_per_note']:.3f} nats/note, {r['bits_per_second']:.1f} bits/s")
+          f"{r['nats_per_note']:.3f} nats/note, " +
+          ("bits/s n/a (0 s of music)" if r["bits_per_second"] is None else f"{r['bits_per_second']:.1f} bits/s"))
     return 0

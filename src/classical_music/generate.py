@@ -32,6 +32,12 @@ from .notes import MidiReadError, Notes, load_score, notes_to_score, score_to_no
 DEFAULT_MODEL = "default"
 MAX_NOTE_SECONDS = 10.0  # longest key-down generation allows; real playing: 99.9 % under ~12 s
 END_AFTER = 0.8  # share of --seconds before the model may end a piece itself (KeyTracker)
+# A primer longer than this is refused (take its opening with --primer_seconds): 5-10 minutes of
+# piano, which the 3 x 512 model reads in about a minute on one busy CPU core (5,000 events: 5.9 s).
+# It runs through the model PRIME_CHUNK events at a time, so memory is that of one chunk (a 15.9 MB
+# primer in one pass allocated 10.8 GB).
+MAX_PRIMER_EVENTS = 50_000
+PRIME_CHUNK = 2048
 PRECISIONS = ("auto", "float32", "int8")
 # One piece is at most an hour of music, or as many events as sample() budgets for an hour:
 # without a cap, --seconds 1e9 decodes for ever while its event lists grow.
@@ -229,7 +235,10 @@ def parse_primer_notes(text: str, chord_seconds: float = 0.5, velocity: int = 72
 
 
 def primer_from_midi(path: Path, seconds: float | None) -> Notes:
-    if not Path(path).is_file():
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"primer {path} is a folder: give a .mid file")
+    if not path.exists():
         raise UserError(f"primer {path} not found")
     try:
         notes = score_to_notes(load_score(path))
@@ -243,11 +252,28 @@ def primer_from_midi(path: Path, seconds: float | None) -> Notes:
     return notes
 
 
-def primer_tokens(tokenizer, notes: Notes | None) -> np.ndarray:
+def primer_tokens(tokenizer, notes: Notes | None, max_events: int = MAX_PRIMER_EVENTS) -> np.ndarray:
     if notes is None:
         return np.array([tokenizer.bos_id], np.int64)
-    tokens = tokenizer.encode_notes(notes).astype(np.int64)
-    return tokens[:-1]  # no EOS: the piece goes on
+    tokens = tokenizer.encode_notes(notes).astype(np.int64)[:-1]  # no EOS: the piece goes on
+    if len(tokens) - 1 > max_events:
+        raise UserError(f"the primer is {len(tokens) - 1:,} events ({notes.seconds:.0f} s of music), over the "
+                        f"limit of {max_events:,}: take its opening with --primer_seconds")
+    return tokens
+
+
+@torch.inference_mode()
+def prime(model, prefix: np.ndarray, num_samples: int = 1, device="cpu", chunk: int = PRIME_CHUNK, cond=None):
+    """Run prefix through the model chunk by chunk: (logits after its last event [num_samples, vocab],
+    LSTM state). The same as one pass (the state is carried), with memory of one chunk.
+    cond, if given, goes to the model as is ([B, n]) or sliced like the prefix ([B, T, n])."""
+    x = torch.as_tensor(prefix, dtype=torch.long, device=device).unsqueeze(0).expand(num_samples, -1)
+    state, kw = None, {}
+    for s in range(0, x.shape[1], chunk):
+        if cond is not None:
+            kw = {"cond": cond[:, s:s + chunk] if cond.dim() == 3 else cond}
+        logits, state = model(x[:, s:s + chunk], state, **kw)
+    return logits[:, -1], state
 
 
 # -- sampling ---------------------------------------------------------------------------------
@@ -410,9 +436,7 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
     rows = 2 * num_samples if guided else num_samples
     if guided:  # the second half of the batch composes the same piece unconditioned
         cond = torch.cat([cond, torch.zeros_like(cond)])
-    x = torch.as_tensor(prefix, dtype=torch.long, device=device).unsqueeze(0).expand(rows, -1)
-    logits, state = model(x, cond=cond)
-    logits = logits[:, -1]
+    logits, state = prime(model, prefix, rows, device, cond=cond)
     vocab = logits.shape[-1]
     decoder = model.decoder(int8=use_int8(device) if int8 is None else int8)
     gates = decoder.condition_gates(cond)
@@ -649,7 +673,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min_p", type=float, default=0.0, help="drop events under min_p x the likeliest one (0 = off)")
     p.add_argument("--seed", type=int, default=None, help="random seed: same seed and arguments, same notes")
     p.add_argument("--num_samples", type=int, default=1, help="variations composed in one batched pass")
-    p.add_argument("--primer", type=Path, default=None, help="a MIDI file whose opening the piece continues")
+    p.add_argument("--primer", type=Path, default=None, help="a MIDI file whose opening the piece continues "
+                   f"(at most {MAX_PRIMER_EVENTS:,} events, 5-10 minutes of piano; see --primer_seconds)")
     p.add_argument("--primer_seconds", type=float, default=None, help="use the primer's first S seconds")
     p.add_argument("--primer_notes", default=None, help='typed opening chords, e.g. "C4 E4 G4, F4 A4 C5"')
     p.add_argument("--primer_chord_seconds", type=float, default=0.5, help="length of each typed chord")

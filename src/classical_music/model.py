@@ -231,9 +231,13 @@ class ComposerLSTM(nn.Module):
         if not weights.is_file():
             raise UserError(f"{folder} has no {WEIGHTS_NAME}: not a complete checkpoint")
         try:
-            model = cls(ModelConfig.from_dict(config))
+            model_config = ModelConfig.from_dict(config)
         except TypeError as e:  # a required key (vocab_size) is missing
             raise UserError(f"{folder / CONFIG_NAME} is not a model config: {e}") from None
+        # Sizes first, from the weights file's header, before anything is allocated: an absurd
+        # hidden_size in config.json would otherwise build a 40 GB model and only then fail.
+        _check_shapes(cls, model_config, weights)
+        model = cls(model_config)
         try:
             state = load_file(str(weights), device=str(map_location))
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
@@ -269,6 +273,38 @@ class ComposerLSTM(nn.Module):
                 )
         model.checkpoint_config = config  # training info, for reports
         return model.eval()
+
+
+def _check_shapes(cls, config: ModelConfig, weights: Path) -> None:
+    """UserError unless every tensor the config implies has that shape in the weights file.
+
+    The expected shapes come from the model built on the meta device (no memory), so any parameter
+    a config adds is checked too; the file's come from its header (safe_open reads no tensor data).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+    if config.tie_weights:
+        expected.pop("head.weight", None)  # stored once, as embed.weight
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"cannot read {weights}: corrupt or truncated ({e})") from None
+    if config.tie_weights:
+        found.pop("head.weight", None)
+    for k, shape in expected.items():
+        if k in found and found[k] != shape:
+            sizes = ", ".join(f"{n}={getattr(config, n)}" for n in ("vocab_size", "embed_size", "hidden_size",
+                                                                   "num_layers"))
+            raise UserError(f"{weights.parent / CONFIG_NAME} does not match {weights.name}: {k} has shape "
+                            f"{found[k]} in the weights, the config ({sizes}) implies {shape}")
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        def few(keys):  # a config with 1,000 layers must not print 4,000 names
+            return "none" if not keys else ", ".join(keys[:4]) + (f" ... ({len(keys)} in all)" if len(keys) > 4 else "")
+        raise UserError(f"{weights} does not match config.json: missing {few(missing)}; unexpected {few(unexpected)}")
 
 
 # -- folders -----------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ is vectorised numpy so preparation stays close to parse speed.
 
 from __future__ import annotations
 
+import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,22 @@ import numpy as np
 # Bounds that keep absurd files from exhausting memory or producing useless sequences.
 MAX_NOTE_SECONDS = 30.0  # longer notes are clipped: nobody holds a piano key for hours
 MAX_FILE_BYTES = 16 * 2**20
+# A file whose last note starts later than this is refused before anything is sized by its length:
+# 52 bytes (1 tick per beat, 16.7 s per tick, a delta of 2^28 ticks) otherwise ask for 8.4 GiB of tokens.
+MAX_MUSIC_SECONDS = 6 * 3600.0
+# Silences (no key or pedal sounding) longer than this are shortened to it. 30 s changes 1 file of
+# the 1,303 in ../shared/data/classical-piano (a 269 s gap); a recording's gaps between movements stay.
+MAX_SILENCE_SECONDS = 30.0
+
+# What a file that is not MIDI probably is, by its first bytes: (prefix, offset, description).
+_NOT_MIDI = [
+    (b"WAVE", 8, "RIFF/WAVE: a WAV audio file?"), (b"ID3", 0, "ID3: an MP3 audio file?"),
+    (b"\xff\xfb", 0, "an MP3 audio frame"), (b"\xff\xf3", 0, "an MP3 audio frame"),
+    (b"\xff\xf2", 0, "an MP3 audio frame"), (b"fLaC", 0, "fLaC: a FLAC audio file?"),
+    (b"OggS", 0, "OggS: an Ogg audio file?"), (b"%PDF", 0, "%PDF: a PDF document?"),
+    (b"PK\x03\x04", 0, "PK: a zip archive?"), (b"\x1f\x8b", 0, "a gzip-compressed file"),
+    (b"<?xml", 0, "<?xml: MusicXML or other XML? export it as MIDI"),
+]
 
 
 @dataclass
@@ -46,15 +64,79 @@ class MidiReadError(Exception):
     """A file that cannot become notes; the message is the reason shown in skip reports."""
 
 
+def _not_midi(data: bytes) -> str:
+    for magic, at, what in _NOT_MIDI:
+        if data[at:at + len(magic)] == magic:
+            return f"not a MIDI file (starts with {what})"
+    head = data[:4]
+    if head and all(32 <= c < 127 or c in b"\t\r\n" for c in data[:64]):
+        return f"not a MIDI file (it is text, starting {data[:16].decode('ascii').strip()!r})"
+    return f"not a MIDI file (starts with {head!r}, not MThd)"
+
+
+def _midi_bytes(data: bytes) -> bytes:
+    """The standard MIDI bytes: as they are, or unwrapped from a RIFF RMID file; MidiReadError if
+    neither, or if the header is unusable (symusic turns division 0 into infinite times)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"RMID":
+        at = data.find(b"MThd", 12, 64)  # the "data" chunk holds the standard file
+        if at < 0:
+            raise MidiReadError("RIFF MIDI (RMID) file without MIDI data")
+        data = data[at:]
+    if data[:4] != b"MThd":
+        raise MidiReadError(_not_midi(data))
+    if len(data) < 14:
+        raise MidiReadError("truncated MIDI header")
+    if data[12:14] == b"\x00\x00":
+        raise MidiReadError("division 0 in its header: 0 ticks per beat gives no note a time")
+    return data
+
+
+def check_length(score, limit: float = MAX_MUSIC_SECONDS) -> None:
+    """MidiReadError if a Score (in seconds) has times that are not finite or notes starting past limit."""
+    end = float(score.end())
+    if math.isfinite(end) and end <= limit:  # cheap: end() >= the last onset
+        return
+    last = 0.0
+    for track in score.tracks:
+        t = track.notes.numpy()["time"]
+        if len(t):
+            if not np.isfinite(t).all():
+                raise MidiReadError("its times are not finite (a broken tempo or division)")
+            last = max(last, float(t.max()))
+    if not math.isfinite(end) and last == 0.0:
+        raise MidiReadError("its times are not finite (a broken tempo or division)")
+    if last > limit:
+        raise MidiReadError(f"its music lasts {_hours(last)}, over the {_hours(limit)} limit: "
+                            "a corrupt tempo or time delta?")
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.3g} h"
+
+
 def load_score(path: str | Path):
-    """Parse a MIDI file with symusic in seconds, turning every failure into MidiReadError."""
+    """Parse a MIDI file with symusic in seconds, turning every failure into MidiReadError.
+
+    Refuses what is not a regular file (a fifo would block the read for ever), what is not MIDI
+    (saying what it looks like), a header of division 0, and music longer than MAX_MUSIC_SECONDS.
+    """
     import symusic
 
     # One open and one read, then symusic parses the bytes: cheaper than letting symusic open the
     # file again after our checks (and than symusic.Score(path) alone; see bench/prepare.py).
+    # O_NONBLOCK: opening a fifo must not wait for a writer; it changes nothing for regular files.
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise MidiReadError(f"not a regular file ({_file_kind(st.st_mode)})")
+        with open(fd, "rb") as f:
+            size = st.st_size
             if size == 0:
                 raise MidiReadError("empty file")
             if size > MAX_FILE_BYTES:
@@ -62,13 +144,27 @@ def load_score(path: str | Path):
             data = f.read()
     except OSError as e:
         raise MidiReadError(f"unreadable: {e.strerror or e}") from None
-    if data[:4] not in (b"MThd", b"RIFF"):
-        raise MidiReadError("not a MIDI file (no MThd header)")
+    data = _midi_bytes(data)
     try:
-        return symusic.Score.from_midi(data, ttype="second")
+        score = symusic.Score.from_midi(data, ttype="second")
     except Exception as e:  # symusic raises plain RuntimeError/ValueError for malformed data
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MidiReadError(f"malformed MIDI: {msg[:200]}") from None
+        msg = msg.removeprefix("MiniMidi: ").removesuffix(": iostream error").replace("Invaild", "invalid")
+        raise MidiReadError(f"malformed MIDI, it cannot be parsed ({msg[:200]})") from None
+    check_length(score)
+    return score
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a fifo"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
 
 
 def open_score(midi):
@@ -153,8 +249,29 @@ def score_to_notes(score, sort: bool = True) -> Notes:
     ped_e = np.concatenate(pe) if pe else np.zeros(0)
     offset = fold_pedal(onset, offset, pitch, ped_s, ped_e)
     offset = np.minimum(offset, onset + MAX_NOTE_SECONDS)
-    notes = Notes(onset, offset, pitch, velocity)
+    notes = collapse_silences(Notes(onset, offset, pitch, velocity))
     return notes.sorted() if sort else notes
+
+
+def collapse_silences(notes: Notes, max_gap: float = MAX_SILENCE_SECONDS) -> Notes:
+    """Notes with every silence (the opening one too) longer than max_gap shortened to max_gap.
+
+    A silence is measured from the end of the last note still sounding, so no note is shortened;
+    order is kept. Bounds the time shifts a tokenizer writes for a file of mostly nothing.
+    """
+    if len(notes) == 0 or float(notes.offset.max()) <= max_gap:  # nothing that long can hide inside
+        return notes
+    order = np.argsort(notes.onset, kind="stable")
+    on = notes.onset[order]
+    gap = np.empty(len(on))
+    gap[0] = on[0]
+    gap[1:] = on[1:] - np.maximum.accumulate(notes.offset[order])[:-1]
+    excess = np.maximum(gap - max_gap, 0.0)
+    if not excess.any():
+        return notes
+    back = np.empty(len(on))
+    back[order] = np.cumsum(excess)
+    return Notes(notes.onset - back, notes.offset - back, notes.pitch, notes.velocity)
 
 
 def has_drums_only(score) -> bool:

@@ -12,20 +12,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
-import gzip
 import hashlib
 import json
 import os
 import re
 import shutil
-import tarfile
-import zlib
 from pathlib import Path
 from typing import Iterable, Iterator
 from urllib.parse import urljoin, urlsplit
 
 from ..errors import UserError
 from ..files import write_json
+from .extract import safe_extract  # noqa: F401  (aria.safe_extract is public)
 from .sources import SourceFile, assign_split
 
 ARIA_REPO_ID = "loubb/aria-midi"
@@ -37,8 +35,6 @@ _MIDI_NAME = re.compile(r"^(?P<id>.+)_(?P<seg>\d+)\.midi?$", re.IGNORECASE)
 # Enough to tell an Aria metadata.json from any other without parsing hundreds of megabytes.
 _METADATA_HEAD = re.compile(r'\A\s*\{\s*"[^"]*"\s*:\s*\{\s*"(?:metadata|audio_scores)"\s*:')
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# tarfile.FilterError only exists where the extraction filters do (3.11.4+, 3.12+).
-_FILTER_ERROR = getattr(tarfile, "FilterError", ())
 
 
 def archive_name(subset: str) -> str:
@@ -46,74 +42,6 @@ def archive_name(subset: str) -> str:
     if subset not in SUBSETS:
         raise UserError(f"unknown Aria-MIDI subset {subset!r}; choose one of {', '.join(SUBSETS)}")
     return "aria-midi-v1-ext.tar.gz" if subset == "full" else f"aria-midi-v1-{subset}-ext.tar.gz"
-
-
-# --------------------------------------------------------------------------------------------
-# Safe extraction
-
-
-def _within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _check_member(member: tarfile.TarInfo, dest: str) -> None:
-    """Raise UserError unless extracting `member` into `dest` (a realpath) stays inside it."""
-    name = member.name
-    unsafe = f"unsafe archive member {name!r}"
-    if name.startswith(("/", "\\")) or os.path.isabs(name) or re.match(r"^[A-Za-z]:", name):
-        raise UserError(f"{unsafe}: absolute path")
-    if ".." in re.split(r"[/\\]", name):
-        raise UserError(f"{unsafe}: '..' in path")
-    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
-        raise UserError(f"{unsafe}: device, fifo or other special file")
-    # realpath of the parent follows links already extracted, so a chain of links cannot lead out.
-    rel = name.rstrip("/\\")
-    parent = os.path.realpath(os.path.join(dest, os.path.dirname(rel)))
-    target = os.path.join(parent, os.path.basename(rel))
-    if not _within(os.path.normpath(target), dest):
-        raise UserError(f"{unsafe}: would be written outside {dest}")
-    if member.issym() or member.islnk():
-        link = member.linkname
-        if not link or link.startswith(("/", "\\")) or os.path.isabs(link) or re.match(r"^[A-Za-z]:", link):
-            raise UserError(f"{unsafe}: link to an absolute path {link!r}")
-        base = parent if member.issym() else dest  # hard link names are relative to the archive root
-        if not _within(os.path.realpath(os.path.join(base, link)), dest):
-            raise UserError(f"{unsafe}: link points outside the destination ({link!r})")
-
-
-def safe_extract(tar_path: str | os.PathLike, dest: str | os.PathLike, *, progress: bool | None = None) -> int:
-    """Extract a (compressed) tarball into dest, refusing any member that could land outside it.
-
-    Our own checks run first for every member; tarfile's ``data`` filter (Python >= 3.11.4 / 3.12)
-    is a second line that also strips set-uid bits and ownership. Returns the number of regular
-    files written (hard links count as files). Raises UserError for an unsafe member or a corrupt archive.
-    """
-    from tqdm import tqdm
-
-    tar_path, dest = Path(tar_path), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    real_dest = os.path.realpath(dest)
-    extract_kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {"set_attrs": False}
-    files = 0
-    try:
-        with open(tar_path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tar, tqdm(
-            total=tar_path.stat().st_size, unit="B", unit_scale=True, desc="extracting",
-            disable=None if progress is None else not progress,
-        ) as bar:
-            while (member := tar.next()) is not None:
-                _check_member(member, real_dest)
-                tar.extract(member, real_dest, **extract_kwargs)
-                files += member.isreg() or member.islnk()
-                # TarFile remembers every member; a million of them would cost ~0.5 GB for nothing.
-                tar.members.clear()
-                bar.update(raw.tell() - bar.n)
-    except UserError:
-        raise
-    except _FILTER_ERROR as e:  # only reachable if our checks ever miss something
-        raise UserError(f"unsafe archive member in {tar_path.name}: {e}") from None
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise UserError(f"{tar_path} is corrupt or not a tar archive ({e}); delete it and run again") from None
-    return files
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,6 +277,8 @@ def download_summary(dest: str | os.PathLike, subset: str) -> dict | None:
 
 
 def _looks_like_aria_metadata(path: Path) -> bool:
+    if not path.is_file():  # a fifo named metadata.json would block the read for ever
+        return False
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             head = f.read(4096)

@@ -35,8 +35,9 @@ def assign_split(group: str, valid_fraction: float = 0.05) -> str:
 def walk_midi(root: Path) -> Iterator[Path]:
     """MIDI files under root in a stable order, streamed (a million paths never sit in a list)."""
     root = Path(root)
-    if root.is_file():
-        if root.suffix.lower() in MIDI_SUFFIXES:
+    if not root.is_dir():
+        # a file named on the command line, even a fifo or device: the reader says why it is skipped
+        if root.suffix.lower() in MIDI_SUFFIXES and root.exists():
             yield root
         return
     for dirpath, dirnames, filenames in os.walk(root):
