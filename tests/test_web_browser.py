@@ -71,10 +71,14 @@ def test_compose_and_play_in_chromium(studio_url, tmp_path):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(studio_url + "/")
             assert page.title() == "Classical Music Studio"
+            # the status row (display: flex) must honour `hidden`: no empty progress bar on load...
+            assert not page.locator("#status").is_visible() and not page.locator("#progress").is_visible()
             page.fill("#seconds", "500")  # over the limit: the server's message is shown, nothing runs
             page.click("#compose")
             page.wait_for_selector("#message:not([hidden])", timeout=10_000)
             assert "seconds" in page.inner_text("#message")
+            # ...and no "Sending..." with a moving bar left beside the error
+            assert not page.locator("#status").is_visible() and not page.locator("#progress").is_visible()
 
             page.fill("#seconds", "2")
             page.fill("#seed", "4")
