@@ -39,7 +39,7 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(checkpoint, tmp_path_factory):
     app = create_app(checkpoint, tmp_path_factory.mktemp("studio"), max_upload_bytes=64 * 1024)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         yield c
 
 
@@ -97,6 +97,10 @@ def test_same_seed_same_piece(client, done):
     ({"seconds": "long"}, "seconds"), ({"temperature": 0}, "temperature"), ({"temperature": -0.5}, "temperature"),
     ({"top_p": 0}, "top_p"), ({"top_p": 1.5}, "top_p"), ({"num_samples": 0}, "num_samples"),
     ({"num_samples": 5}, "num_samples"), ({"seed": -1}, "seed"), ({"sconds": 2}, "sconds"),
+    # JSON strings and booleans are not numbers (lax parsing read "10" as 10 and true as 1)
+    ({"seconds": "10"}, "seconds"), ({"seconds": True}, "seconds"), ({"temperature": "0.9"}, "temperature"),
+    ({"top_p": False}, "top_p"), ({"num_samples": True}, "num_samples"), ({"num_samples": "2"}, "num_samples"),
+    ({"seed": "7"}, "seed"), ({"seed": True}, "seed"), ({"seed": 1.5}, "seed"),
 ])
 def test_invalid_values_are_422_with_a_message(client, body, field):
     before = len(client.app.state.studio.jobs)
@@ -132,7 +136,7 @@ def raw_get(app, path):
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
              "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"testserver")], "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
+             "headers": [(b"host", b"localhost")], "client": ("127.0.0.1", 1), "server": ("localhost", 80)}
     asyncio.run(app(scope, receive, send))
     status = next(m["status"] for m in messages if m["type"] == "http.response.start")
     return status, b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
@@ -204,10 +208,9 @@ def test_progress_follows_the_music_composed(client, monkeypatch):
     assert seen and seen == sorted(seen) and 0 <= seen[0] and seen[-1] == pytest.approx(SAMPLING_SHARE)
 
 
-@pytest.fixture
-def blocked(checkpoint, tmp_path):
+def blocking_app(checkpoint, out, **kw):
     """An app whose jobs wait for `release`, counting how many ever run at once."""
-    app = create_app(checkpoint, tmp_path / "out", max_queue=2, keep_jobs=3)
+    app = create_app(checkpoint, out, **kw)
     studio = app.state.studio
     release = threading.Event()
     state = {"active": 0, "max_active": 0, "order": []}
@@ -223,9 +226,38 @@ def blocked(checkpoint, tmp_path):
         return [{"files": {"midi": "piece.mid"}, "seconds": 1.0, "notes": 1}]
 
     studio._compose = fake_compose
-    with TestClient(app) as c:
+    return app, release, state
+
+
+@pytest.fixture
+def blocked(checkpoint, tmp_path):
+    # keep_seconds=0: prune by count alone, at once
+    app, release, state = blocking_app(checkpoint, tmp_path / "out", max_queue=2, keep_jobs=3, keep_seconds=0)
+    with TestClient(app, base_url="http://localhost") as c:
         yield c, release, state
         release.set()
+
+
+def test_recent_and_waiting_jobs_are_never_pruned(checkpoint, tmp_path):
+    # 17 accepted jobs (1 running + 16 queued) with 10 kept: all 17 must still answer when done
+    app, release, state = blocking_app(checkpoint, tmp_path / "out", max_queue=16, keep_jobs=10)
+    with TestClient(app, base_url="http://localhost") as client:
+        ids = [client.post("/api/generate", json={"seconds": 1}).json()["id"] for _ in range(17)]
+        release.set()
+        jobs = [wait(client, j, timeout=30) for j in ids]
+        assert [j["status"] for j in jobs] == ["done"] * 17
+        assert all(client.get(f"/files/{j}/piece.mid").status_code == 200 for j in ids)
+        studio = app.state.studio
+        # once they are older than keep_seconds, the oldest beyond keep_jobs go, newest first kept
+        for job in studio.jobs.values():
+            job.finished -= studio.keep_seconds + 1
+        studio._prune()
+        assert [client.get(f"/api/jobs/{j}").status_code for j in ids] == [404] * 7 + [200] * 10
+        # and past max_age_seconds even the kept ones go
+        for job in studio.jobs.values():
+            job.finished -= studio.max_age_seconds
+        studio._prune()
+        assert not studio.jobs and not any(d.is_dir() for d in studio.output_dir.iterdir() if len(d.name) == 32)
 
 
 def test_jobs_run_one_at_a_time_and_a_full_queue_answers_429(blocked):
@@ -266,7 +298,7 @@ def test_only_the_newest_results_are_kept(blocked):
 
 
 def test_a_bad_checkpoint_fails_the_job_with_a_message(tmp_path):
-    with TestClient(create_app(tmp_path / "missing", tmp_path / "out")) as client:
+    with TestClient(create_app(tmp_path / "missing", tmp_path / "out"), base_url="http://localhost") as client:
         job = wait(client, client.post("/api/generate", json={"seconds": 1}).json()["id"])
     assert job["status"] == "error" and job["error"] and job["files"] == {}
 
