@@ -26,9 +26,13 @@ Host names and cross-origin posts; /docs is written offline from the schema (doc
 import socket
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import UserError
+from ..notes import Notes
 from .docs_page import api_page
 from .guard import Guard, allowed_hosts
+from .live import LIVE_DEFAULTS, MAX_ANSWER_SECONDS, MAX_NOTES, MAX_SPAN_SECONDS, Busy, Live, check_notes
 from .studio import (DEFAULT_OUTPUT_DIR, DEFAULTS, KEEP_JOBS, MAX_PRIMER_SECONDS, MAX_QUEUE, MAX_SAMPLES,
                      MAX_SECONDS, MAX_UPLOAD_BYTES, MEDIA_TYPE, SAMPLING_SHARE, STATIC, QueueFull, Studio)
 
@@ -43,13 +47,13 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
     host: the address it will listen on; requests must name it (or a loopback name) in Host."""
     # FastAPI is imported here, not at module level, so `classical-music --help` stays fast.
     from contextlib import asynccontextmanager
-    from typing import Annotated, Optional
+    from typing import Annotated, Optional, Union
 
     from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
     from .. import __version__
 
@@ -58,8 +62,19 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
                     max_queue=max_queue, soundfont=soundfont, device=device, **studio_kw)
     if preload:
         studio.model()
+    studio_live = Live(studio)
 
-    class GenerateRequest(BaseModel):
+    class StyleFields(BaseModel):
+        # Style conditions (issue 12) arrive with classical_music.conditions; the fields are part of
+        # the API already, and are forwarded once the model side exists (until then: 422 if given).
+        composer: Optional[str] = Field(None, max_length=64, description="style: composer (coming)")
+        period: Optional[str] = Field(None, max_length=64, description="style: period (coming)")
+        kind: Optional[str] = Field(None, max_length=64, description="style: kind of piece (coming)")
+        density: Optional[float] = Field(None, gt=0, le=100, description="style: notes per second (coming)")
+        key: Optional[str] = Field(None, max_length=16, description='style: key, e.g. "D minor" (coming)')
+        guidance: Optional[float] = Field(None, ge=0, le=20, description="style: guidance strength (coming)")
+
+    class GenerateRequest(StyleFields):
         # strict: "10" and true are not numbers (lax pydantic turned them into 10.0 and 1.0)
         model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
         seconds: float = Field(DEFAULTS["seconds"], gt=0, le=studio.max_seconds, description="seconds of music")
@@ -70,6 +85,25 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
 
     class JobCreated(BaseModel):
         id: str
+
+    # pitch, start_s, end_s, velocity: JSON numbers only (check_notes wants whole pitch and velocity)
+    Note = Annotated[list[Union[StrictInt, StrictFloat]], Field(min_length=4, max_length=4)]
+
+    class ContinueRequest(StyleFields):
+        model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+        notes: list[Note] = Field(description="what was played: [[pitch 0-127, start_s, end_s, velocity 1-127], "
+                                              f"...], at most {MAX_NOTES} notes spanning {MAX_SPAN_SECONDS:g} s",
+                                  max_length=MAX_NOTES)
+        seconds: float = Field(LIVE_DEFAULTS["seconds"], gt=0, le=min(MAX_ANSWER_SECONDS, studio.max_seconds),
+                               description="seconds of answer")
+        temperature: float = Field(LIVE_DEFAULTS["temperature"], gt=0, le=100, description="> 1 wilder, < 1 safer")
+        top_p: float = Field(LIVE_DEFAULTS["top_p"], gt=0, le=1, description="nucleus sampling mass (1 = off)")
+        seed: Optional[int] = Field(LIVE_DEFAULTS["seed"], ge=0, lt=2**31, description="omit for a random one")
+
+    class DuetRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+        you: list[Note] = Field(description="the person's notes, as in /api/continue", max_length=MAX_NOTES)
+        model: list[Note] = Field(description="the model's answers, on the same clock", max_length=MAX_NOTES)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -92,6 +126,8 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
                 continue
             where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body", "query", "path"))
             parts.append(f"{where or 'request body'}: {e.get('msg')}")
+        if len(parts) > 3:  # a list of 2,000 bad notes is one message, not 2,000
+            parts = parts[:3] + [f"and {len(parts) - 3} more"]
         return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
 
     # the body cap leaves room for the multipart framing and the form fields around the primer
@@ -108,6 +144,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
     @app.post("/api/generate", status_code=202, response_model=JobCreated, summary="Compose a piece")
     def generate(req: GenerateRequest):
         try:
+            check_style(req)
             params = studio.check(req.seconds, req.temperature, req.top_p, req.seed, req.num_samples)
         except UserError as e:
             raise HTTPException(422, str(e)) from None
@@ -136,6 +173,40 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
         params["primer_seconds"] = float(primer_seconds)
         return submit(params, notes)
 
+    def live(call):
+        try:
+            return call()
+        except UserError as e:
+            raise HTTPException(422, str(e)) from None
+        except Busy:
+            raise HTTPException(429, "the studio is answering someone else; try again in a moment") from None
+
+    @app.post("/api/continue", summary="Answer what was played (play along)",
+              description="Continues the played notes at once (no job) and answers the new notes on the "
+                          "request's clock, `start` (where the answer's audio begins on that clock) and its "
+                          "MIDI, WAV and MP3, which hold the answer alone.")
+    def continue_playing(req: ContinueRequest):
+        def call():
+            check_style(req)
+            notes = check_notes([list(n) for n in req.notes])
+            return studio_live.answer(notes, req.seconds, req.temperature, req.top_p, req.seed)
+        return live(call)
+
+    @app.post("/api/duet", summary="Both parts of a play-along session as MIDI (two tracks), WAV and MP3")
+    def duet(req: DuetRequest):
+        def call():
+            you = check_notes([list(n) for n in req.you], "you", allow_empty=True)
+            model = check_notes([list(n) for n in req.model], "model", allow_empty=True)
+            if not len(you) and not len(model):
+                raise UserError("the duet has no notes")
+            both = np.concatenate([you.onset, model.onset, you.offset, model.offset])
+            if both.max() - both.min() > 10 * MAX_SPAN_SECONDS:
+                raise UserError(f"a duet may span at most {10 * MAX_SPAN_SECONDS:g} s")
+            t0 = both.min()  # the files start at the first note
+            shift = [Notes(n.onset - t0, n.offset - t0, n.pitch, n.velocity) for n in (you, model)]
+            return {"files": studio_live.duet(*shift)}
+        return live(call)
+
     @app.get("/api/jobs/{job_id}", summary="A job's status, progress and result files")
     def job_status(job_id: str):
         job = studio.jobs.get(job_id)
@@ -147,7 +218,10 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
     def config():
         return {"max_seconds": studio.max_seconds, "max_samples": studio.max_samples,
                 "max_upload_bytes": studio.max_upload_bytes, "max_primer_seconds": studio.max_primer_seconds,
-                "max_queue": studio._queue.maxsize, "keep_jobs": studio.keep_jobs, "defaults": DEFAULTS}
+                "max_queue": studio._queue.maxsize, "keep_jobs": studio.keep_jobs, "defaults": DEFAULTS,
+                "live": {"max_seconds": min(MAX_ANSWER_SECONDS, studio.max_seconds), "max_notes": MAX_NOTES,
+                         "max_span_seconds": MAX_SPAN_SECONDS, "defaults": LIVE_DEFAULTS},
+                "style_fields": list(STYLE_FIELDS), "style_available": style_available()}
 
     @app.get("/files/{job_id}/{name}", summary="A result file (MIDI, WAV, MP3 or PNG)")
     def result_file(job_id: str, name: str):
@@ -169,6 +243,23 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+STYLE_FIELDS = ("composer", "period", "kind", "density", "key", "guidance")
+
+
+def style_available() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("classical_music.conditions") is not None
+
+
+def check_style(req) -> dict:
+    """The style fields a request set; UserError while this version's model cannot take them."""
+    style = {k: getattr(req, k) for k in STYLE_FIELDS if getattr(req, k, None) is not None}
+    if style and not style_available():
+        raise UserError(f"style conditions ({', '.join(style)}) are not available in this version yet")
+    return style
 
 
 # -- the command ------------------------------------------------------------------------------

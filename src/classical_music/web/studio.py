@@ -5,6 +5,7 @@ jobs are pruned by count and age, but never one that is queued, running or finis
 `keep_seconds` ago (someone may still be polling it or about to download its files).
 """
 
+import functools
 import logging
 import queue
 import re
@@ -59,6 +60,7 @@ class Job:
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
+    pending: dict = field(default_factory=dict)  # file name -> threading.Event set once it is written
 
 
 class Studio:
@@ -105,7 +107,12 @@ class Studio:
             if self._model is None:
                 from ..generate import load_model
 
-                self._model = load_model(self.checkpoint, self.device)
+                model = load_model(self.checkpoint, self.device)
+                # sample() asks for a StepDecoder per piece, re-arranging (and for int8 quantizing)
+                # all weights: 0.07-0.27 s that a live answer cannot spare. The studio never trains,
+                # so one per precision serves every request.
+                model.decoder = functools.lru_cache(maxsize=2)(model.decoder)
+                self._model = model
             return self._model
 
     # -- requests ---------------------------------------------------------------------------------
@@ -168,6 +175,15 @@ class Studio:
                 del self.jobs[job_id]
                 raise QueueFull from None
         return job
+
+    def add_finished(self, job: Job) -> None:
+        """Register a result made outside the queue (a live answer), so its files are served and pruned."""
+        with self._lock:
+            self.jobs[job.id] = job
+        try:
+            self._prune()
+        except OSError:
+            log.exception("pruning old results failed")
 
     def close(self) -> None:
         """Let the worker finish the running job and stop; queued jobs are dropped."""
@@ -309,5 +325,7 @@ class Studio:
         names = {n for v in job.variations for n in v["files"].values()}
         if name not in names:
             return None
+        if name in job.pending:  # a live answer's MP3, encoded after the answer went out
+            job.pending[name].wait(60)
         path = job.folder / name
         return path if path.is_file() else None
