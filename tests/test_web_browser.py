@@ -1,10 +1,12 @@
-"""The studio in a real browser: Debian's Chromium driven by Playwright composes and plays a piece.
+"""The studio in a real browser: Debian's Chromium driven by Playwright composes and plays a piece,
+and plays along: keys pressed on the page, the model's answer heard, the duet downloaded.
 
 Skipped outside CI unless both Python `playwright` and a Chromium binary are installed (no browser
 download: .ci/run installs Debian's `chromium` package); in CI their absence is a failure.
 The screenshot is left in the test's tmp_path.
 """
 
+import json
 import os
 import socket
 import threading
@@ -39,8 +41,9 @@ def studio_url(tmp_path):
     tok = get_tokenizer("performance")
     torch.manual_seed(0)
     model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=2))
-    with torch.no_grad():  # an untrained model would otherwise stop at once
+    with torch.no_grad():  # an untrained model would otherwise stop at once, or only wait
         model.head.bias[tok.eos_id] = -20
+        model.head.bias[tok.note_on + 48:tok.note_on + 84] = 3.0
     model.save_pretrained(tmp_path / "ck", tokenizer=tok)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model's steps are all overhead; spare a busy CI box
@@ -112,3 +115,66 @@ def test_compose_and_play_in_chromium(studio_url, tmp_path):
         finally:
             browser.close()
     assert (tmp_path / "studio.png").stat().st_size > 10_000
+
+
+def test_play_along_in_chromium(studio_url, tmp_path):
+    import symusic
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 1000}, locale="en-US")
+            errors, sent = [], []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: sent.append(json.loads(r.post_data)) if r.url.endswith("/api/continue") else None)
+            page.goto(studio_url + "/")
+            page.fill("#answer_seconds", "3")
+            page.fill("#pause_seconds", "0.6")
+            page.locator("#keyboard").scroll_into_view_if_needed()
+            page.evaluate("document.activeElement.blur()")  # keys typed into a number field do not play
+            for key in "asdfg":  # C4 D4 E4 F4 G4 from the computer keyboard
+                page.keyboard.down(key)
+                page.wait_for_timeout(120)
+                page.keyboard.up(key)
+                page.wait_for_timeout(60)
+            page.locator('.key[data-pitch="72"]').click()  # and C5 with the mouse
+            # the pause answers: the notes arrive and the answer's audio plays
+            page.wait_for_selector("#play[data-answers='1']", timeout=60_000)
+            assert int(page.get_attribute("#play", "data-answer-notes")) > 0
+            page.wait_for_function("(a => !a.paused && a.currentTime > 0)(document.getElementById('answer-audio'))",
+                                   timeout=20_000)
+            src = page.eval_on_selector("#answer-audio", "a => a.currentSrc")
+            assert src.startswith(studio_url + "/files/") and src.endswith(".wav")
+            assert page.locator(".key.model").count() > 0 or page.get_attribute("#play", "data-answer-notes")
+
+            # what was played went out with its timing and velocity
+            (body,) = sent
+            assert [n[0] for n in body["notes"]] == [60, 62, 64, 65, 67, 72] and body["seconds"] == 3
+            starts = [n[1] for n in body["notes"]]
+            assert starts == sorted(starts) and all(0.1 < b - a < 1.0 for a, b in zip(starts, starts[1:]))
+            assert all(n[3] == 90 for n in body["notes"][:5]) and 1 <= body["notes"][5][3] <= 127
+            assert all(0.05 < n[2] - n[1] < 1.0 for n in body["notes"][:5])
+            page.screenshot(path=str(tmp_path / "play-along.png"), full_page=True)
+
+            # the duet downloads, the model's part on its own track
+            page.click("#duet-files")
+            page.wait_for_selector("#duet-links a", timeout=30_000)
+            links = page.eval_on_selector_all("#duet-links a", "as => as.map(a => a.href)")
+            assert [h.rsplit(".", 1)[1] for h in links] == ["mid", "wav", "mp3"]
+            midi = page.request.get(links[0])
+            score = symusic.Score.from_midi(midi.body())
+            assert [t.name for t in score.tracks] == ["You", "Model"] and len(score.tracks[0].notes) == 6
+            for href in links[1:]:
+                assert page.request.get(href).status == 200, href
+            assert not errors, errors
+
+            # the studio speaks Korean to a Korean browser, and the switch changes it back
+            ko = browser.new_page(locale="ko-KR")
+            ko.goto(studio_url + "/")
+            assert ko.inner_text("h1") == "클래식 음악 스튜디오" and ko.inner_text("#play-title") == "함께 연주하기"
+            assert ko.evaluate("document.documentElement.lang") == "ko"
+            ko.select_option("#lang", "en")
+            assert ko.inner_text("h1") == "Classical Music Studio" and ko.title() == "Classical Music Studio"
+        finally:
+            browser.close()
+    assert (tmp_path / "play-along.png").stat().st_size > 10_000

@@ -4,22 +4,29 @@
 
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 400;
-const STAGES = { queued: "Waiting in the queue", loading: "Loading the model", composing: "Composing",
-                 rendering: "Rendering audio and piano rolls", running: "Working" };
+const STAGES = ["queued", "loading", "composing", "rendering", "running"];  // keys of i18n.js
+let CONFIG = null;
 
 async function loadConfig() {
   // Limits come from the server so the form and the API never disagree.
   try {
     const cfg = await (await fetch("/api/config")).json();
+    CONFIG = cfg;
+    document.dispatchEvent(new CustomEvent("studioconfig", { detail: cfg }));
     $("seconds").max = cfg.max_seconds;
     $("num_samples").max = cfg.max_samples;
     $("primer_seconds").max = cfg.max_primer_seconds;
-    $("seconds-unit").textContent = `seconds, up to ${cfg.max_seconds}`;
-    $("samples-unit").textContent = `up to ${cfg.max_samples}`;
+    showUnits();
     for (const [name, value] of Object.entries(cfg.defaults)) {
       if (value !== null && $(name)) $(name).value = value;
     }
   } catch (e) { /* the built-in values in the form still work */ }
+}
+
+function showUnits() {
+  if (!CONFIG) return;
+  $("seconds-unit").textContent = t("seconds_up_to", { n: CONFIG.max_seconds });
+  $("samples-unit").textContent = t("up_to", { n: CONFIG.max_samples });
 }
 
 function showMessage(text) {
@@ -50,7 +57,7 @@ async function submit(event) {
   for (const name of ["seconds", "temperature", "top_p", "seed", "num_samples"]) {
     const raw = $(name).value.trim();
     if (raw === "" && name === "seed") continue;
-    if (raw === "" || Number.isNaN(Number(raw))) { showMessage(`${name} must be a number`); return; }
+    if (raw === "" || Number.isNaN(Number(raw))) { showMessage(t("must_be_number", { name })); return; }
     fields[name] = Number(raw);
   }
   let request;
@@ -66,7 +73,7 @@ async function submit(event) {
                                        body: JSON.stringify(fields) });
   }
   $("compose").disabled = true;
-  setStatus("Sending…", null);
+  setStatus(t("sending") + "…", null);
   try {
     const response = await request;
     if (!response.ok) throw new Error(await errorText(response));
@@ -86,13 +93,13 @@ async function follow(id) {
     if (!response.ok) throw new Error(await errorText(response));
     const job = await response.json();
     if (job.status === "done") {
-      setStatus("Done", 1);
+      setStatus(t("done"), 1);
       showJob(job);
       return;
     }
-    if (job.status === "error") throw new Error(job.error || "composing failed");
-    let text = STAGES[job.stage] || STAGES[job.status] || job.status;
-    if (job.status === "queued" && job.queue_position) text += ` (position ${job.queue_position})`;
+    if (job.status === "error") throw new Error(job.error || t("composing_failed"));
+    let text = STAGES.includes(job.stage) ? t(job.stage) : STAGES.includes(job.status) ? t(job.status) : job.status;
+    if (job.status === "queued" && job.queue_position) text += ` (${t("position", { n: job.queue_position })})`;
     if (job.status === "running") text += ` ${Math.round(100 * job.progress)}%`;
     setStatus(text + "…", job.status === "queued" ? null : job.progress);
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
@@ -110,7 +117,7 @@ function showJob(job) {
   const p = job.params;
   const section = el("section", { class: "job", "data-job": job.id });
   const bits = [`${p.seconds} s`, `temperature ${p.temperature}`, `top-p ${p.top_p}`, `seed ${p.seed}`];
-  if (p.primer_seconds) bits.push(`continuing ${p.primer_seconds} s of a primer`);
+  if (p.primer_seconds) bits.push(t("continuing", { n: p.primer_seconds }));
   section.append(el("h2", {}, bits.join(" · ")));
   const cards = el("div", { class: "cards" });
   job.variations.forEach((v, i) => cards.append(card(v, i + 1, job.id)));
@@ -122,8 +129,8 @@ function card(variation, number, jobId) {
   const f = variation.files;
   const article = el("article", { class: "card" });
   const header = el("header");
-  header.append(el("h3", {}, `Variation ${number}`),
-                el("span", { class: "meta" }, `${variation.seconds.toFixed(1)} s · ${variation.notes} notes`));
+  header.append(el("h3", {}, t("variation", { n: number })),
+                el("span", { class: "meta" }, `${variation.seconds.toFixed(1)} s · ${t("notes_count", { n: variation.notes })}`));
   article.append(header);
   if (f.mp3 || f.wav) {
     const audio = el("audio", { controls: "", preload: "metadata" });
@@ -131,14 +138,14 @@ function card(variation, number, jobId) {
     if (f.wav) audio.append(el("source", { src: f.wav, type: "audio/wav" }));
     article.append(audio);
   } else {
-    article.append(el("p", { class: "meta" }, "This variation came out silent."));
+    article.append(el("p", { class: "meta" }, t("silent")));
   }
-  if (f.png) article.append(el("img", { src: f.png, alt: `Piano roll of variation ${number}` }));
+  if (f.png) article.append(el("img", { src: f.png, alt: t("piano_roll_of", { n: number }) }));
   const links = el("nav", { class: "downloads", "aria-label": "Downloads" });
   for (const [kind, label] of [["midi", "MIDI"], ["wav", "WAV"], ["mp3", "MP3"]]) {
     if (!f[kind]) continue;
     const name = f[kind].split("/").pop();
-    links.append(el("a", { href: f[kind], download: `${jobId.slice(0, 8)}-${name}` }, `Download ${label}`));
+    links.append(el("a", { href: f[kind], download: `${jobId.slice(0, 8)}-${name}` }, t("download", { kind: label })));
   }
   article.append(links);
   return article;
@@ -147,4 +154,5 @@ function card(variation, number, jobId) {
 document.addEventListener("DOMContentLoaded", () => {
   loadConfig();
   $("compose-form").addEventListener("submit", submit);
+  document.addEventListener("languagechange", showUnits);
 });

@@ -1,0 +1,93 @@
+// The studio's words in English and Korean. The browser's language picks one at first; the
+// switch at the top changes it and is remembered. Elements carry data-i18n="key"; code calls t(key).
+"use strict";
+
+const STRINGS = {
+  en: {
+    language: "Language", title: "Classical Music Studio",
+    intro: "An LSTM trained on classical piano composes a new piece. Choose its length and character, then listen.",
+    length: "Length", temperature: "Temperature", top_p: "Top-p", seed: "Seed", variations: "Variations",
+    wilder: "> 1 wilder, < 1 safer", off: "1 = off", blank_random: "blank = random", primer: "Primer",
+    primer_hint: "optional: the piece continues this MIDI file's opening", midi_file: "MIDI file",
+    use_first: "Use its first", seconds: "seconds", compose: "Compose",
+    seconds_up_to: "seconds, up to {n}", up_to: "up to {n}",
+    footer: "Runs on this machine.", api_docs: "API documentation",
+    queued: "Waiting in the queue", loading: "Loading the model", composing: "Composing",
+    rendering: "Rendering audio and piano rolls", running: "Working", sending: "Sending", done: "Done",
+    position: "position {n}", must_be_number: "{name} must be a number", composing_failed: "composing failed",
+    variation: "Variation {n}", notes_count: "{n} notes", silent: "This variation came out silent.",
+    download: "Download {kind}", piano_roll_of: "Piano roll of variation {n}",
+    continuing: "continuing {n} s of a primer",
+    play_title: "Play along",
+    play_intro: "Play a few notes; when you pause, the model answers. Play again over or after it.",
+    answer_length: "Answer length", pause: "Answer after a pause of", pause_unit: "seconds (0 = only the button)",
+    next_answer: "takes effect on the next answer",
+    keymap: "Computer keys: A S D F G H J K L ; ' are the white keys from C4, W E T Y U O P the black keys; " +
+            "Z and X move an octave down and up. A MIDI keyboard works too.",
+    your_turn: "Your turn, model", midi_connect: "Use a MIDI keyboard", duet_files: "Download the duet",
+    clear: "Start over", listening: "Listening… (octave {n})", thinking: "The model is thinking…",
+    answering: "The model answers: {n} notes (ready in {ms} ms)", no_answer: "The model stayed silent; play again.",
+    play_first: "Play something first.", midi_on: "MIDI keyboard: {name}", midi_none: "No MIDI keyboard found.",
+    duet_ready: "The duet: you and the model on separate tracks.", duet_empty: "Nothing played yet.",
+  },
+  ko: {
+    language: "언어", title: "클래식 음악 스튜디오",
+    intro: "클래식 피아노를 배운 LSTM이 새 곡을 작곡합니다. 길이와 성격을 고른 뒤 들어 보세요.",
+    length: "길이", temperature: "온도", top_p: "Top-p", seed: "시드", variations: "변주 수",
+    wilder: "1보다 크면 과감하게, 작으면 안정적으로", off: "1 = 끔", blank_random: "비우면 무작위", primer: "프라이머",
+    primer_hint: "선택: 이 MIDI 파일의 도입부를 이어서 작곡합니다", midi_file: "MIDI 파일",
+    use_first: "앞부분 사용", seconds: "초", compose: "작곡하기",
+    seconds_up_to: "초, 최대 {n}", up_to: "최대 {n}",
+    footer: "이 컴퓨터에서 실행됩니다.", api_docs: "API 문서",
+    queued: "대기열에서 기다리는 중", loading: "모델을 불러오는 중", composing: "작곡하는 중",
+    rendering: "오디오와 피아노 롤을 만드는 중", running: "작업 중", sending: "보내는 중", done: "완료",
+    position: "{n}번째", must_be_number: "{name}에는 숫자를 넣어 주세요", composing_failed: "작곡에 실패했습니다",
+    variation: "변주 {n}", notes_count: "음표 {n}개", silent: "이 변주에는 소리가 없습니다.",
+    download: "{kind} 내려받기", piano_roll_of: "변주 {n}의 피아노 롤",
+    continuing: "프라이머 {n}초에 이어서",
+    play_title: "함께 연주하기",
+    play_intro: "몇 음을 쳐 보세요. 잠시 멈추면 모델이 대답합니다. 대답 위에, 또는 그 뒤에 다시 연주하세요.",
+    answer_length: "대답 길이", pause: "멈춘 뒤 대답까지", pause_unit: "초 (0 = 버튼으로만)",
+    next_answer: "다음 대답부터 적용",
+    keymap: "컴퓨터 키보드: A S D F G H J K L ; ' 는 C4부터의 흰 건반, W E T Y U O P 는 검은 건반, " +
+            "Z와 X는 한 옥타브 아래·위로 옮깁니다. MIDI 건반도 쓸 수 있습니다.",
+    your_turn: "모델 차례", midi_connect: "MIDI 건반 사용", duet_files: "이중주 내려받기",
+    clear: "처음부터", listening: "듣는 중… (옥타브 {n})", thinking: "모델이 생각하는 중…",
+    answering: "모델의 대답: 음표 {n}개 ({ms} ms 만에 준비)", no_answer: "모델이 대답하지 않았습니다. 다시 연주해 보세요.",
+    play_first: "먼저 몇 음을 쳐 주세요.", midi_on: "MIDI 건반: {name}", midi_none: "MIDI 건반을 찾지 못했습니다.",
+    duet_ready: "이중주: 나와 모델이 서로 다른 트랙에 있습니다.", duet_empty: "아직 연주한 음이 없습니다.",
+  },
+};
+
+function pickLanguage() {
+  const saved = localStorage.getItem("studio-lang");
+  if (saved && STRINGS[saved]) return saved;
+  return (navigator.languages || [navigator.language || "en"]).some((l) => l.toLowerCase().startsWith("ko"))
+    ? "ko" : "en";
+}
+
+let LANG = pickLanguage();
+
+function t(key, vars = {}) {
+  let text = (STRINGS[LANG] && STRINGS[LANG][key]) || STRINGS.en[key] || key;
+  for (const [k, v] of Object.entries(vars)) text = text.replaceAll(`{${k}}`, v);
+  return text;
+}
+
+function applyLanguage(lang) {
+  LANG = STRINGS[lang] ? lang : "en";
+  document.documentElement.lang = LANG;
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  document.title = t("title");
+  const select = document.getElementById("lang");
+  if (select) select.value = LANG;
+  document.dispatchEvent(new CustomEvent("languagechange"));
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  applyLanguage(LANG);
+  document.getElementById("lang").addEventListener("change", (e) => {
+    localStorage.setItem("studio-lang", e.target.value);
+    applyLanguage(e.target.value);
+  });
+});
