@@ -102,6 +102,44 @@ def peer(c, midi, seed, poll):
         time.sleep(poll)
 
 
+def stages(studio, notes, runs=5):
+    """CPU time per stage of one answer, in this thread: forward over the playing, sampling, audio."""
+    import torch
+
+    from classical_music.audio import render
+    from classical_music.generate import primer_tokens, sample
+    from classical_music.notes import Notes, notes_to_score
+    from classical_music.web.live import check_notes
+
+    model = studio.model()
+    tok = model.tokenizer
+    prefix = primer_tokens(tok, check_notes(notes))
+    out = {"forward": [], "sampling": [], "audio": []}
+    events = []
+    wav = Path(studio.output_dir) / "stage.wav"
+    for seed in range(runs + 1):  # the first is a warm-up
+        c = time.thread_time()
+        with torch.inference_mode():
+            model(torch.as_tensor(prefix).unsqueeze(0))
+        forward = time.thread_time() - c
+        c = time.thread_time()
+        new = sample(model, tok, prefix, seconds=8, seed=seed)[0]
+        sampling = time.thread_time() - c - forward  # sample() runs the same forward first
+        both = tok.decode(np.concatenate([prefix, new]))
+        k = both.onset >= float(np.sum(tok.shift_steps(prefix))) / tok.steps_per_second - 1e-9
+        t0 = both.onset[k].min()
+        c = time.thread_time()
+        render(notes_to_score(Notes(both.onset[k] - t0, both.offset[k] - t0, both.pitch[k], both.velocity[k])), wav,
+               sample_rate=48000)
+        audio = time.thread_time() - c
+        if seed:
+            out["forward"].append(forward)
+            out["sampling"].append(sampling)
+            out["audio"].append(audio)
+            events.append(len(new))
+    return {k: statistics.median(v) for k, v in out.items()}, len(prefix), int(statistics.median(events))
+
+
 def row(name, xs, extra=""):
     xs = sorted(xs)
     p90 = xs[min(len(xs) - 1, int(round(0.9 * (len(xs) - 1))))]
@@ -147,6 +185,7 @@ def main():
     queue_fast = [peer(c, midi, s, 0.05) for s in range(args.peer_runs)]
     load1 = os.getloadavg()
     server.should_exit = True
+    cpu_stages, n_prefix, n_new = stages(app.state.studio, notes)
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
@@ -161,6 +200,9 @@ def main():
     print(row("... until its MP3 is fetched", mp3, "MP3 encoded after the answer"))
     print(row("job queue: generate_with_primer + polling every 0.4 s (the page)", queue_page, "MIDI, WAV, MP3, PNG"))
     print(row("job queue: generate_with_primer + polling every 0.05 s", queue_fast, "MIDI, WAV, MP3, PNG"))
+    print(f"\nCPU time per stage (medians of 5, one thread): forward over {n_prefix} played tokens "
+          f"{cpu_stages['forward']:.3f} s, sampling {n_new} answer events (median) {cpu_stages['sampling']:.3f} s, "
+          f"8-s WAV at 48 kHz {cpu_stages['audio']:.3f} s")
     print(f"\nmedian speed-up over the page's job path: {statistics.median(queue_page) / statistics.median(lat):.1f}x; "
           f"goal median <= 0.5 s: {'met' if statistics.median(lat) <= 0.5 else 'NOT met'}")
 
