@@ -12,6 +12,10 @@ OpenAPI at /docs:
                                     {midi, wav, mp3, png: url}, "variations": [{"files", ...}], "error"}
     GET  /files/{id}/{name}         one result file; only names the job itself wrote are served
     GET  /api/config                limits and defaults (the page reads them)
+    POST /api/continue              play along: JSON {notes: [[pitch, start_s, end_s, velocity]], seconds,
+                                    temperature, top_p, seed} -> 200 {notes, start, files} at once (live.py)
+    POST /api/duet                  JSON {you: notes, model: notes} -> 200 {files}: both parts rendered
+    GET  /docs                      this API on one offline page (docs_page.py); /openapi.json the schema
 
 Jobs run one at a time on a single worker thread, so concurrent visitors wait in a bounded queue
 (429 when it is full) instead of running the machine out of memory; the model is loaded once and
