@@ -28,6 +28,7 @@ else:
 
 import uvicorn  # noqa: E402
 
+from classical_music.conditions import vocabularies  # noqa: E402
 from classical_music.model import ComposerLSTM, ModelConfig  # noqa: E402
 from classical_music.tokenizer import get_tokenizer  # noqa: E402
 from classical_music.web import create_app  # noqa: E402
@@ -40,7 +41,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 def studio_url(tmp_path):
     tok = get_tokenizer("performance")
     torch.manual_seed(0)
-    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=2))
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=2,
+                                     conditions=vocabularies({"chopin": 5.0, "bach": 3.0})))  # style menus
     with torch.no_grad():  # an untrained model would otherwise stop at once, or only wait
         model.head.bias[tok.eos_id] = -20
         model.head.bias[tok.note_on + 48:tok.note_on + 84] = 3.0
@@ -128,6 +130,12 @@ def test_play_along_in_chromium(studio_url, tmp_path):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("request", lambda r: sent.append(json.loads(r.post_data)) if r.url.endswith("/api/continue") else None)
             page.goto(studio_url + "/")
+            # the style menus hold the model's own values; the answer asks for the chosen ones
+            assert page.eval_on_selector_all("#composer option", "os => os.map(o => o.value)") == ["", "other", "bach",
+                                                                                                  "chopin"]
+            assert page.locator("#composer option[value=chopin]").inner_text() == "Frédéric Chopin"
+            page.select_option("#composer", "chopin")
+            page.select_option("#key", "D minor")
             page.fill("#answer_seconds", "3")
             page.fill("#pause_seconds", "0.6")
             page.locator("#keyboard").scroll_into_view_if_needed()
@@ -150,6 +158,7 @@ def test_play_along_in_chromium(studio_url, tmp_path):
             # what was played went out with its timing and velocity
             (body,) = sent
             assert [n[0] for n in body["notes"]] == [60, 62, 64, 65, 67, 72] and body["seconds"] == 3
+            assert body["composer"] == "chopin" and body["key"] == "D minor" and "period" not in body
             starts = [n[1] for n in body["notes"]]
             assert starts == sorted(starts) and all(0.1 < b - a < 1.0 for a, b in zip(starts, starts[1:]))
             assert all(n[3] == 90 for n in body["notes"][:5]) and 1 <= body["notes"][5][3] <= 127

@@ -81,7 +81,9 @@ def test_continue_answers_after_what_was_played(client):
     ({"notes": [[60, 0, 1e12, 80]]}, "end"),
     ({"notes": [[60, 0, 1, 80], [62, 70, 71, 80]]}, "span"),
     ({"notes": [[60, i * 0.01, i * 0.01 + 0.5, 80] for i in range(MAX_NOTES + 1)]}, "notes"),
-    ({"notes": played(), "composer": "chopin"}, "style"),
+    ({"notes": played(), "composer": "chopin"}, "no composer condition"),  # an unconditioned model
+    ({"notes": played(), "density": "4"}, "density"),
+    ({"notes": played(), "guidance": 11}, "guidance"),
 ])
 def test_continue_limits_are_422_with_a_message(client, body, words):
     before = len(client.app.state.studio.jobs)

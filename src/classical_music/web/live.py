@@ -1,7 +1,7 @@
 """Play along: the model answers what a person played, in one request (no job to poll).
 
     POST /api/continue  {"notes": [[pitch, start_s, end_s, velocity], ...], "seconds", "temperature",
-                         "top_p", "seed"} -> 200 {"notes", "start", "seconds", "seed", "files": {midi, wav, mp3}}
+                         "top_p", "seed", style fields} -> 200 {"notes", "start", "seconds", "seed", "files": {midi, wav, mp3}}
     POST /api/duet      {"you": notes, "model": notes} -> 200 {"files": {midi, wav, mp3}}
 
 The answer's notes come back on the request's own clock (they follow the played notes); its files
@@ -95,8 +95,8 @@ class Live:
         finally:
             self._lock.release()
 
-    def answer(self, notes, seconds, temperature, top_p, seed) -> dict:
-        from ..generate import primer_tokens, sample
+    def answer(self, notes, seconds, temperature, top_p, seed, guidance=1.0, style=None, style_labels=None) -> dict:
+        from ..generate import condition_codes, primer_tokens, sample
         from ..notes import Notes
 
         studio = self.studio
@@ -110,8 +110,10 @@ class Live:
             model = studio.model()
             tok = model.tokenizer
             prefix = primer_tokens(tok, context)
+            cond = condition_codes(model, style)[0] if style else None
             new = sample(model, tok, prefix, seconds=params["seconds"], temperature=params["temperature"],
-                         top_p=params["top_p"], seed=params["seed"], device=studio.device)[0]
+                         top_p=params["top_p"], seed=params["seed"], device=studio.device, cond=cond,
+                         guidance=guidance)[0]
             # the answer: notes struck after the context's last event (every played note ends by then)
             end = float(np.sum(tok.shift_steps(prefix))) / tok.steps_per_second
             both = tok.decode(np.concatenate([prefix, new]))
@@ -122,7 +124,7 @@ class Live:
             composed = time.perf_counter()
             first = float(ans.onset.min()) if len(ans) else end
             files = self._write(Notes(ans.onset - first, ans.offset - first, ans.pitch, ans.velocity), params)
-        return {"notes": note_rows(ans, t0), "start": round(first + t0, 4),
+        return {"notes": note_rows(ans, t0), "start": round(first + t0, 4), "style": style_labels or {},
                 "seconds": round(float(ans.offset.max()) - first, 3) if len(ans) else 0.0, "seed": params["seed"],
                 "files": files, "timing": {"compose_s": round(composed - start, 4),
                                            "render_s": round(time.perf_counter() - composed, 4),

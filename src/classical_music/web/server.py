@@ -28,6 +28,9 @@ Host names and cross-origin posts; /docs is written offline from the schema (doc
 # parameters, whose models are defined inside create_app.
 
 import socket
+from types import SimpleNamespace
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,14 +72,26 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
     studio_live = Live(studio)
 
     class StyleFields(BaseModel):
-        # Style conditions (issue 12) arrive with classical_music.conditions; the fields are part of
-        # the API already, and are forwarded once the model side exists (until then: 422 if given).
-        composer: Optional[str] = Field(None, max_length=64, description="style: composer (coming)")
-        period: Optional[str] = Field(None, max_length=64, description="style: period (coming)")
-        kind: Optional[str] = Field(None, max_length=64, description="style: kind of piece (coming)")
-        density: Optional[float] = Field(None, gt=0, le=100, description="style: notes per second (coming)")
-        key: Optional[str] = Field(None, max_length=16, description='style: key, e.g. "D minor" (coming)')
-        guidance: Optional[float] = Field(None, ge=0, le=20, description="style: guidance strength (coming)")
+        # Style conditions (classical_music.conditions), as `generate` takes them; each one left out
+        # (or "any") is not asked for. The model's own values are listed by GET /api/config.
+        composer: Optional[str] = Field(None, max_length=64, description="style: a composer the model knows, e.g. chopin")
+        period: Optional[str] = Field(None, max_length=32, description="style: baroque, classical, romantic, ...")
+        kind: Optional[str] = Field(None, max_length=32, description="style: performance or sequenced")
+        density: Optional[float] = Field(None, gt=0, le=100, description="style: notes per second")
+        key: Optional[str] = Field(None, max_length=16, description='style: a key, e.g. "D minor", "F#", "Eb major"')
+        guidance: float = Field(1.0, ge=0, le=10, description="classifier-free guidance: 1 = off, > 1 follows the style harder")
+
+    def check_style(fields) -> dict:
+        """{"guidance"} plus, when a style is asked for, {"style": asked, "style_labels": what the model
+        understood}; UserError for names the model does not know (or a model without conditions)."""
+        from ..generate import condition_codes
+
+        asked = {n: getattr(fields, n) for n in STYLE_NAMES if getattr(fields, n, None) not in (None, "")}
+        out = {"guidance": float(fields.guidance)}
+        if asked:
+            _, labels = condition_codes(studio.model(), asked)
+            out.update(style=asked, style_labels=labels)
+        return out
 
     class GenerateRequest(StyleFields):
         # strict: "10" and true are not numbers (lax pydantic turned them into 10.0 and 1.0)
@@ -148,8 +163,8 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
     @app.post("/api/generate", status_code=202, response_model=JobCreated, summary="Compose a piece")
     def generate(req: GenerateRequest):
         try:
-            check_style(req)
             params = studio.check(req.seconds, req.temperature, req.top_p, req.seed, req.num_samples)
+            params.update(check_style(req))
         except UserError as e:
             raise HTTPException(422, str(e)) from None
         return submit(params)
@@ -165,9 +180,17 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
         num_samples: Annotated[int, Form()] = DEFAULTS["num_samples"],
         primer_seconds: Annotated[float, Form(description="use the primer's first seconds")] = DEFAULTS[
             "primer_seconds"],
+        composer: Annotated[Optional[str], Form(max_length=64)] = None,
+        period: Annotated[Optional[str], Form(max_length=32)] = None,
+        kind: Annotated[Optional[str], Form(max_length=32)] = None,
+        density: Annotated[Optional[float], Form(gt=0, le=100)] = None,
+        key: Annotated[Optional[str], Form(max_length=16)] = None,
+        guidance: Annotated[float, Form(ge=0, le=10)] = 1.0,
     ):
         try:
             params = studio.check(seconds, temperature, top_p, seed, num_samples)
+            params.update(check_style(SimpleNamespace(composer=composer, period=period, kind=kind, density=density,
+                                                      key=key, guidance=guidance)))
             data = primer.file.read(studio.max_upload_bytes + 1)
             if len(data) > studio.max_upload_bytes:
                 raise HTTPException(413, f"the primer is larger than {studio.max_upload_bytes / 2**20:g} MB")
@@ -191,9 +214,9 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
                           "MIDI, WAV and MP3, which hold the answer alone.")
     def continue_playing(req: ContinueRequest):
         def call():
-            check_style(req)
+            style = check_style(req)
             notes = check_notes([list(n) for n in req.notes])
-            return studio_live.answer(notes, req.seconds, req.temperature, req.top_p, req.seed)
+            return studio_live.answer(notes, req.seconds, req.temperature, req.top_p, req.seed, **style)
         return live(call)
 
     @app.post("/api/duet", summary="Both parts of a play-along session as MIDI (two tracks), WAV and MP3")
@@ -225,7 +248,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
                 "max_queue": studio._queue.maxsize, "keep_jobs": studio.keep_jobs, "defaults": DEFAULTS,
                 "live": {"max_seconds": min(MAX_ANSWER_SECONDS, studio.max_seconds), "max_notes": MAX_NOTES,
                          "max_span_seconds": MAX_SPAN_SECONDS, "defaults": LIVE_DEFAULTS},
-                "style_fields": list(STYLE_FIELDS), "style_available": style_available()}
+                "conditions": model_conditions(studio)}
 
     @app.get("/files/{job_id}/{name}", summary="A result file (MIDI, WAV, MP3 or PNG)")
     def result_file(job_id: str, name: str):
@@ -249,21 +272,21 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
     return app
 
 
-STYLE_FIELDS = ("composer", "period", "kind", "density", "key", "guidance")
+STYLE_NAMES = ("composer", "period", "kind", "density", "key")
 
 
-def style_available() -> bool:
-    from importlib.util import find_spec
+def model_conditions(studio) -> dict:
+    """The model's style values for the page's menus ({} when unconditioned or not loadable)."""
+    from ..conditions import ANY, composer_display
 
-    return find_spec("classical_music.conditions") is not None
-
-
-def check_style(req) -> dict:
-    """The style fields a request set; UserError while this version's model cannot take them."""
-    style = {k: getattr(req, k) for k in STYLE_FIELDS if getattr(req, k, None) is not None}
-    if style and not style_available():
-        raise UserError(f"style conditions ({', '.join(style)}) are not available in this version yet")
-    return style
+    try:
+        vocab = studio.model().config.conditions
+    except (UserError, OSError):
+        return {}
+    out = {name: [v for v in labels if v != ANY] for name, labels in vocab.items()}
+    if "composer" in out:
+        out["composer_names"] = {c: composer_display(c) for c in out["composer"]}
+    return out
 
 
 # -- the command ------------------------------------------------------------------------------

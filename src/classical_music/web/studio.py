@@ -232,7 +232,7 @@ class Studio:
         # generate.compose() loads the model on every call and has no progress hook, so the studio
         # drives sample() itself with the model it keeps, then writes files the way compose() does.
         from ..audio import render
-        from ..generate import output_paths, primer_tokens, sample, write_midi_atomic
+        from ..generate import condition_codes, output_paths, primer_tokens, sample, write_midi_atomic
         from ..notes import Notes, notes_to_score
         from ..plot import piano_roll
 
@@ -248,9 +248,10 @@ class Studio:
             job.progress = SAMPLING_SHARE * min(max(done, 0.0), 1.0)
 
         job.stage = "composing"
+        cond = condition_codes(model, p["style"])[0] if p.get("style") else None
         rows = sample(model, tok, prefix, num_samples=p["num_samples"], seconds=p["seconds"],
                       temperature=p["temperature"], top_p=p["top_p"], seed=p["seed"], device=self.device,
-                      progress=progress)
+                      progress=progress, cond=cond, guidance=p.get("guidance", 1.0))
 
         job.stage = "rendering"
         job.folder.mkdir(parents=True, exist_ok=True)

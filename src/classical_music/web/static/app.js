@@ -12,6 +12,7 @@ async function loadConfig() {
   try {
     const cfg = await (await fetch("/api/config")).json();
     CONFIG = cfg;
+    showStyle(cfg.conditions);
     document.dispatchEvent(new CustomEvent("studioconfig", { detail: cfg }));
     $("seconds").max = cfg.max_seconds;
     $("num_samples").max = cfg.max_samples;
@@ -21,6 +22,35 @@ async function loadConfig() {
       if (value !== null && $(name)) $(name).value = value;
     }
   } catch (e) { /* the built-in values in the form still work */ }
+}
+
+const STYLE_NAMES = ["composer", "period", "kind", "density", "key"];
+
+function showStyle(cond) {
+  // menus filled from the model's own values; the fieldset stays hidden for an unconditioned model
+  const names = STYLE_NAMES.filter((n) => cond && cond[n]);
+  $("style").hidden = names.length === 0;
+  for (const label of document.querySelectorAll("#style [data-cond]")) label.hidden = !names.includes(label.dataset.cond);
+  for (const name of ["composer", "period", "kind", "key"]) {
+    if (!names.includes(name)) continue;
+    for (const value of cond[name]) {
+      const text = name === "composer" && cond.composer_names ? cond.composer_names[value] || value : value;
+      $(name).append(el("option", { value }, text));
+    }
+  }
+}
+
+function styleFields() {
+  // the style the form asks for: only what is set, so an unconditioned model is never asked
+  const out = {};
+  if ($("style").hidden) return out;
+  for (const name of STYLE_NAMES) {
+    const raw = $(name).value.trim();
+    if (raw !== "" && !$(name).closest("label").hidden) out[name] = name === "density" ? Number(raw) : raw;
+  }
+  const guidance = Number($("guidance").value);
+  if (Object.keys(out).length && guidance !== 1 && !Number.isNaN(guidance)) out.guidance = guidance;
+  return out;
 }
 
 function showUnits() {
@@ -60,6 +90,7 @@ async function submit(event) {
     if (raw === "" || Number.isNaN(Number(raw))) { showMessage(t("must_be_number", { name })); return; }
     fields[name] = Number(raw);
   }
+  Object.assign(fields, styleFields());
   let request;
   const file = $("primer").files[0];
   if (file) {
@@ -116,7 +147,8 @@ function el(tag, attrs = {}, text = "") {
 function showJob(job) {
   const p = job.params;
   const section = el("section", { class: "job", "data-job": job.id });
-  const bits = [`${p.seconds} s`, `temperature ${p.temperature}`, `top-p ${p.top_p}`, `seed ${p.seed}`];
+  const bits = [`${p.seconds} s`, `temperature ${p.temperature}`, `top-p ${p.top_p}`, `seed ${p.seed}`,
+                ...Object.values(p.style_labels || {})];
   if (p.primer_seconds) bits.push(t("continuing", { n: p.primer_seconds }));
   section.append(el("h2", {}, bits.join(" · ")));
   const cards = el("div", { class: "cards" });

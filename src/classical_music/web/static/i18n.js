@@ -29,6 +29,9 @@ const STRINGS = {
     answering: "The model answers: {n} notes (ready in {ms} ms)", no_answer: "The model stayed silent; play again.",
     play_first: "Play something first.", midi_on: "MIDI keyboard: {name}", midi_none: "No MIDI keyboard found.",
     duet_ready: "The duet: you and the model on separate tracks.", duet_empty: "Nothing played yet.",
+    style: "Style", style_hint: "the values this model learned; Play along uses them too", composer: "Composer",
+    period: "Period", kind: "Kind", density: "Density", density_unit: "notes per second, blank = any", key: "Key",
+    guidance: "Guidance", guidance_unit: "1 = off, more = follow the style harder", any: "any",
   },
   ko: {
     language: "언어", title: "클래식 음악 스튜디오",
@@ -56,6 +59,9 @@ const STRINGS = {
     answering: "모델의 대답: 음표 {n}개 ({ms} ms 만에 준비)", no_answer: "모델이 대답하지 않았습니다. 다시 연주해 보세요.",
     play_first: "먼저 몇 음을 쳐 주세요.", midi_on: "MIDI 건반: {name}", midi_none: "MIDI 건반을 찾지 못했습니다.",
     duet_ready: "이중주: 나와 모델이 서로 다른 트랙에 있습니다.", duet_empty: "아직 연주한 음이 없습니다.",
+    style: "스타일", style_hint: "이 모델이 배운 값들입니다. 함께 연주하기에도 쓰입니다", composer: "작곡가",
+    period: "시대", kind: "종류", density: "밀도", density_unit: "초당 음표 수, 비우면 아무거나", key: "조성",
+    guidance: "가이던스", guidance_unit: "1 = 끔, 클수록 스타일을 더 따릅니다", any: "아무거나",
   },
 };
 

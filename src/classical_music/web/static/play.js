@@ -117,7 +117,7 @@ async function answer(fromButton) {
   clearTimeout(play.timer);
   if (play.newNotes === 0) { if (fromButton) warn(t("play_first")); return; }
   const body = { notes: context(), seconds: Number(q("answer_seconds").value) || 8,
-                 temperature: Number(q("live_temperature").value) || 1 };
+                 temperature: Number(q("live_temperature").value) || 1, ...styleFields() };  // read now: live
   play.busy = true;
   play.newNotes = 0;
   q("your-turn").disabled = true;
