@@ -371,7 +371,7 @@ def test_studio_upload_of_a_hostile_primer_is_a_4xx(tmp_path, ckpt, kind):
 
     from classical_music.web import create_app
 
-    with TestClient(create_app(ckpt, tmp_path / "studio")) as client:
+    with TestClient(create_app(ckpt, tmp_path / "studio"), base_url="http://localhost") as client:  # Host guard
         r = client.post("/api/generate_with_primer", data={"seconds": "2"},
                         files={"primer": ("x.mid", HOSTILE[kind], "audio/midi")})
     assert 400 <= r.status_code < 500, r.text
