@@ -73,13 +73,26 @@ nb.cells = [
          "print(piece['notes'], 'notes,', round(piece['seconds'], 1), 's')\n"
          "display(Audio(filename=str(piece['files']['mp3'])))\n"
          "display(Image(filename=str(piece['files']['png'])))"),
-    md("## 4. The tiny model, continuing a typed opening\n"
+    md("## 4. Style: one composer against another\n"
+       "The shipped model knows composers, periods, performance or sequenced, note density and key "
+       "(`classical-music generate --list_conditions`). The same seed, asked for Bach and then Chopin:"),
+    code("from classical_music import conditions\n"
+         "from classical_music.compare import load_notes\n"
+         "for who in ('bach', 'chopin'):\n"
+         "    p = compose(GenerateConfig(output=work / f'{who}.mid', seconds=SECONDS, seed=5, composer=who,\n"
+         "                               mp3=True, plot=True))[0]\n"
+         "    n = load_notes(p['files']['midi'])\n"
+         "    key = conditions.key_name(conditions.estimate_key(n.pitch, conditions.note_durations(n)))\n"
+         "    print(f\"{who}: {p['notes']} notes, {p['notes'] / SECONDS:.1f} notes/s, sounds like {key}\")\n"
+         "    display(Audio(filename=str(p['files']['mp3'])))\n"
+         "    display(Image(filename=str(p['files']['png'])))"),
+    md("## 5. The tiny model, continuing a typed opening\n"
        "Still babbling after a few seconds of training: compare it with the shipped one."),
     code("tiny = compose(GenerateConfig(output=work / 'tiny.mid', checkpoint=work / 'tiny' / 'best', seconds=10, seed=1,\n"
          "                              primer_notes='C4 E4 G4, F4 A4 C5', plot=True))[0]\n"
          "print(tiny['notes'], 'notes')\n"
          "display(Image(filename=str(tiny['files']['png'])))"),
-    md("## 5. Clean up\nThe pictures and the audio above live in the notebook now; the temporary folder goes."),
+    md("## 6. Clean up\nThe pictures and the audio above live in the notebook now; the temporary folder goes."),
     code("import shutil\n"
          "shutil.rmtree(work)\n"
          "print('removed', work.name)"),

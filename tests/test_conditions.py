@@ -278,17 +278,17 @@ def test_new_conditions_start_at_zero_so_the_old_model_is_unchanged():
 def test_step_decoder_matches_forward_with_conditions():
     m = tiny_model(C.vocabularies({"chopin": 2.0}), seed=1)
     with torch.no_grad():
-        for e in m.cond_embed.values():
+        for e in [*m.cond_embed.values(), *m.cond_bias.values()]:
             e.weight.normal_(0, 0.5)
     x = torch.randint(3, TOK.vocab_size, (3, 12))
     cond = torch.tensor([[2, 3, 1, 5, 9], [0, 1, 2, 7, 0], [0, 0, 0, 0, 0]])
     full, _ = m(x, cond=cond)
     dec = m.decoder()
-    gates = dec.condition_gates(cond)
+    terms = dec.conditioning(cond)
     _, state = m(x[:, :1], cond=cond)
     state = ([h for h in state[0]], [c for c in state[1]])
     for t in range(1, 12):
-        logits, state = dec.step(x[:, t], state, gates)
+        logits, state = dec.step(x[:, t], state, terms)
         assert torch.allclose(logits, full[:, t], atol=1e-4)
     # no conditions asked for = every condition "any"
     assert torch.allclose(m(x)[0], m(x, cond=torch.zeros(3, 5, dtype=torch.long))[0])

@@ -439,12 +439,12 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
     logits, state = prime(model, prefix, rows, device, cond=cond)
     vocab = logits.shape[-1]
     decoder = model.decoder(int8=use_int8(device) if int8 is None else int8)
-    gates = decoder.condition_gates(cond)
+    terms = decoder.conditioning(cond)
 
     def step(idx, state):
         if guided:
             idx = torch.cat([idx, idx])
-        logits, state = decoder.step(idx, state, gates)
+        logits, state = decoder.step(idx, state, terms)
         if guided:
             lc, lu = torch.log_softmax(logits.float(), -1).chunk(2)
             logits = torch.cat([lu + guidance * (lc - lu), lc])  # rows past num_samples are ignored

@@ -48,6 +48,10 @@ class ModelConfig:
     # Style conditions (classical_music.conditions): name -> its vocabulary, "any" first. Each
     # gets an embedding added to every step's input; {} is the unconditioned model of old.
     conditions: dict = field(default_factory=dict)
+    # Each condition also adds a learned bias to the next-event logits: a direct path that learns
+    # in a few hundred steps what the input embeddings alone learn in many thousands (measured:
+    # input-only, a CPU fine-tune of 330 steps gained 0.002 nats and no audible control).
+    condition_bias: bool = True
 
     def __post_init__(self):
         for name in ("vocab_size", "embed_size", "hidden_size", "num_layers"):
@@ -77,6 +81,9 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> "ModelConfig":
         """Pick the known keys out of a config.json, ignoring training info stored beside them."""
         known = {f.name for f in fields(cls)}
+        d = dict(d)
+        if d.get("conditions") and "condition_bias" not in d:  # conditioned before the bias existed
+            d["condition_bias"] = False
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
@@ -106,7 +113,9 @@ class ComposerLSTM(nn.Module):
         # Zero at the start, so a model given conditions computes exactly what it did without them
         # (fine-tuning from an unconditioned checkpoint starts where that model was).
         self.cond_embed = nn.ModuleDict({n: nn.Embedding(len(v), c.embed_size) for n, v in c.conditions.items()})
-        for emb in self.cond_embed.values():
+        self.cond_bias = nn.ModuleDict(
+            {n: nn.Embedding(len(v), c.vocab_size) for n, v in c.conditions.items()} if c.condition_bias else {})
+        for emb in [*self.cond_embed.values(), *self.cond_bias.values()]:
             nn.init.zeros_(emb.weight)
         self.tokenizer = None  # set by from_pretrained when the folder has one
         self._init_weights()
@@ -140,14 +149,18 @@ class ComposerLSTM(nn.Module):
         x = self.embed(idx)
         if self.cond_embed:
             if cond is None:
-                cond = torch.zeros(len(self.cond_embed), dtype=torch.long, device=idx.device)
-            x = x + self.condition_vector(cond.view(cond.shape[0], 1, -1) if cond.dim() == 2 else cond)
+                cond = torch.zeros(1, 1, len(self.cond_embed), dtype=torch.long, device=idx.device)
+            cond = cond.view(cond.shape[0], 1, -1) if cond.dim() == 2 else cond
+            x = x + self.condition_vector(cond)
         self.lstm.flatten_parameters()  # no-op on CPU; keeps cuDNN weights contiguous under DDP
         out, state = self.lstm(x, state)
         out = self.drop(out)
         if self.proj is not None:
             out = self.proj(out)
-        return self.head(out), state
+        logits = self.head(out)
+        if self.cond_bias:
+            logits = logits + self.condition_logits(cond)
+        return logits, state
 
     @torch.inference_mode()
     def step(self, idx: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -170,6 +183,10 @@ class ComposerLSTM(nn.Module):
         if cond.shape[-1] != len(self.cond_embed):
             raise ValueError(f"cond has {cond.shape[-1]} columns, the model has {len(self.cond_embed)} conditions")
         return sum(emb(cond[..., k]) for k, emb in enumerate(self.cond_embed.values()))
+
+    def condition_logits(self, cond: torch.Tensor) -> torch.Tensor:
+        """Sum of the conditions' logit biases: cond [..., n] -> [..., vocab]."""
+        return sum(emb(cond[..., k]) for k, emb in enumerate(self.cond_bias.values()))
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         # parameters() already yields a tied matrix once.
@@ -346,14 +363,16 @@ class StepDecoder:
         self._model, self._w_ih0 = model, w_ih[0]
         # A conditioned model asked for nothing still adds its "any" embeddings.
         n = len(model.cond_embed)
-        self.any_gates = self.condition_gates(torch.zeros(1, n, dtype=torch.long, device=w_ih[0].device)) if n else None
+        self.any_terms = self.conditioning(torch.zeros(1, n, dtype=torch.long, device=w_ih[0].device)) if n else None
 
     @torch.inference_mode()
-    def condition_gates(self, cond: torch.Tensor | None) -> torch.Tensor | None:
-        """cond [B, n] -> what the conditions add to the first layer's gates, [B, 4H], once per piece."""
+    def conditioning(self, cond: torch.Tensor | None):
+        """cond [B, n] -> what the conditions add to the first layer's gates [B, 4H] and to the
+        logits [B, vocab] (or None), computed once per piece; None for an unconditioned model."""
         if cond is None or not self._model.cond_embed:
-            return getattr(self, "any_gates", None)
-        return self._model.condition_vector(cond) @ self._w_ih0.t()
+            return getattr(self, "any_terms", None)
+        bias = self._model.condition_logits(cond) if self._model.cond_bias else None
+        return self._model.condition_vector(cond) @ self._w_ih0.t(), bias
 
     @staticmethod
     def _cell(gates, c):
@@ -369,14 +388,14 @@ class StepDecoder:
         """
         return self.step(idx, state)
 
-    def step(self, idx: torch.Tensor, state, gates: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[list, list]]:
+    def step(self, idx: torch.Tensor, state, terms=None) -> tuple[torch.Tensor, tuple[list, list]]:
         """The same, for a caller already under torch.inference_mode() (switching costs ~4 us).
 
-        gates: condition_gates(cond), added to the first layer's input (one add per step); None =
-        all "any"."""
+        terms: conditioning(cond), added to the first layer's input and the logits (two adds per
+        step); None = all "any"."""
         h, c = state
         first = self.table.index_select(0, idx)
-        gates = self.any_gates if gates is None else gates
+        gates, bias = (self.any_terms if terms is None else terms) or (None, None)
         if gates is not None:
             first = first + gates
         x, ck = self._cell(self.hh0(h[0], first), c[0])
@@ -387,7 +406,8 @@ class StepDecoder:
             cs.append(ck)
         if self.proj is not None:
             x = self.proj(x)
-        return self.head(x), (hs, cs)
+        logits = self.head(x)
+        return (logits if bias is None else logits + bias), (hs, cs)
 
 
 @functools.cache

@@ -310,7 +310,7 @@ class Trainer:
         # Decay matrices only: shrinking biases (the forget-gate bias especially) only hurts.
         # Condition embeddings get their own group: a fine-tune can move them faster (--cond_lr)
         # than the weights it starts from.
-        cond_params = list(self.model.cond_embed.parameters())
+        cond_params = [*self.model.cond_embed.parameters(), *self.model.cond_bias.parameters()]
         cond_ids = {id(p) for p in cond_params}
         rest = [p for p in self.model.parameters() if id(p) not in cond_ids]
         decay = [p for p in rest if p.dim() >= 2]
@@ -658,7 +658,7 @@ class Trainer:
         from .generate import load_model
 
         model = load_model(None if source == "default" else source).float()  # shipped weights are fp16
-        if self.vocab and model.config.conditions != self.vocab:
+        if self.vocab and (model.config.conditions != self.vocab or not model.config.condition_bias):
             model = _with_conditions(model, self.vocab)
             self.log(f"condition embeddings for {', '.join(self.vocab)} start at zero: step 0 is {source} itself")
         if model.tokenizer.to_dict() != self.tokenizer.to_dict():
@@ -745,17 +745,19 @@ def _with_conditions(model: ComposerLSTM, vocab: dict) -> ComposerLSTM:
     model knew are kept, new ones start at zero, so the new model computes what the old one did."""
     from dataclasses import replace
 
-    new = ComposerLSTM(replace(model.config, conditions=vocab))
+    new = ComposerLSTM(replace(model.config, conditions=vocab, condition_bias=True))
     old_state = model.state_dict()
     state = new.state_dict()
     for k in state:
-        if not k.startswith("cond_embed.") and k in old_state:
+        if not k.startswith(("cond_embed.", "cond_bias.")) and k in old_state:
             state[k] = old_state[k]
     for name, labels in vocab.items():
         old_labels = model.config.conditions.get(name, [])
-        for i, label in enumerate(labels):
-            if label in old_labels:
-                state[f"cond_embed.{name}.weight"][i] = old_state[f"cond_embed.{name}.weight"][old_labels.index(label)]
+        for part in ("cond_embed", "cond_bias"):
+            key = f"{part}.{name}.weight"
+            for i, label in enumerate(labels):
+                if label in old_labels and key in old_state:
+                    state[key][i] = old_state[key][old_labels.index(label)]
     new.load_state_dict(state)
     new.tokenizer = model.tokenizer
     return new
