@@ -3,11 +3,13 @@
 OpenMP threads wait for each other at the end of every parallel operation, so when another
 busy process holds one of the cores, the thread sharing that core with it holds up all the others
 at every step: the whole run slows to the pace of its unluckiest thread. Measured on 2 cores
-(docs/benchmarks.md, "Threads"), batched evaluation and training ran 2.1x and 5.5x slower on two
-threads than on one as soon as one busy process shared the machine, while two threads gained only
-1.1-1.6x on a quiet one. So the default leaves half the cores (at least one) to whoever else is
-running: one thread on 2 cores, 8 on 16. A run that owns the machine can say --threads with all
-of them; OMP_NUM_THREADS, when set, is respected as the user's own choice.
+(docs/benchmarks.md, "CPU threads"): with other processes busy beside it, two threads ran batched
+evaluation 1.8-2.2x and a training step 2.6-4x slower than one thread (the issue that asked for
+this saw 2.2x and 5.5x), while on an idle machine a second thread gains at most 2x and in practice
+less (the LSTM's small per-step matmuls do not split well). A lost factor of <= 2 on an idle box
+is cheaper than a lost 2-5x on a shared one, so the default leaves half the cores (at least one)
+to whoever else is running: one thread on 2 cores, 8 on 16. A run that owns the machine can pass
+--threads with all of them; OMP_NUM_THREADS, when set, is respected as the user's own choice.
 """
 
 from __future__ import annotations
