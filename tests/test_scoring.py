@@ -113,3 +113,35 @@ def test_cli_int8_and_float_agree(tmp_path):
     assert [f["path"] for f in r["per_file"]] == [str(src / f"{i}.mid") for i in range(3)]  # given order
     if "int8" in out:
         assert out["int8"]["nats_per_event"] == pytest.approx(r["nats_per_event"], abs=5e-3)
+
+
+def test_conditions_ride_with_their_rows_in_float_and_int8():
+    from classical_music import conditions as C
+
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=2,
+                                     conditions=C.vocabularies({"chopin": 2.0}))).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # strong weights, so each file's conditions visibly matter
+            p.mul_(4)
+        for e in model.cond_embed.values():
+            e.weight.normal_(0, 1.0)
+    n = len(model.cond_embed)
+    rng = np.random.default_rng(1)
+    seqs = [rng.integers(3, tok.vocab_size, k).astype(np.uint16) for k in (60, 25, 90, 40)]
+    conds = [np.where(np.arange(n) == i % n, 0, 1) for i in range(len(seqs))]  # a different one per file
+    with torch.inference_mode():
+        want = []
+        for s_, c in zip(seqs, conds):
+            x = torch.as_tensor(s_.astype(np.int64))[None]
+            logits, _ = model(x[:, :-1], cond=torch.as_tensor(c)[None])
+            want.append(torch.nn.functional.cross_entropy(logits[0], x[0, 1:], reduction="sum").item())
+        plain = [file_nll(model, s_) for s_ in seqs]
+    assert min(abs(w - p) / (len(s_) - 1) for w, p, s_ in zip(want, plain, seqs)) > 0.05  # conditions matter
+    items = [scoring.Item(i, s_, cond=c) for i, (s_, c) in enumerate(zip(seqs, conds))]
+    precisions = ("float32", "int8") if int8_available() else ("float32",)
+    for precision, tol in zip(precisions, (1e-4, 2e-2)):
+        got = {k: v for k, v, _ in scoring.score(scoring.make_forward(model, precision), items, batch_size=3, chunk=16)}
+        for i, s_ in enumerate(seqs):
+            assert abs(got[i] - want[i]) / (len(s_) - 1) < tol, (precision, i)

@@ -8,7 +8,7 @@ file length, and the state is carried across chunks exactly as in the single-fil
 
 Each item may carry a per-file extra input (``cond``: a style condition, say) that rides along
 with its row: the rows' conds are stacked into one tensor per chunk and passed to the forward as
-``cond=``. Nothing in this package passes one yet.
+``cond=`` (ComposerLSTM.forward's: condition indices, [n] per file, so [B, n] per chunk).
 """
 
 from __future__ import annotations
@@ -165,17 +165,24 @@ class ChunkedInt8:
         self.hh = [_int8_linear(w[f"weight_hh_l{k}"] * double_g, None) for k in range(n)]
         self.head = _float_linear(model.head.weight.detach().float().cpu(), model.head.bias.detach().float().cpu())
         self.layers, self.hidden = n, hid
+        self.model, self.w_ih0 = model, w["weight_ih_l0"] * double_g  # for style conditions
 
     @torch.inference_mode()
     def __call__(self, idx, state, cond=None):
-        if cond is not None:
-            raise UserError("int8 scoring does not take style conditions yet: use --precision float32")
         b, t = idx.shape
         hid = self.hidden
         if state is None:
             state = (torch.zeros(self.layers, b, hid), torch.zeros(self.layers, b, hid))
         hs, cs = [], []
         gates_in = self.table.index_select(0, idx.reshape(-1)).view(b, t, 4 * hid)
+        conds = getattr(self.model, "cond_embed", None)
+        if conds:  # as forward(): the condition embeddings join the input (none asked = all "any")
+            if cond is None:
+                cond = torch.zeros(b, len(conds), dtype=torch.long)
+            vec = self.model.condition_vector(cond.view(b, 1, -1) if cond.dim() == 2 else cond)
+            gates_in = gates_in + vec.float() @ self.w_ih0.t()
+        elif cond is not None:
+            raise ValueError("this model takes no conditions")
         out = None
         for k in range(self.layers):
             if k:
