@@ -45,12 +45,13 @@ def test_batched_equals_single_file_path(strong_model):
     seqs = sequences()
     items = [scoring.Item(i, s) for i, s in enumerate(seqs)]
     forward = scoring.make_forward(strong_model)
-    got = {k: (nats, n) for k, nats, n in scoring.score(forward, items, batch_size=3, chunk=37)}
-    assert sorted(got) == list(range(len(seqs)))
-    for i, s in enumerate(seqs):
-        want = file_nll(strong_model, s)
-        assert got[i][1] == len(s) - 1
-        assert abs(got[i][0] - want) / (len(s) - 1) < 1e-4, (i, got[i][0], want)
+    for batch in (3, scoring.SPLIT_BELOW + 1):  # row by row while narrow, one nn.LSTM call when wide
+        got = {k: (nats, n) for k, nats, n in scoring.score(forward, items, batch_size=batch, chunk=37)}
+        assert sorted(got) == list(range(len(seqs)))
+        for i, s in enumerate(seqs):
+            want = file_nll(strong_model, s)
+            assert got[i][1] == len(s) - 1
+            assert abs(got[i][0] - want) / (len(s) - 1) < 1e-4, (batch, i, got[i][0], want)
     # a scorer that forgot to zero a refilled row's state would be caught: the test can tell
     reused = file_nll(strong_model, np.r_[seqs[5], seqs[6]]) - file_nll(strong_model, seqs[5])
     assert abs(reused - file_nll(strong_model, seqs[6])) > 1.0

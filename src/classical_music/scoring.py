@@ -29,6 +29,7 @@ IGNORE = -100  # cross_entropy's ignore_index: the padded tail of a row whose fi
 # most 255 padded steps per file end (~2 % for 7,000-event files). GPU: wide enough to fill it.
 DEFAULTS = {"cpu": (64, 256), "cuda": (256, 512)}
 PRECISIONS = ("float32", "int8")
+SPLIT_BELOW = 8  # float32 on CPU: narrower batches run row by row (see make_forward)
 
 
 @dataclass
@@ -55,10 +56,19 @@ def make_forward(model, precision: str = "float32", device="cpu") -> Callable:
             raise UserError("this PyTorch has no int8 CPU kernels: use --precision float32")
         return ChunkedInt8(model)
 
+    def call(idx, state, cond):
+        return model(idx, state) if cond is None else model(idx, state, cond=cond)
+
     def forward(idx, state, cond):
-        if cond is None:
-            return model(idx, state)
-        return model(idx, state, cond=cond)
+        b = idx.shape[0]
+        if idx.device.type != "cpu" or not 1 < b < SPLIT_BELOW:
+            return call(idx, state, cond)
+        # oneDNN's LSTM is slower per event at batch 2-4 than at batch 1 (measured: batch 2 ran
+        # at half batch 1's events/s), so the last few files of a run go one row at a time.
+        outs = [call(idx[r:r + 1], None if state is None else (state[0][:, r:r + 1], state[1][:, r:r + 1]),
+                     None if cond is None else cond[r:r + 1]) for r in range(b)]
+        return (torch.cat([o[0] for o in outs]),
+                (torch.cat([o[1][0] for o in outs], 1), torch.cat([o[1][1] for o in outs], 1)))
     return forward
 
 
