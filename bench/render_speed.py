@@ -1,6 +1,12 @@
 """Audio rendering speed: our renderer against peers, on the same files in the same run.
 
-    python bench/render_speed.py [--files 6] [--max_seconds 400] [--workers N] [--mp3]
+    python bench/render_speed.py [--files 6] [--max_seconds 400] [--workers N] [--mp3] [--dsp_only]
+
+First two small tables (--dsp_only: only these): resampling 60 s of 48 kHz stereo to 44.1 kHz
+with the polyphase Kaiser-sinc resampler audio.py used to have (kept here as the peer) and with
+libsoxr (audio.resample now: HQ; VHQ beside it), timed and compared against the exact signal
+(40 random tones from 20 Hz to 19 kHz, computed at the output rate); then decoding
+midirenderer's WAV bytes with our RIFF reader (audio._decode_wav) and with soundfile.
 
 Engines, each rendering every file once (after one warm-up render):
   * ``render`` — classical_music.audio.render to a 44.1 kHz stereo WAV: midirenderer (Rust
@@ -116,6 +122,85 @@ def engines(args, tmp: Path, soundfont: Path):
         pass
 
 
+def kaiser_resample(x: np.ndarray, up: int, down: int, zeros: int = 16, rolloff: float = 0.92) -> np.ndarray:
+    """The polyphase Kaiser-windowed sinc resampler audio.py had before soxr (the peer)."""
+    import math
+
+    n, c = x.shape
+    n_out = -(-n * up // down)
+    scale = min(1.0, up / down)
+    w = int(math.ceil(zeros / scale))
+    length = down + 2 * w
+    tau = (np.arange(up) * down / up)[None, :] - (np.arange(length) - w)[:, None]
+    window = np.i0(8.0 * np.sqrt(np.clip(1 - (tau / w) ** 2, 0, None))) / np.i0(8.0)
+    kern = np.sinc(scale * rolloff * tau) * window
+    kern[np.abs(tau) >= w] = 0
+    kern = (kern / kern.sum(axis=0, keepdims=True)).astype(np.float32)
+    blocks = -(-n_out // up)
+    xt = np.zeros((c, blocks * down + length), np.float32)
+    xt[:, w:w + n] = x.T
+    s = xt.strides[1]
+    rows = np.lib.stride_tricks.as_strided(xt, shape=(c, blocks, length), strides=(xt.strides[0], down * s, s))
+    y = rows.reshape(c * blocks, length) @ kern
+    return np.ascontiguousarray(y.reshape(c, blocks * up)[:, :n_out].T)
+
+
+def best_of(fn, k=5):
+    fn()
+    times = []
+    for _ in range(k):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return out, min(times)
+
+
+def dsp_tables(soundfont: Path, files: list[Path]) -> None:
+    import io
+
+    import soundfile
+    import soxr
+
+    rng = np.random.default_rng(0)
+    phase, amp = rng.uniform(0, 2 * np.pi, 40), rng.uniform(0.005, 0.02, 40)
+    freq = rng.uniform(20, 19000, 40)
+    low = freq / 19000 * 10000  # the same tones squeezed below 10 kHz, where most of a piano's energy is
+
+    def tones(t, f=freq):
+        return np.stack([(amp * np.sin(2 * np.pi * f * (t[:, None] + lag) + phase)).sum(1) for lag in (0, 1e-3)], 1)
+
+    seconds, up, down = 60, 147, 160
+    t_in, t_out = np.arange(48000 * seconds) / 48000, np.arange(44100 * seconds) / 44100
+    x, exact = tones(t_in).astype(np.float32), tones(t_out)
+    x_low, exact_low = tones(t_in[:48000 * 5], low).astype(np.float32), tones(t_out[:44100 * 5], low)
+    inner = slice(4410, -4410)  # the edges are where any resampler sees silence beyond the signal
+    print(f"Resampling {seconds} s of 48 kHz stereo to 44.1 kHz (best of 5); error: RMS of (output - exact "
+          "signal) over RMS of the signal, edges left out\n")
+    print("| resampler | ms | x real time | error, tones to 19 kHz (dB) | error, tones to 10 kHz (dB) |")
+    print("|---|---:|---:|---:|---:|")
+    def db(y, ref):
+        err = y[inner] - ref[inner]
+        return 10 * np.log10((err ** 2).mean() / (ref[inner] ** 2).mean())
+
+    for name, fn in (("polyphase Kaiser sinc (ours before)", lambda z: kaiser_resample(z, up, down)),
+                     ("soxr HQ (audio.resample now)", lambda z: audio.resample(z, up, down)),
+                     ("soxr VHQ", lambda z: soxr.resample(z, 48000, 44100, quality="VHQ"))):
+        y, wall = best_of(lambda: fn(x))
+        print(f"| {name} | {wall * 1e3:.0f} | {seconds / wall:.0f}x | {db(y, exact):.1f} | "
+              f"{db(fn(x_low), exact_low):.1f} |", flush=True)
+
+    import midirenderer
+
+    wav = midirenderer.render_wave_from(soundfont.read_bytes(), files[-1].read_bytes())
+    print(f"\nDecoding midirenderer's WAV bytes ({len(wav) / 2**20:.1f} MB, {files[-1].name}; best of 5)\n")
+    print("| decoder | ms | same samples |")
+    print("|---|---:|---|")
+    (ref, _), wall = best_of(lambda: audio._decode_wav(wav))
+    print(f"| audio._decode_wav (ours) | {wall * 1e3:.1f} | - |")
+    (got, _), wall = best_of(lambda: soundfile.read(io.BytesIO(wav), dtype="float32", always_2d=True))
+    print(f"| soundfile.read(BytesIO) | {wall * 1e3:.1f} | {np.array_equal(ref, got)} |\n", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=6)
@@ -123,6 +208,7 @@ def main():
     ap.add_argument("--workers", type=int, default=None, help="processes for render (default: all CPUs)")
     ap.add_argument("--mp3", action="store_true", help="time MP3 output instead of WAV")
     ap.add_argument("--soundfont", type=Path, default=None)
+    ap.add_argument("--dsp_only", action="store_true", help="only the resampler and WAV decoder tables")
     args = ap.parse_args()
 
     soundfont = audio.find_soundfont(args.soundfont)
@@ -134,6 +220,9 @@ def main():
         files = pick_files(args.files, args.max_seconds, tmp)
         print(f"files: {len(files)} from {'the shared corpus' if SHARED.exists() else 'synthetic scales'}")
         print()
+        dsp_tables(soundfont, files)
+        if args.dsp_only:
+            return
         # CPU seconds (this process and its render workers) alongside wall time: on a machine shared
         # with other jobs, wall time understates what the cores can do, CPU time does not
         print("| engine | files | music s | wall s | x real time | slowest file x real time "

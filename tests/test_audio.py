@@ -139,17 +139,28 @@ def test_resample_keeps_a_sine_and_lines_up_pieces():
     x = np.stack([np.sin(2 * np.pi * 1000 * t)] * 2, 1).astype(np.float32)
     y = audio.resample(x, 147, 160)
     t2 = np.arange(len(y)) / 44100
-    assert len(y) == 4410
-    assert np.abs(y[50:-50, 0] - np.sin(2 * np.pi * 1000 * t2[50:-50])).max() < 1e-3
-    # a piece starting at a multiple of `down` (with silence longer than the filter's half-width
-    # before its first sound) resamples to the matching slice of the whole
-    cut, gap = 160 * 13, 40
-    head, tail = x.copy(), x.copy()
-    head[cut + gap:], tail[:cut + gap] = 0, 0
-    whole = audio.resample(x, 147, 160)
-    glued = audio.resample(head, 147, 160)
-    glued[cut // 160 * 147:] += audio.resample(tail[cut:], 147, 160)
-    assert np.abs(glued - whole).max() < 1e-5
+    assert len(y) == 4410 and y.dtype == np.float32
+    assert np.abs(y[200:-200, 0] - np.sin(2 * np.pi * 1000 * t2[200:-200])).max() < 1e-4
+    assert audio.resample(np.ones((12345, 2), np.float32), 147, 320).shape == (-(-12345 * 147 // 320), 2)  # ceil, as documented
+    # a piece starting at a multiple of `down` (with LEAD samples of silence before its first
+    # sound, as _chunks makes them) resamples to the matching slice of the whole, at every rate
+    noise = np.random.default_rng(0).standard_normal((24000, 2)).astype(np.float32) * 0.1
+    for rate in (8000, 11025, 22050, 44100, 96000):
+        up, down = audio._rate_ratio(rate)
+        cut = down * (9000 // down)
+        head, tail = noise.copy(), noise.copy()
+        head[cut + audio.LEAD:], tail[:cut + audio.LEAD] = 0, 0
+        whole = audio.resample(noise, up, down)
+        glued = audio.resample(head, up, down)
+        part = audio.resample(tail[cut:], up, down)
+        glued[cut // down * up:] += part
+        assert np.abs(glued - whole).max() < 1e-5, rate
+        # with too little silence before the cut the filter's reach is lost: the test can tell
+        head, tail = noise.copy(), noise.copy()
+        head[cut + 8:], tail[:cut + 8] = 0, 0
+        short = audio.resample(head, up, down)
+        short[cut // down * up:] += audio.resample(tail[cut:], up, down)
+        assert np.abs(short - whole).max() > 1e-4, rate
 
 
 def test_soundfont_discovery(tmp_path, monkeypatch):

@@ -125,6 +125,9 @@ def test_tiny_run_learns_and_writes_checkpoints_and_metrics(cache, tmp_path, cap
     assert list((run / "tensorboard").iterdir())
     out = capsys.readouterr().out
     assert "trained 30 steps" in out and "best val" in out and str(run / "best") in out
+    # each log line says how long the rest takes at this window's pace (validation left out)
+    assert " eta " in next(line for line in out.splitlines() if line.startswith("step 5/30"))
+    assert " eta " not in next(line for line in out.splitlines() if line.startswith("step 30/30"))
 
 
 def test_validation_is_mean_nats_over_non_pad_targets(cache, tmp_path):

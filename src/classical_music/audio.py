@@ -38,7 +38,7 @@ MP3_RATES = {8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000}
 
 ENGINE_RATE = 48000  # midirenderer always renders 48 kHz, 16-bit stereo
 ENGINE_BLOCK = 64  # its synthesizer applies MIDI events at block starts
-LEAD = 256  # engine samples of silence before a chunk's first note: > the resampler's half-width
+LEAD = 640  # engine samples of silence before a chunk's first note: > soxr HQ's half-width at 8 kHz
 PEAK = 10 ** (-1 / 20)  # -1 dBFS leaves headroom for MP3 encoders' overshoot
 SILENCE_DB = -60.0  # below this (relative to the peak) the tail counts as silence
 KEEP_TAIL = 0.3  # seconds kept after the last audible sample
@@ -109,33 +109,27 @@ def _rate_ratio(sample_rate: int) -> tuple[int, int]:
     return r.numerator, r.denominator
 
 
-def resample(x: np.ndarray, up: int, down: int, zeros: int = 16, rolloff: float = 0.92) -> np.ndarray:
-    """Band-limited resampling of (n, channels) audio by up/down (Kaiser-windowed sinc, polyphase).
+def resample(x: np.ndarray, up: int, down: int) -> np.ndarray:
+    """Band-limited resampling of (n, channels) float32 audio by up/down, with libsoxr (HQ).
 
-    Output sample k sits at input time k * down / up, so pieces resampled separately line up when
-    they start at multiples of ``down`` input samples. Every block of ``down`` inputs becomes ``up``
-    outputs through one matrix product, which keeps it a few hundred times faster than real time.
+    Output sample k sits at input time k * down / up and there are ceil(n * up / down) of them, so
+    pieces resampled separately line up when they start at multiples of ``down`` input samples and
+    have more silence before their first sound than the filter's half-width (LEAD).
+    bench/render_speed.py measured soxr HQ against the polyphase Kaiser-sinc resampler this
+    replaced: ~2.4x faster, and ~46 dB less error against the exact signal (docs/benchmarks.md).
     """
     if up == down:
         return x
+    import soxr
+
     n, c = x.shape
     n_out = -(-n * up // down)
-    scale = min(1.0, up / down)
-    w = int(math.ceil(zeros / scale))  # half-width in input samples
-    length = down + 2 * w
-    tau = (np.arange(up) * down / up)[None, :] - (np.arange(length) - w)[:, None]
-    beta = 8.0
-    window = np.i0(beta * np.sqrt(np.clip(1 - (tau / w) ** 2, 0, None))) / np.i0(beta)
-    kern = np.sinc(scale * rolloff * tau) * window
-    kern[np.abs(tau) >= w] = 0
-    kern = (kern / kern.sum(axis=0, keepdims=True)).astype(np.float32)  # unity gain in every phase
-    blocks = -(-n_out // up)
-    xt = np.zeros((c, blocks * down + length), np.float32)
-    xt[:, w:w + n] = x.T
-    s = xt.strides[1]
-    rows = np.lib.stride_tricks.as_strided(xt, shape=(c, blocks, length), strides=(xt.strides[0], down * s, s))
-    y = rows.reshape(c * blocks, length) @ kern
-    return np.ascontiguousarray(y.reshape(c, blocks * up)[:, :n_out].T)
+    if n == 0:
+        return np.zeros((0, c), np.float32)
+    y = soxr.resample(np.ascontiguousarray(x, np.float32), down, up, quality="HQ")
+    if len(y) < n_out:  # soxr rounds the length to nearest
+        y = np.concatenate([y, np.zeros((n_out - len(y), c), np.float32)])
+    return y[:n_out]
 
 
 def _decode_wav(data: bytes) -> tuple[np.ndarray, int]:

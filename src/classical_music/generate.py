@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from . import conditions
+from . import threads as cpu_threads
 from .errors import UserError
 from .files import atomic_path, staged_paths
 from .notes import MidiReadError, Notes, load_score, notes_to_score, score_to_notes
@@ -699,6 +700,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     style.add_argument("--list_conditions", action="store_true",
                        help="print the styles the checkpoint knows (composers with their training hours) and exit")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    cpu_threads.add_argument(p)  # decoding steps still run on one: see _one_thread_on_cpu
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="decoding matmuls: int8 is ~3x faster on the CPU at batch 1 and ~6.5x at batch 8, "
                         "scoring within 0.001 nats/event of float32, though a seed's "
@@ -713,6 +715,7 @@ def add_parser(sub) -> None:
 
 
 def _run(args) -> int:
+    cpu_threads.apply(args.threads)
     if args.list_conditions:
         check_device(args.device)
         print(list_conditions(load_model(args.checkpoint, args.device)))

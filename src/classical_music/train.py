@@ -50,17 +50,18 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
+from . import threads as cpu_threads
 from .errors import UserError
 from .files import write_text
 from . import conditions
 from .model import ComposerLSTM, ModelConfig, checkpoint_folder, read_config
-from .train_session import Estimate, StopOnSignal, check_save_dir, clear_run, missing_cache_message, quiet_worker
+from .train_session import Estimate, StopOnSignal, duration, check_save_dir, clear_run, missing_cache_message, quiet_worker
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 ARCH_FIELDS = ("embed_size", "hidden_size", "num_layers", "tie_weights")
 # Where and how to run, not what to train: never carried over from a resumed run.
-ENV_FIELDS = ("resume", "save_dir", "device", "num_workers", "no_progress", "config", "overwrite")
+ENV_FIELDS = ("resume", "save_dir", "device", "num_workers", "threads", "no_progress", "config", "overwrite")
 
 
 @dataclass
@@ -103,6 +104,7 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"
     num_workers: int = 2
+    threads: int = 0  # CPU threads for PyTorch; 0 = classical_music.threads' default
     resume: str | None = None  # "last" = SAVE_DIR/last, or a path
     init_from: str | None = None  # start from these weights ("default" = the shipped model)
     config: str | None = None
@@ -115,7 +117,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_steps", "warmup_steps", "patience", "eval_every", "num_workers",
+        for name in ("max_steps", "warmup_steps", "patience", "eval_every", "num_workers", "threads",
                      "transpose", "velocity_shift"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name} must not be negative, got {getattr(self, name)}")
@@ -237,6 +239,7 @@ class Trainer:
         from .data.dataset import AugmentConfig, WindowDataset
 
         cfg.validate()
+        cpu_threads.apply(cfg.threads or None)
         self.cfg = cfg
         self.save_dir = Path(cfg.save_dir)
         data = Path(cfg.data)
@@ -566,6 +569,8 @@ class Trainer:
         if bar.disable or val is not None:
             line = (f"step {self.step}/{self.total_steps} epoch {rec['epoch']:.2f} loss {post['loss']} "
                     f"lr {rec['lr']:.2e} {post['tok/s']} tok/s")
+            if seconds > 0 and self.step < self.total_steps:  # this window's pace, validation left out
+                line += f" eta {duration(seconds / steps * (self.total_steps - self.step))}"
             if val is not None:
                 line += f" | val {val:.4f} nats/event (ppl {rec['val_perplexity']:.2f})"
                 patience = self.cfg.patience or "-"
@@ -861,6 +866,8 @@ _HELP = {
     "seed": "random seed (runs on CPU are bit-for-bit repeatable)",
     "device": "auto, cpu, cuda, cuda:N or mps",
     "num_workers": "data loader worker processes",
+    "threads": "CPU threads for PyTorch (0 = half the cores, at least 1, or OMP_NUM_THREADS when set: "
+               "more threads stall each other when other busy processes share the cores)",
     "config": "JSON file of defaults (TrainConfig field names); flags override it",
     "no_progress": "plain log lines instead of a progress bar",
     "overwrite": "replace the run already in --save_dir (without it, a new run there is refused)",

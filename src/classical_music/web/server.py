@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import threads as cpu_threads
 from ..errors import UserError
 from ..notes import Notes
 from .docs_page import api_page
@@ -308,12 +309,14 @@ def add_parser(sub) -> None:
     p.add_argument("--soundfont", type=Path, default=None, help="SF2 SoundFont for the audio")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--open", action="store_true", help="open the studio in the web browser once it is up")
+    cpu_threads.add_argument(p)
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
     import uvicorn
 
+    cpu_threads.apply(args.threads)
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {args.port}")
     # uvicorn reports a busy port as a log line and exits 1; say it as a user error instead.

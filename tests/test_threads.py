@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+from classical_music import cli, threads
+from classical_music.errors import UserError
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_default_leaves_half_the_cores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for cores, want in ((1, 1), (2, 1), (3, 1), (16, 8)):
+        monkeypatch.setattr(threads, "cores", lambda c=cores: c)
+        assert threads.default_threads() == want
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own choice wins
+    assert threads.default_threads() == 3
+
+
+def test_apply_sets_and_checks():
+    assert threads.apply(2) == 2 and torch.get_num_threads() == 2
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(UserError, match="--threads"):
+            threads.apply(bad)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "generate", "serve"])
+def test_every_command_takes_threads(command):
+    args = cli.build_parser().parse_args([command, *(["x.mid"] if command == "evaluate" else []), "--threads", "2"])
+    assert args.threads == 2
