@@ -87,39 +87,16 @@ def mean_oa(a: dict, b: dict) -> float:
 # -- 1. likelihood ------------------------------------------------------------------------------
 
 
-@torch.inference_mode()
-def file_nats(model, tokens: np.ndarray, cond) -> float:
-    try:  # the batched scorer, where evaluate has it
-        from classical_music.evaluate import score_files
+def likelihood(model, corpus: Path, precision: str) -> dict:
+    """evaluate's batched scorer, twice: each file under its own metadata conditions, then all unknown."""
+    from classical_music.evaluate import collect, condition_rows, evaluate, file_metadata
 
-        return float(score_files(model, [tokens], conds=[cond])[0])
-    except ImportError:
-        pass
-    x = torch.as_tensor(tokens, dtype=torch.long)[None]
-    total, state = 0.0, None
-    for s in range(0, x.shape[1] - 1, 2048):
-        inp, tgt = x[:, s:s + 2048], x[:, s + 1:s + 2049]
-        logits, state = model(inp[:, :tgt.shape[1]], state, cond=cond)
-        total += torch.nn.functional.cross_entropy(logits[0], tgt[0], reduction="sum").item()
-    return total
-
-
-def likelihood(model, files) -> dict:
-    tok = model.tokenizer
-    vocab = model.config.conditions
-    nats = {"metadata": 0.0, "unknown": 0.0}
-    events = 0
-    for path, split, composer, period, kind in files:
-        notes = read_notes(path)
-        if notes is None or len(notes) == 0:
-            continue
-        tokens = tok.encode_notes(notes).astype(np.int64)
-        codes = C.file_codes(vocab, composer=composer, period=period, kind=kind)
-        meta = torch.tensor([[codes.get(n, 0) for n in vocab]], dtype=torch.long)
-        nats["metadata"] += file_nats(model, tokens, meta)
-        nats["unknown"] += file_nats(model, tokens, torch.zeros_like(meta))
-        events += len(tokens) - 1
-    return {k: round(v / events, 4) for k, v in nats.items()} | {"events": events, "files": len(files)}
+    files = collect([corpus], split="valid")
+    rows, labels = condition_rows(model, files, "metadata", {}, file_metadata([corpus]))
+    meta = evaluate(model, files, progress=False, precision=precision, conditions=rows, condition_labels=labels)
+    unknown = evaluate(model, files, progress=False, precision=precision)
+    return {"metadata": meta["nats_per_event"], "unknown": unknown["nats_per_event"], "events": meta["events"],
+            "files": meta["files"], "precision": precision}
 
 
 # -- 4. composer classifier ---------------------------------------------------------------------
@@ -159,6 +136,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pieces", type=int, default=16)
     ap.add_argument("--guidance", type=float, nargs="*", default=[1.0, 2.0])
     ap.add_argument("--skip_likelihood", action="store_true")
+    ap.add_argument("--precision", default="float32", choices=("float32", "int8"), help="of the likelihood scoring")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -174,7 +152,7 @@ def main(argv=None) -> int:
 
     # 1
     if not args.skip_likelihood:
-        report["likelihood"] = likelihood(model, valid)
+        report["likelihood"] = likelihood(model, args.corpus, args.precision)
         print(f"1. valid whole files: metadata conditions {report['likelihood']['metadata']:.4f}, "
               f"all unknown {report['likelihood']['unknown']:.4f} nats/event", flush=True)
 

@@ -379,3 +379,32 @@ def test_training_with_conditions_from_an_unconditioned_start(prepared, tmp_path
     assert plain.model.config.conditions == {} and len(plain.train_ds[0]) == 2
     with pytest.raises(UserError, match="unknown condition"):
         Trainer(TrainConfig(**{**cfg.__dict__, "save_dir": str(tmp_path / "q"), "conditions": "mood"}))
+
+
+def test_evaluate_under_given_and_metadata_conditions(corpus, tmp_path, capsys):
+    from classical_music.cli import main as cli
+
+    vocab = C.vocabularies({"chopin": 2.0, "bach": 1.5})
+    m = tiny_model(vocab, seed=2)
+    with torch.no_grad():  # a composer embedding that matters, so conditions change the score
+        m.cond_bias["composer"].weight.normal_(0, 1.0)
+    m.save_pretrained(tmp_path / "ck", tokenizer=TOK)
+    out = {}
+    for name, args in {"none": [], "given": ["--composer", "Bach", "--kind", "sequenced"],
+                       "meta": ["--conditions", "metadata"]}.items():
+        code = cli(["evaluate", str(corpus), "--checkpoint", str(tmp_path / "ck"), "--json", str(tmp_path / f"{name}.json"),
+                    "--no_progress", *args])
+        assert code == 0, capsys.readouterr().err
+        out[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert out["none"]["conditions"] == {"mode": "none"} and "conditions" not in out["none"]["per_file"][0]
+    assert out["given"]["conditions"] == {"mode": "none", "composer": "Bach", "kind": "sequenced"}
+    assert all(f["conditions"] == {"composer": "bach", "kind": "sequenced"} for f in out["given"]["per_file"])
+    meta = {Path(f["path"]).name: f["conditions"] for f in out["meta"]["per_file"]}
+    assert meta["chopin0.mid"] == {"composer": "chopin", "period": "romantic", "kind": "performance"}
+    assert meta["bach1.mid"] == {"composer": "bach", "period": "baroque", "kind": "sequenced"}
+    assert meta["anon.mid"] == {}
+    assert len({out[k]["nats_per_event"] for k in out}) == 3  # the conditions reach the scorer
+    m2 = tiny_model()
+    m2.save_pretrained(tmp_path / "plain", tokenizer=TOK)
+    assert cli(["evaluate", str(corpus), "--checkpoint", str(tmp_path / "plain"), "--composer", "bach"]) == 2
+    assert "no style conditions" in capsys.readouterr().err

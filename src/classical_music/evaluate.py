@@ -76,11 +76,49 @@ def _reread(path, tok, events: int) -> np.ndarray:
     return tokens
 
 
+def file_metadata(paths) -> dict[str, dict]:
+    """Each MIDI file's metadata (metadata.csv columns, or Aria-MIDI's), by path, for the folders given."""
+    from .data import aria
+    from .data.sources import iter_folder
+
+    out: dict[str, dict] = {}
+    for p in map(Path, paths):
+        if p.is_dir():
+            source = aria.iter_aria(p) if aria.is_aria_layout(p) else iter_folder(p)
+            out.update({str(sf.path): sf.meta for sf in source})
+    return out
+
+
+def condition_rows(model, files, mode: str, style: dict, metadata: dict[str, dict] | None = None):
+    """Per-file condition indices for evaluate: None (all any), one style for every file, or each
+    file's own composer, period and kind from its metadata. Returns (rows or None, labels per file)."""
+    from . import conditions
+
+    vocab = model.config.conditions
+    asked = {k: v for k, v in style.items() if v is not None}
+    if mode == "none" and not asked:
+        return None, [{} for _ in files]
+    if not vocab:
+        raise UserError("this checkpoint has no style conditions: evaluate it without --conditions/--composer/...")
+    given = conditions.encode_request(vocab, **asked)
+    rows, labels = [], []
+    for f in files:
+        index = {n: 0 for n in vocab}
+        if mode == "metadata":
+            st = conditions.file_conditions((metadata or {}).get(str(f), {}))
+            index.update(conditions.file_codes(vocab, **st))
+        index.update(given)  # flags win over metadata
+        rows.append(np.array(list(index.values()), np.int64))
+        labels.append(conditions.describe(vocab, index))
+    return rows, labels
+
+
 def evaluate(model, files, device="cpu", progress=True, *, precision="float32", batch_size=None,
-             chunk=None) -> dict:
+             chunk=None, conditions=None, condition_labels=None) -> dict:
     """Score files in batches (see scoring.py). Two passes over the files, so memory holds no
     token arrays beyond the batch's: the first learns each file's length, notes and seconds, the
-    second re-reads them longest first (a long file left for last would run alone at batch 1)."""
+    second re-reads them longest first (a long file left for last would run alone at batch 1).
+    conditions: one array of condition indices per file (condition_rows), or None."""
     files = list(files)
     tok = model.tokenizer
     d_batch, d_chunk = scoring.defaults(device)
@@ -98,7 +136,8 @@ def evaluate(model, files, device="cpu", progress=True, *, precision="float32", 
     if not events:
         raise UserError(f"no usable MIDI file among {len(files)} given" + (f" ({skipped[0]['reason']})" if skipped else ""))
     order = sorted(info, key=lambda i: -info[i][0])
-    items = (scoring.Item(i, _reread(files[i], tok, info[i][0])) for i in order)
+    items = (scoring.Item(i, _reread(files[i], tok, info[i][0]), cond=None if conditions is None else conditions[i])
+             for i in order)
     # Counted in events, not files: files are scored side by side, and a batch's events/s is
     # steady from the first chunk, so the ETA is honest from the start.
     bar = tqdm(total=events, unit="event", unit_scale=True, desc="evaluate", disable=not progress)
@@ -111,7 +150,7 @@ def evaluate(model, files, device="cpu", progress=True, *, precision="float32", 
     notes = sum(v[1] for v in info.values())
     seconds = sum(v[2] for v in info.values())
     per_file = [{"path": str(files[i]), "events": info[i][0], "nats_per_event": round(nats_of[i] / info[i][0], 5)}
-                for i in info]
+                | ({"conditions": condition_labels[i]} if condition_labels else {}) for i in info]
     npe = nats / events
     return {
         "files": len(per_file),
@@ -141,6 +180,12 @@ def add_parser(sub) -> None:
     p.add_argument("--batch_size", type=int, default=None,
                    help="files scored side by side (default 64 on CPU, 256 on GPU)")
     threads.add_argument(p)
+    p.add_argument("--conditions", choices=("none", "metadata"), default="none",
+                   help="metadata: score each file under its own composer, period and kind (metadata.csv or "
+                        "Aria-MIDI's); none: every condition unknown (default)")
+    p.add_argument("--composer", default=None, help="score every file as this composer's")
+    p.add_argument("--period", default=None, help="... in this period")
+    p.add_argument("--kind", default=None, help="... as a performance or sequenced")
     p.add_argument("--no_progress", action="store_true")
     p.set_defaults(func=_run)
 
@@ -161,12 +206,19 @@ def _run(args) -> int:
         raise UserError("--precision int8 runs on the CPU only: use float32 on a GPU")
     threads.apply(args.threads)
     model = load_model(args.checkpoint, args.device)
+    style = {"composer": args.composer, "period": args.period, "kind": args.kind}
+    metadata = file_metadata(args.paths) if args.conditions == "metadata" else None
+    rows, labels = condition_rows(model, files, args.conditions, style, metadata)
     r = evaluate(model, files, args.device, progress=not args.no_progress and sys.stderr.isatty(),
-                 precision=args.precision, batch_size=args.batch_size)
+                 precision=args.precision, batch_size=args.batch_size, conditions=rows,
+                 condition_labels=labels if rows is not None else None)
+    r["conditions"] = {"mode": args.conditions, **{k: v for k, v in style.items() if v is not None}}
     if args.json:
         write_json(args.json, r)
+    cond = r["conditions"]
+    shown = "" if cond == {"mode": "none"} else "conditions " + ", ".join(f"{k} {v}" for k, v in cond.items()) + ", "
+    bps = "bits/s n/a (0 s of music)" if r["bits_per_second"] is None else f"{r['bits_per_second']:.1f} bits/s"
     print(f"{r['files']} files ({len(r['skipped'])} skipped), {r['events']:,} events, {r['seconds'] / 60:.1f} min: "
-          f"{r['nats_per_event']:.4f} nats/event, perplexity {r['perplexity']:.2f}, "
-          f"{r['nats_per_note']:.3f} nats/note, " +
-          ("bits/s n/a (0 s of music)" if r["bits_per_second"] is None else f"{r['bits_per_second']:.1f} bits/s"))
+          f"{r['nats_per_event']:.4f} nats/event, perplexity {r['perplexity']:.2f}, {shown}"
+          f"{r['nats_per_note']:.3f} nats/note, {bps}")
     return 0

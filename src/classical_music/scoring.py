@@ -189,7 +189,8 @@ class ChunkedInt8:
         if conds:  # as forward(): the condition embeddings join the input (none asked = all "any")
             if cond is None:
                 cond = torch.zeros(b, len(conds), dtype=torch.long)
-            vec = self.model.condition_vector(cond.view(b, 1, -1) if cond.dim() == 2 else cond)
+                cond = cond.view(b, 1, -1) if cond.dim() == 2 else cond
+            vec = self.model.condition_vector(cond)
             gates_in = gates_in + vec.float() @ self.w_ih0.t()
         elif cond is not None:
             raise ValueError("this model takes no conditions")
@@ -209,4 +210,7 @@ class ChunkedInt8:
         x = out.reshape(b * t, hid)
         if self.proj is not None:
             x = self.proj(x)
-        return self.head(x).view(b, t, -1), (torch.stack(hs), torch.stack(cs))
+        logits = self.head(x).view(b, t, -1)
+        if conds and getattr(self.model, "cond_bias", None):  # and their logit biases, as forward()
+            logits = logits + self.model.condition_logits(cond).float()
+        return logits, (torch.stack(hs), torch.stack(cs))
