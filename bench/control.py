@@ -57,11 +57,12 @@ def read_notes(path) -> Notes | None:
         return None
 
 
-def compose(model, n, style, seed, guidance=1.0, temperature=1.0) -> list[Notes]:
+def compose(model, n, style, seed, guidance=1.0, temperature=1.0, steer=0.0) -> list[Notes]:
     tok = model.tokenizer
     cond, _ = condition_codes(model, style)
     rows = sample(model, tok, np.array([tok.bos_id]), num_samples=n, seconds=SECONDS, temperature=temperature,
-                  seed=seed, cond=cond, guidance=guidance)
+                  seed=seed, cond=cond, guidance=guidance, steer=steer, steer_density=style.get("density"),
+                  steer_key=C.parse_key(style["key"]) if "key" in style else None)
     out = []
     for r in rows:
         notes = tok.decode(r)
@@ -158,25 +159,26 @@ def main(argv=None) -> int:
 
     n = args.pieces
     results: dict = {}
-    for g in args.guidance:
-        r: dict = {}
+    for g, steer in [(g, 0.0) for g in args.guidance] + [(1.0, 1.0)]:
+        r: dict = {"guidance": g, "steer": steer}
         # 2
         r["density"] = {}
         for d in DENSITIES:
-            got = [density(p) for p in compose(model, n, {"density": d}, seed=100 + d, guidance=g)]
+            got = [density(p) for p in compose(model, n, {"density": d}, seed=100 + d, guidance=g, steer=steer)]
             r["density"][str(d)] = {"median": round(float(np.median(got)), 2), "min": round(min(got), 2),
                                     "max": round(max(got), 2)}
         # 3
         r["key"] = {}
         for k in KEYS:
             want = C.parse_key(k)
-            est = [C.estimate_key(p.pitch, C.note_durations(p)) for p in compose(model, n, {"key": k}, seed=7, guidance=g)]
+            est = [C.estimate_key(p.pitch, C.note_durations(p))
+                   for p in compose(model, n, {"key": k}, seed=7, guidance=g, steer=steer)]
             r["key"][k] = {"exact": sum(e == want for e in est) / n,
                            "with_relative": sum(e in (want, C.relative_key(want)) for e in est) / n}
         r["key_exact"] = round(float(np.mean([v["exact"] for v in r["key"].values()])), 3)
         r["key_with_relative"] = round(float(np.mean([v["with_relative"] for v in r["key"].values()])), 3)
-        results[str(g)] = r
-        print(f"guidance {g}: density {r['density']}; key exact {r['key_exact']:.2f}, "
+        results[f"guidance {g}, steer {steer}"] = r
+        print(f"guidance {g}, steer {steer}: density {r['density']}; key exact {r['key_exact']:.2f}, "
               f"with relative {r['key_with_relative']:.2f}", flush=True)
 
     # 2-3 peers: the same model with nothing asked

@@ -151,6 +151,10 @@ def main(src: str) -> None:
         # Older checkpoints lack the record: those were all trained on the development machine's CPU.
         "hardware": training.get("hardware", "one thread of a 2-vCPU AMD EPYC machine, no GPU"),
     }
+    # what generate --list_conditions shows (the training hours behind each composer, period, kind)
+    for key in ("condition_hours", "composer_min_hours"):
+        if key in model.checkpoint_config:
+            info[key] = model.checkpoint_config[key]
     if start:
         info["stages"] = [{k: start[k] for k in STAGE_FIELDS},
                           {"trained_steps": step, "train_seconds": seconds, "init_from": training["config"]["init_from"],

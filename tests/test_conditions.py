@@ -408,3 +408,27 @@ def test_evaluate_under_given_and_metadata_conditions(corpus, tmp_path, capsys):
     m2.save_pretrained(tmp_path / "plain", tokenizer=TOK)
     assert cli(["evaluate", str(corpus), "--checkpoint", str(tmp_path / "plain"), "--composer", "bach"]) == 2
     assert "no style conditions" in capsys.readouterr().err
+
+
+def test_steering_holds_density_and_key():
+    # An untrained model leaning to play: many key-downs a second, all over the keyboard.
+    m = tiny_model(C.vocabularies({"chopin": 2.0}), seed=4)
+    with torch.no_grad():
+        m.head.bias.zero_()
+        m.head.bias[TOK.note_on:TOK.note_off] = 2.0
+        m.head.bias[TOK.eos_id] = -30
+    prefix = np.array([TOK.bos_id])
+
+    def notes(**kw):
+        rows = sample(m, TOK, prefix, num_samples=4, seconds=20, seed=1, **kw)
+        return [TOK.decode(r) for r in rows]
+
+    free = [len(n) / 20 for n in notes()]
+    slow = [len(n) / 20 for n in notes(steer_density=2.0)]
+    assert min(free) > 6 and all(1.5 <= d <= 2.6 for d in slow), (free, slow)
+    assert [len(n) / 20 for n in notes(steer_density=2.0, steer=0.0)] == free  # 0 = the model alone
+    want = C.parse_key("Bb minor")
+    keyed = notes(steer_key=want, steer=3.0)
+    assert all(C.estimate_key(n.pitch, C.note_durations(n)) in (want, C.relative_key(want)) for n in keyed)
+    with pytest.raises(UserError, match="--steer"):
+        GenerateConfig(steer=-1).validate()

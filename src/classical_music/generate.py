@@ -40,6 +40,11 @@ END_AFTER = 0.8  # share of --seconds before the model may end a piece itself (K
 MAX_PRIMER_EVENTS = 50_000
 PRIME_CHUNK = 2048
 PRECISIONS = ("auto", "float32", "int8")
+# Steering gains (sample's steer_*): a key's tonic then gains ~e^1.5 over its tritone, and a piece
+# one e-fold behind its density gets ~e^1 more key-downs.
+STEER_KEY_GAIN = 0.75
+STEER_DENSITY_GAIN = 6.0
+STEER_AHEAD = 1.1  # more key-downs than this share of the schedule (+2) waits for time to pass
 # One piece is at most an hour of music, or as many events as sample() budgets for an hour:
 # without a cap, --seconds 1e9 decodes for ever while its event lists grow.
 MAX_SECONDS = 3600.0
@@ -78,6 +83,7 @@ class GenerateConfig:
     density: float | None = None
     key: str | None = None
     guidance: float = 1.0  # classifier-free guidance: 1 = off, > 1 follows the conditions harder
+    steer: float = 1.0  # hold --density and --key while sampling too (0 = the model's conditions alone)
 
     def validate(self) -> None:
         if not 0 < self.temperature < math.inf:
@@ -119,6 +125,8 @@ class GenerateConfig:
                             else "--precision int8: this PyTorch build has no int8 CPU kernels")
         if self.output.suffix.lower() not in (".mid", ".midi"):
             raise UserError(f"--output must end in .mid or .midi, got {self.output.name}")
+        if not 0 <= self.steer <= 10:
+            raise UserError(f"--steer must be between 0 and 10 (0 = off), got {self.steer}")
         if not 0 <= self.guidance <= 10:
             raise UserError(f"--guidance must be between 0 and 10 (1 = off), got {self.guidance}")
         if self.key is not None:
@@ -413,7 +421,8 @@ def end_allowed_after(seconds: float | None, events: int | None, min_seconds: fl
 def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None, events=None, temperature=1.0,
            top_k=0, top_p=1.0, min_p=0.0, seed=None, device="cpu", progress=None,
            max_note_seconds=MAX_NOTE_SECONDS, min_seconds=None, int8: bool | None = None, cond=None,
-           guidance: float = 1.0) -> list[np.ndarray]:
+           guidance: float = 1.0, steer_density: float | None = None, steer_key: int | None = None,
+           steer: float = 1.0) -> list[np.ndarray]:
     """Continue `prefix` in num_samples variations; returns each one's new tokens (no prefix).
 
     With Performance events, keys are released only if down, and none is held over
@@ -424,6 +433,10 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
     cond: style condition indices, [n] or [num_samples, n] (condition_codes); None = all "any".
     guidance: classifier-free guidance (Ho & Salimans 2022): each step also runs unconditioned
     and draws from logits u + guidance * (c - u); 1 = off, at no cost.
+    steer_density (notes/s), steer_key (conditions.KEYS index): hold them while sampling, with
+    strength `steer` (0 = the model alone): key-downs get the key's Krumhansl profile as a logit
+    bonus, and a bonus or malus that follows the gap between the onsets so far and the density
+    asked for (an integral controller, so a piece's average lands on the request).
 
     The model runs on `device`; choosing each next event runs on the CPU in NumPy and plain
     Python, where a step's bookkeeping costs ~20 us instead of ~100 us as PyTorch calls.
@@ -469,12 +482,30 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
     limit = seconds * steps_per_second if (seconds and shift is not None and not events) else math.inf
     plain = not (top_k or top_p < 1 or min_p > 0)
     eos = tokenizer.eos_id
+    steering = None
+    if steer and (steer_density or steer_key is not None) and keys is not None:
+        steering = np.zeros((num_samples, vocab), np.float32)
+        on = slice(tokenizer.note_on, tokenizer.note_on + 128)
+        key_bonus = np.zeros(128, np.float32)
+        if steer_key is not None:
+            z = conditions.PROFILES[steer_key] * math.sqrt(12)  # the key's profile as z-scores
+            key_bonus = (steer * STEER_KEY_GAIN * z[np.arange(128) % 12]).astype(np.float32)
+        steering[:, on] = key_bonus
+        # A velocity token all but forces a key-down and a time shift postpones one: the density
+        # term pushes both ends, or a model deep in a chord would play on through any malus.
+        vel = slice(tokenizer.velocity, vocab) if hasattr(tokenizer, "velocity") else slice(0, 0)
+        wait = slice(tokenizer.time_shift, tokenizer.time_shift + tokenizer.max_shift_steps) \
+            if hasattr(tokenizer, "time_shift") else slice(0, 0)
+        onsets = [0] * num_samples
+        is_on = [tokenizer.note_on <= t < tokenizer.note_on + 128 for t in range(vocab)]
     out: list[list[int]] = [[] for _ in range(num_samples)]
     elapsed = [0] * num_samples
     done = [False] * num_samples
     with _one_thread_on_cpu(device):
         for n in range(max_events):
             scores = logits[:num_samples].float().cpu().numpy() + bias
+            if steering is not None:
+                scores += steering
             if keys is not None:
                 keys.force_overdue(scores, elapsed)
             if plain:
@@ -493,6 +524,18 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
                 if keys is not None:
                     keys.update(row, tok, elapsed[row])
                 done[row] = tok == eos or elapsed[row] >= limit
+                if steering is not None and steer_density:
+                    onsets[row] += is_on[tok]
+                    want = steer_density * max(elapsed[row] / steps_per_second, 1.0)
+                    gap = min(max(math.log((want + 1) / (onsets[row] + 1)), -4.0), 4.0)
+                    push = steer * STEER_DENSITY_GAIN * gap
+                    # Well ahead of the schedule, no new key-down until time catches up: a soft
+                    # malus alone let a model in full flow overshoot 2 notes/s by half again.
+                    if onsets[row] > STEER_AHEAD * want + 2:
+                        push = -np.inf
+                    steering[row, on] = key_bonus + push
+                    steering[row, vel] = push
+                    steering[row, wait] = 0.0 if push == -np.inf else -push
             if progress:
                 progress(n + 1, max_events, min(elapsed) / steps_per_second if shift is not None else None)
             if all(done):
@@ -594,7 +637,8 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
     rows = sample(model, tok, prefix, num_samples=cfg.num_samples, seconds=cfg.seconds, events=cfg.events,
                   temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p, seed=seed,
                   device=cfg.device, progress=report, max_note_seconds=cfg.max_note_seconds,
-                  min_seconds=cfg.min_seconds, cond=cond, guidance=cfg.guidance,
+                  min_seconds=cfg.min_seconds, cond=cond, guidance=cfg.guidance, steer=cfg.steer,
+                  steer_density=cfg.density, steer_key=None if cfg.key is None else conditions.parse_key(cfg.key),
                   int8=None if cfg.precision == "auto" else cfg.precision == "int8")
     wall = time.perf_counter() - t0
     if bar is not None:
@@ -697,6 +741,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     style.add_argument("--key", default=None, help='e.g. C, Am, "F# minor", "Eb major"')
     style.add_argument("--guidance", type=float, default=1.0,
                        help="classifier-free guidance: > 1 follows the style harder, at twice the cost (1 = off)")
+    style.add_argument("--steer", type=float, default=1.0,
+                       help="also hold --density and --key while sampling, at this strength (0 = the model alone)")
     style.add_argument("--list_conditions", action="store_true",
                        help="print the styles the checkpoint knows (composers with their training hours) and exit")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
@@ -728,7 +774,7 @@ def _run(args) -> int:
         primer_in_output=not args.no_primer_in_output, wav=args.wav, mp3=args.mp3, plot=args.plot,
         soundfont=args.soundfont, device=args.device, max_note_seconds=args.max_note_seconds,
         min_seconds=args.min_seconds, precision=args.precision, composer=args.composer, period=args.period,
-        kind=args.kind, density=args.density, key=args.key, guidance=args.guidance,
+        kind=args.kind, density=args.density, key=args.key, guidance=args.guidance, steer=args.steer,
     )
     for r in compose(cfg, progress=True):
         names = ", ".join(str(p) for p in r["files"].values())
