@@ -2,9 +2,9 @@
 
     python recipes/make_samples.py [--out docs/samples]
 
-Writes OUT/<name>.mid, .mp3 and .png: two pieces from scratch at temperatures 0.9 and 1.0, and
-one continuing the opening of Chopin's Prelude Op. 28 No. 1 (piano-midi.de, valid split: the
-model never trained on it).
+Writes OUT/<name>.mid, .mp3 and .png: two pieces from scratch at temperatures 0.9 and 1.0, one
+continuing the opening of Chopin's Prelude Op. 28 No. 1 (piano-midi.de, valid split: the model
+never trained on it), and three asked for a style (composer; composer, key and density).
 
 What is reproducible: the MIDI files, on any CPU. The pieces are decoded with float32 weights
 (--precision float32), not with the int8 kernels `generate` uses on a CPU by default: those
@@ -36,6 +36,10 @@ SAMPLES = [
     ("temperature-0.9", dict(temperature=0.9, seed=11)),
     ("temperature-1.0", dict(temperature=1.0, seed=12)),
     ("chopin-prelude-continued", dict(temperature=0.9, seed=13, primer=PRIMER, primer_seconds=8.0)),
+    # style control: the same seed asked for two composers, then a composer, key and density
+    ("style-bach", dict(temperature=0.95, seed=14, composer="bach")),
+    ("style-chopin", dict(temperature=0.95, seed=14, composer="chopin")),
+    ("style-liszt-d-minor-12", dict(temperature=0.95, seed=15, composer="liszt", key="D minor", density=12)),
 ]
 
 

@@ -306,6 +306,10 @@ def test_absurd_hidden_size_is_one_line_before_allocating(tmp_path, ckpt, capsys
     config = json.loads((bad / "config.json").read_text())
     config["hidden_size"] = 60_000  # the model would be ~60 GB
     (bad / "config.json").write_text(json.dumps(config))
+    # once untraced: the meta device's first use imports sympy (~37 MB of module objects), which
+    # says nothing about the check itself and depends on what ran before in the session
+    with pytest.raises(UserError):
+        ComposerLSTM.from_pretrained(bad)
     tracemalloc.start()
     try:
         with pytest.raises(UserError, match=r"lstm\.weight_ih_l0 has shape \(64, 8\).*hidden_size=60000"):
@@ -320,7 +324,7 @@ def test_absurd_hidden_size_is_one_line_before_allocating(tmp_path, ckpt, capsys
         ComposerLSTM.from_pretrained(bad)
     config.update(vocab_size=391, conditions={"composer": ["any", "chopin"]})  # and any tensor a config adds
     (bad / "config.json").write_text(json.dumps(config))
-    with pytest.raises(UserError, match="missing cond_embed.composer.weight"):
+    with pytest.raises(UserError, match="missing cond_bias.composer.weight, cond_embed.composer.weight"):
         ComposerLSTM.from_pretrained(bad)
     config.update(conditions={}, num_layers=1000)
     (bad / "config.json").write_text(json.dumps(config))

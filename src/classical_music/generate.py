@@ -146,6 +146,14 @@ def condition_codes(model, style: dict) -> tuple[torch.Tensor | None, dict[str, 
     return torch.tensor(list(index.values()), dtype=torch.long), conditions.describe(vocab, index)
 
 
+def steering(style: dict | None, strength: float = 1.0) -> dict:
+    """sample()'s steer_* arguments for a style's density and key (none asked: no steering)."""
+    style = style or {}
+    key = style.get("key")
+    return {"steer": strength, "steer_density": style.get("density"),
+            "steer_key": None if key in (None, "") else conditions.parse_key(key)}
+
+
 def list_conditions(model) -> str:
     """What --list_conditions prints: each condition's values, composers with their training hours."""
     vocab = model.config.conditions
@@ -637,8 +645,7 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
     rows = sample(model, tok, prefix, num_samples=cfg.num_samples, seconds=cfg.seconds, events=cfg.events,
                   temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p, seed=seed,
                   device=cfg.device, progress=report, max_note_seconds=cfg.max_note_seconds,
-                  min_seconds=cfg.min_seconds, cond=cond, guidance=cfg.guidance, steer=cfg.steer,
-                  steer_density=cfg.density, steer_key=None if cfg.key is None else conditions.parse_key(cfg.key),
+                  min_seconds=cfg.min_seconds, cond=cond, guidance=cfg.guidance, **steering(cfg.style(), cfg.steer),
                   int8=None if cfg.precision == "auto" else cfg.precision == "int8")
     wall = time.perf_counter() - t0
     if bar is not None:

@@ -189,7 +189,7 @@ class ChunkedInt8:
         if conds:  # as forward(): the condition embeddings join the input (none asked = all "any")
             if cond is None:
                 cond = torch.zeros(b, len(conds), dtype=torch.long)
-                cond = cond.view(b, 1, -1) if cond.dim() == 2 else cond
+            cond = cond.view(b, 1, -1) if cond.dim() == 2 else cond
             vec = self.model.condition_vector(cond)
             gates_in = gates_in + vec.float() @ self.w_ih0.t()
         elif cond is not None:

@@ -96,6 +96,7 @@ class Live:
             self._lock.release()
 
     def answer(self, notes, seconds, temperature, top_p, seed, guidance=1.0, style=None, style_labels=None) -> dict:
+        from ..generate import steering
         from ..generate import condition_codes, primer_tokens, sample
         from ..notes import Notes
 
@@ -113,7 +114,7 @@ class Live:
             cond = condition_codes(model, style)[0] if style else None
             new = sample(model, tok, prefix, seconds=params["seconds"], temperature=params["temperature"],
                          top_p=params["top_p"], seed=params["seed"], device=studio.device, cond=cond,
-                         guidance=guidance)[0]
+                         guidance=guidance, **steering(style))[0]
             # the answer: notes struck after the context's last event (every played note ends by then)
             end = float(np.sum(tok.shift_steps(prefix))) / tok.steps_per_second
             both = tok.decode(np.concatenate([prefix, new]))
