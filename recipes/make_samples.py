@@ -37,8 +37,8 @@ SAMPLES = [
     ("temperature-1.0", dict(temperature=1.0, seed=12)),
     ("chopin-prelude-continued", dict(temperature=0.9, seed=13, primer=PRIMER, primer_seconds=8.0)),
     # style control: the same seed asked for two composers, then a composer, key and density
-    ("style-bach", dict(temperature=0.95, seed=14, composer="bach")),
-    ("style-chopin", dict(temperature=0.95, seed=14, composer="chopin")),
+    ("style-bach", dict(temperature=0.95, seed=16, composer="bach")),
+    ("style-chopin", dict(temperature=0.95, seed=16, composer="chopin")),
     ("style-liszt-d-minor-12", dict(temperature=0.95, seed=15, composer="liszt", key="D minor", density=12)),
 ]
 
