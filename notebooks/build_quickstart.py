@@ -79,11 +79,11 @@ nb.cells = [
     code("from classical_music import conditions\n"
          "from classical_music.compare import load_notes\n"
          "for who in ('bach', 'chopin'):\n"
-         "    p = compose(GenerateConfig(output=work / f'{who}.mid', seconds=SECONDS, seed=5, composer=who,\n"
+         "    p = compose(GenerateConfig(output=work / f'{who}.mid', seconds=10, seed=5, composer=who,\n"
          "                               mp3=True, plot=True))[0]\n"
          "    n = load_notes(p['files']['midi'])\n"
          "    key = conditions.key_name(conditions.estimate_key(n.pitch, conditions.note_durations(n)))\n"
-         "    print(f\"{who}: {p['notes']} notes, {p['notes'] / SECONDS:.1f} notes/s, sounds like {key}\")\n"
+         "    print(f\"{who}: {p['notes']} notes, {p['notes'] / 10:.1f} notes/s, sounds like {key}\")\n"
          "    display(Audio(filename=str(p['files']['mp3'])))\n"
          "    display(Image(filename=str(p['files']['png'])))"),
     md("## 5. The tiny model, continuing a typed opening\n"
