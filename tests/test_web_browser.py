@@ -130,7 +130,9 @@ def test_play_along_in_chromium(studio_url, tmp_path):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("request", lambda r: sent.append(json.loads(r.post_data)) if r.url.endswith("/api/continue") else None)
             page.goto(studio_url + "/")
-            # the style menus hold the model's own values; the answer asks for the chosen ones
+            # the style menus hold the model's own values (filled from /api/config once it answers);
+            # the answer asks for the chosen ones
+            page.wait_for_function("document.querySelectorAll('#composer option').length > 1", timeout=30_000)
             assert page.eval_on_selector_all("#composer option", "os => os.map(o => o.value)") == ["", "other", "bach",
                                                                                                   "chopin"]
             assert page.locator("#composer option[value=chopin]").inner_text() == "Frédéric Chopin"
