@@ -335,7 +335,7 @@ def test_generate_cli_styles_list_and_errors(tmp_path, capsys):
     assert code == 0, err
     assert "composer chopin" in out and "key D minor" in out and path.exists()
     for args, msg in [(("--composer", "chopn"), "did you mean chopin"), (("--key", "H"), "expected a key"),
-                      (("--density", "-3"), "between 0 and 100"), (("--period", "medieval"), "unknown period")]:
+                      (("--density", "-3"), "more than 0 and at most 100"), (("--period", "medieval"), "unknown period")]:
         code, _, err = run(*args, "--output", str(tmp_path / "bad" / "b.mid"))
         assert code == 2 and msg in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "bad").exists()
@@ -397,13 +397,18 @@ def test_evaluate_under_given_and_metadata_conditions(corpus, tmp_path, capsys):
         assert code == 0, capsys.readouterr().err
         out[name] = json.loads((tmp_path / f"{name}.json").read_text())
     assert out["none"]["conditions"] == {"mode": "none"} and "conditions" not in out["none"]["per_file"][0]
-    assert out["given"]["conditions"] == {"mode": "none", "composer": "Bach", "kind": "sequenced"}
+    assert out["given"]["conditions"] == {"mode": "given", "composer": "Bach", "kind": "sequenced"}
     assert all(f["conditions"] == {"composer": "bach", "kind": "sequenced"} for f in out["given"]["per_file"])
     meta = {Path(f["path"]).name: f["conditions"] for f in out["meta"]["per_file"]}
     assert meta["chopin0.mid"] == {"composer": "chopin", "period": "romantic", "kind": "performance"}
     assert meta["bach1.mid"] == {"composer": "bach", "period": "baroque", "kind": "sequenced"}
     assert meta["anon.mid"] == {}
     assert len({out[k]["nats_per_event"] for k in out}) == 3  # the conditions reach the scorer
+    # a file given alone finds its corpus's metadata.csv above it
+    assert cli(["evaluate", str(corpus / "bach1.mid"), "--checkpoint", str(tmp_path / "ck"), "--conditions", "metadata",
+                "--json", str(tmp_path / "one.json"), "--no_progress"]) == 0
+    one = json.loads((tmp_path / "one.json").read_text())["per_file"][0]["conditions"]
+    assert one == {"composer": "bach", "period": "baroque", "kind": "sequenced"}
     m2 = tiny_model()
     m2.save_pretrained(tmp_path / "plain", tokenizer=TOK)
     assert cli(["evaluate", str(corpus), "--checkpoint", str(tmp_path / "plain"), "--composer", "bach"]) == 2

@@ -409,13 +409,13 @@ def _encode_one(name: str, value, labels: list[str]) -> int:
         except (TypeError, ValueError):
             raise UserError(f"density {value!r}: expected notes per second, e.g. 8") from None
         if not (math.isfinite(d) and 0 < d <= 100):
-            raise UserError(f"density {value!r}: expected notes per second between 0 and 100")
+            raise UserError(f"density {value!r}: expected notes per second, more than 0 and at most 100")
         return int(density_bin(d))
     if name == "key":
         return parse_key(str(value)) + 1
     if name == "composer":
         norm = normalize_composer(value)
-        if norm in labels and norm != OTHER:
+        if norm in labels:  # "other" too: the composers with too little music to know apart
             return labels.index(norm)
         return _unknown(name, value, [c for c in labels if c not in (ANY, OTHER)])
     norm = (normalize_period if name == "period" else normalize_kind)(value)

@@ -82,10 +82,17 @@ def file_metadata(paths) -> dict[str, dict]:
     from .data.sources import iter_folder
 
     out: dict[str, dict] = {}
+    done: set[Path] = set()
     for p in map(Path, paths):
-        if p.is_dir():
-            source = aria.iter_aria(p) if aria.is_aria_layout(p) else iter_folder(p)
-            out.update({str(sf.path): sf.meta for sf in source})
+        root = p if p.is_dir() else next((d for d in p.resolve().parents if (d / "metadata.csv").is_file()), None)
+        if root is None or root in done:  # a file given alone: its corpus's metadata.csv, if any above it
+            continue
+        done.add(root)
+        source = aria.iter_aria(root) if aria.is_aria_layout(root) else iter_folder(root)
+        for sf in source:
+            out[str(sf.path)] = sf.meta
+            if not p.is_dir():
+                out[str(Path(sf.path).resolve())] = sf.meta
     return out
 
 
@@ -105,7 +112,8 @@ def condition_rows(model, files, mode: str, style: dict, metadata: dict[str, dic
     for f in files:
         index = {n: 0 for n in vocab}
         if mode == "metadata":
-            st = conditions.file_conditions((metadata or {}).get(str(f), {}))
+            meta = metadata or {}
+            st = conditions.file_conditions(meta.get(str(f)) or meta.get(str(Path(f).resolve()), {}))
             index.update(conditions.file_codes(vocab, **st))
         index.update(given)  # flags win over metadata
         rows.append(np.array(list(index.values()), np.int64))
@@ -212,7 +220,12 @@ def _run(args) -> int:
     r = evaluate(model, files, args.device, progress=not args.no_progress and sys.stderr.isatty(),
                  precision=args.precision, batch_size=args.batch_size, conditions=rows,
                  condition_labels=labels if rows is not None else None)
-    r["conditions"] = {"mode": args.conditions, **{k: v for k, v in style.items() if v is not None}}
+    given = {k: v for k, v in style.items() if v is not None}
+    mode = args.conditions if args.conditions == "metadata" or not given else "given"
+    r["conditions"] = {"mode": mode, **given}
+    if rows is not None and not any(r_.get("conditions") for r_ in r["per_file"]):
+        print("warning: no file had metadata conditions (no metadata.csv with a `path` column above them?): "
+              "every file was scored unconditioned", file=sys.stderr)
     if args.json:
         write_json(args.json, r)
     cond = r["conditions"]
