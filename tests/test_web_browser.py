@@ -153,6 +153,10 @@ def test_play_along_in_chromium(studio_url, tmp_path):
             assert int(page.get_attribute("#play", "data-answer-notes")) > 0
             page.wait_for_function("(a => !a.paused && a.currentTime > 0)(document.getElementById('answer-audio'))",
                                    timeout=20_000)
+            # pause -> first sound, recorded by the page (timed in a benchmark-like print, not asserted)
+            sound_ms = int(page.get_attribute("#play", "data-sound-ms"))
+            print(f"play-along: the answer sounded {sound_ms} ms after the pause")
+            assert sound_ms > 0
             src = page.eval_on_selector("#answer-audio", "a => a.currentSrc")
             assert src.startswith(studio_url + "/files/") and src.endswith(".wav")
             assert page.locator(".key.model").count() > 0 or page.get_attribute("#play", "data-answer-notes")
