@@ -113,9 +113,9 @@ _ALIASES = {
     "rachmaninof": "rachmaninoff", "tchaikowsky": "tchaikovsky", "tschaikowsky": "tchaikovsky",
     "tschaikovsky": "tchaikovsky", "chaikovsky": "tchaikovsky", "moussorgsky": "mussorgsky",
     "musorgsky": "mussorgsky", "mussorgski": "mussorgsky", "skrjabin": "scriabin", "scriabine": "scriabin",
-    "skryabin": "scriabin", "schonberg": "schoenberg", "haendel": "handel", "hndel": "handel",
-    "saint-saens": "saint-saens", "saens": "saint-saens", "prokofieff": "prokofiev", "prokofjew": "prokofiev",
-    "schostakowitsch": "shostakovich", "strawinsky": "stravinsky", "dvorak": "dvorak",
+    "skryabin": "scriabin", "schonberg": "schoenberg", "haendel": "handel",
+    "saens": "saint-saens", "prokofieff": "prokofiev", "prokofjew": "prokofiev",
+    "schostakowitsch": "shostakovich", "strawinsky": "stravinsky",
 }
 # Values that name no composer.
 _NO_COMPOSER = {"", "unknown", "anonymous", "anon", "various", "traditional", "trad", "none", "nan", "n/a"}

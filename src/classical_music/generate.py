@@ -463,18 +463,18 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
     decoder = model.decoder(int8=use_int8(device) if int8 is None else int8)
     terms = decoder.conditioning(cond)
 
+    def guide(logits):  # conditioned rows first, their unconditioned twins after
+        lc, lu = torch.log_softmax(logits.float(), -1).chunk(2)
+        return lu + guidance * (lc - lu)
+
     def step(idx, state):
-        if guided:
-            idx = torch.cat([idx, idx])
-        logits, state = decoder.step(idx, state, terms)
-        if guided:
-            lc, lu = torch.log_softmax(logits.float(), -1).chunk(2)
-            logits = torch.cat([lu + guidance * (lc - lu), lc])  # rows past num_samples are ignored
-        return logits, state
+        if not guided:
+            return decoder.step(idx, state, terms)
+        logits, state = decoder.step(torch.cat([idx, idx]), state, terms)
+        return guide(logits), state
 
     if guided:
-        lc, lu = torch.log_softmax(logits.float(), -1).chunk(2)
-        logits = lu + guidance * (lc - lu)
+        logits = guide(logits)
     bias = np.zeros((num_samples, vocab), np.float32)  # added to the logits: -inf = never
     bias[:, [tokenizer.pad_id, tokenizer.bos_id]] = -np.inf
     steps_per_second = getattr(tokenizer, "steps_per_second", None)
@@ -501,17 +501,15 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
         steering[:, on] = key_bonus
         # A velocity token all but forces a key-down and a time shift postpones one: the density
         # term pushes both ends, or a model deep in a chord would play on through any malus.
-        vel = slice(tokenizer.velocity, vocab) if hasattr(tokenizer, "velocity") else slice(0, 0)
-        wait = slice(tokenizer.time_shift, tokenizer.time_shift + tokenizer.max_shift_steps) \
-            if hasattr(tokenizer, "time_shift") else slice(0, 0)
+        vel = slice(tokenizer.velocity, vocab)
+        wait = slice(tokenizer.time_shift, tokenizer.time_shift + tokenizer.max_shift_steps)
         onsets = [0] * num_samples
-        is_on = [tokenizer.note_on <= t < tokenizer.note_on + 128 for t in range(vocab)]
     out: list[list[int]] = [[] for _ in range(num_samples)]
     elapsed = [0] * num_samples
     done = [False] * num_samples
     with _one_thread_on_cpu(device):
         for n in range(max_events):
-            scores = logits[:num_samples].float().cpu().numpy() + bias
+            scores = logits.float().cpu().numpy() + bias
             if steering is not None:
                 scores += steering
             if keys is not None:
@@ -533,7 +531,7 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
                     keys.update(row, tok, elapsed[row])
                 done[row] = tok == eos or elapsed[row] >= limit
                 if steering is not None and steer_density:
-                    onsets[row] += is_on[tok]
+                    onsets[row] += on.start <= tok < on.stop
                     want = steer_density * max(elapsed[row] / steps_per_second, 1.0)
                     gap = min(max(math.log((want + 1) / (onsets[row] + 1)), -4.0), 4.0)
                     push = steer * STEER_DENSITY_GAIN * gap

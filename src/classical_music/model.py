@@ -73,10 +73,6 @@ class ModelConfig:
         # one order everywhere: the order of conditions.NAMES
         self.conditions = {n: list(self.conditions[n]) for n in NAMES if n in self.conditions}
 
-    @property
-    def condition_names(self) -> tuple[str, ...]:
-        return tuple(self.conditions)
-
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         """Pick the known keys out of a config.json, ignoring training info stored beside them."""
@@ -262,22 +258,7 @@ class ComposerLSTM(nn.Module):
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         if model.config.tie_weights:
             state["head.weight"] = state.get("embed.weight")
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise UserError(
-                f"{weights} does not match config.json: missing {missing or 'none'}, "
-                f"unexpected {unexpected or 'none'}"
-            )
-        for k, v in expected.items():
-            if state[k] is None or state[k].shape != v.shape:
-                got = None if state[k] is None else tuple(state[k].shape)
-                raise UserError(
-                    f"{weights} does not match config.json: {k} has shape {got}, "
-                    f"config expects {tuple(v.shape)}"
-                )
-        model.load_state_dict(state)
+        model.load_state_dict(state)  # names and shapes already checked against the header
         model.to(map_location)
         if (folder / TOKENIZER_NAME).is_file():
             from .tokenizer import load_tokenizer
@@ -371,8 +352,7 @@ class StepDecoder:
         logits [B, vocab] (or None), computed once per piece; None for an unconditioned model."""
         if cond is None or not self._model.cond_embed:
             return getattr(self, "any_terms", None)
-        bias = self._model.condition_logits(cond) if self._model.cond_bias else None
-        return self._model.condition_vector(cond) @ self._w_ih0.t(), bias
+        return condition_terms(self._model, self._w_ih0, cond)
 
     @staticmethod
     def _cell(gates, c):
@@ -408,6 +388,14 @@ class StepDecoder:
             x = self.proj(x)
         logits = self.head(x)
         return (logits if bias is None else logits + bias), (hs, cs)
+
+
+def condition_terms(model: ComposerLSTM, w_ih0: torch.Tensor, cond: torch.Tensor):
+    """What cond [..., n] adds to the first layer's gates ([..., 4H], through w_ih0, the decoders'
+    gate-scaled input weights) and to the logits ([..., vocab], or None): forward()'s two
+    condition terms, for the decoders that fold the input projection into a table."""
+    bias = model.condition_logits(cond) if model.cond_bias else None
+    return model.condition_vector(cond) @ w_ih0.t(), bias
 
 
 @functools.cache

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .model import condition_terms
 
 IGNORE = -100  # cross_entropy's ignore_index: the padded tail of a row whose file ended mid-chunk
 
@@ -186,12 +187,13 @@ class ChunkedInt8:
         hs, cs = [], []
         gates_in = self.table.index_select(0, idx.reshape(-1)).view(b, t, 4 * hid)
         conds = getattr(self.model, "cond_embed", None)
+        cond_bias = None
         if conds:  # as forward(): the condition embeddings join the input (none asked = all "any")
             if cond is None:
                 cond = torch.zeros(b, len(conds), dtype=torch.long)
             cond = cond.view(b, 1, -1) if cond.dim() == 2 else cond
-            vec = self.model.condition_vector(cond)
-            gates_in = gates_in + vec.float() @ self.w_ih0.t()
+            gates, cond_bias = condition_terms(self.model, self.w_ih0, cond)
+            gates_in = gates_in + gates.float()
         elif cond is not None:
             raise ValueError("this model takes no conditions")
         out = None
@@ -211,6 +213,6 @@ class ChunkedInt8:
         if self.proj is not None:
             x = self.proj(x)
         logits = self.head(x).view(b, t, -1)
-        if conds and getattr(self.model, "cond_bias", None):  # and their logit biases, as forward()
-            logits = logits + self.model.condition_logits(cond).float()
+        if cond_bias is not None:  # and their logit biases, as forward()
+            logits = logits + cond_bias.float()
         return logits, (torch.stack(hs), torch.stack(cs))

@@ -251,7 +251,6 @@ class Trainer:
         torch.manual_seed(cfg.seed)
 
         cache = Cache(data)
-        self.cache = cache
         self.tokenizer = cache.tokenizer
         self.pad_id = self.tokenizer.pad_id
         self.resume_dir = _find_resume(cfg) if cfg.resume else None
@@ -263,6 +262,7 @@ class Trainer:
             names = conditions.parse_names(cfg.conditions, cache.available_conditions())
             vocab = conditions.vocabularies(cache.composer_hours(), cfg.composer_min_hours, names)
         self.vocab = vocab
+        self.condition_hours = self._condition_hours()  # read once: every checkpoint records it
         augment = AugmentConfig(transpose=cfg.transpose, stretch=cfg.stretch, velocity=cfg.velocity_shift)
         self.train_ds = WindowDataset(cache, "train", cfg.seq_len, augment=augment, seed=cfg.seed,
                                       conditions=vocab, cond_dropout=cfg.cond_dropout)
@@ -594,7 +594,7 @@ class Trainer:
             "config": {k: v for k, v in asdict(self.cfg).items() if k not in ENV_FIELDS},
         }, "composer_min_hours": self.cfg.composer_min_hours,
             # what --list_conditions shows: hours of training music behind each value
-            "condition_hours": self._condition_hours()}
+            "condition_hours": self.condition_hours}
 
     def _condition_hours(self) -> dict:
         stats = {}

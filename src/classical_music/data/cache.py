@@ -210,17 +210,16 @@ def fill_event_conditions(out: Path, files: list[dict], tokenizer) -> int:
             continue
         tokens = np.memmap(token_shard_path(out, shard), dtype=np.uint16, mode="r")
         with open(path, "ab") as f:
-            f.truncate(min(have, todo[0]["offset"]) * 2)
-            pos = min(have, todo[0]["offset"])
+            pos = min(have, todo[0]["offset"])  # a file cut short by a crash is redone whole
+            f.truncate(pos * 2)
             for r in todo:
                 if r["offset"] > pos:  # bytes of a superseded copy of a file: no conditions
                     f.write(bytes(2 * (r["offset"] - pos)))
                     pos = r["offset"]
-                start = pos - r["offset"]
                 ev = cond.event_conditions(np.asarray(tokens[r["offset"]: r["offset"] + r["length"]]), tokenizer)
-                f.write(np.ascontiguousarray(ev[start:]).tobytes())
+                f.write(np.ascontiguousarray(ev).tobytes())
                 pos = r["offset"] + r["length"]
-                done += r["length"] - start
+                done += r["length"]
         del tokens
     return done
 
@@ -275,26 +274,25 @@ class Cache:
 
     def event_conditions(self, i: int, start: int = 0, stop: int | None = None) -> np.ndarray:
         """[m, 2] uint8 (density, key) codes of file i's events start:stop."""
-        s = int(self.shard[i])
-        if s not in self._cond_maps:
-            self._cond_maps[s] = np.memmap(condition_shard_path(self.root, s), dtype=np.uint8, mode="r")
-        n = int(self.length[i])
-        stop = n if stop is None else min(stop, n)
-        base = int(self.offset[i])
-        return np.asarray(self._cond_maps[s][2 * (base + start): 2 * (base + stop)]).reshape(-1, 2)
+        return self._slice(self._cond_maps, condition_shard_path, np.uint8, i, start, stop, width=2)
 
     def files(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == SPLITS.index(split))
 
     def tokens(self, i: int, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Events of file i (a slice of them), read from the memory map."""
+        return self._slice(self._maps, token_shard_path, np.uint16, i, start, stop)
+
+    def _slice(self, maps: dict, path_of, dtype, i: int, start: int, stop: int | None, width: int = 0) -> np.ndarray:
+        """Rows start:stop of file i in a shard laid out like the token shards (width values a row)."""
         s = int(self.shard[i])
-        if s not in self._maps:
-            self._maps[s] = np.memmap(token_shard_path(self.root, s), dtype=np.uint16, mode="r")
+        if s not in maps:
+            m = np.memmap(path_of(self.root, s), dtype=dtype, mode="r")
+            maps[s] = m.reshape(-1, width) if width else m
         n = int(self.length[i])
         stop = n if stop is None else min(stop, n)
         base = int(self.offset[i])
-        return np.asarray(self._maps[s][base + start: base + stop])
+        return np.asarray(maps[s][base + start: base + stop])
 
     def __getstate__(self):  # memmaps are reopened in each DataLoader worker
         d = self.__dict__.copy()
