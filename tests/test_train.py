@@ -438,18 +438,18 @@ def test_a_new_run_into_a_folder_holding_a_run_is_refused(cache, tmp_path, capsy
 
 
 def test_the_estimate_comes_after_a_few_steps_with_the_faster_options(cache, tmp_path, capsys, monkeypatch):
-    from classical_music import train_session
+    from classical_music.train import session
 
     train_mod.train(tiny(cache, tmp_path / "a", max_steps=12))
     out = capsys.readouterr().out
     assert "estimate: 8 more steps at" in out and "on cpu" in out
     assert "small_cpu_model.json" not in out  # a short run needs no advice
-    monkeypatch.setattr(train_session, "SLOW_SECONDS", 0.0)
+    monkeypatch.setattr(session, "SLOW_SECONDS", 0.0)
     train_mod.train(tiny(cache, tmp_path / "b", max_steps=12))
     out = capsys.readouterr().out
     assert "--config recipes/small_cpu_model.json" in out and "--max_steps" in out and "--device cuda" in out
     assert out.index("estimate:") < out.index("step 5/12")  # after the first steps, not at the end
-    assert train_session.duration(91_100 * 6.5) == "6.9 days" and train_session.duration(5400) == "1.5 h"
+    assert session.duration(91_100 * 6.5) == "6.9 days" and session.duration(5400) == "1.5 h"
 
 
 def test_ctrl_c_saves_last_and_exits_130(cache, tmp_path):

@@ -4,7 +4,7 @@ Pipeline, one module per stage:
     data/       MIDI folders or Aria-MIDI -> token cache (prepare), training windows (dataset)
     tokenizer/  notes <-> events (Performance RNN vocabulary, or REMI via MidiTok)
     model.py    Embedding -> stacked LSTM -> dropout -> linear
-    train.py    training loop, checkpoints, DDP
+    train/      training loop, checkpoints, DDP
     generate.py sampling with carried LSTM state, primers
     audio.py    MIDI -> WAV/MP3 with a SoundFont
     plot.py     piano rolls

@@ -1,5 +1,5 @@
 """What a training run checks and says around its loop: a missing cache, a save dir that holds
-another run, Ctrl-C / SIGTERM, and how long the run will take (train.py keeps the loop itself)."""
+another run, Ctrl-C / SIGTERM, and how long the run will take (loop.py keeps the loop itself)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 # Files and folders of a run in SAVE_DIR (the dot names are a checkpoint swap a crash interrupted).
 RUN_ENTRIES = ("best", "last", ".best.old", ".last.old", "metrics.jsonl", "tensorboard")
@@ -18,7 +18,7 @@ SLOW_SECONDS = 3600.0  # a CPU run estimated longer than this gets the faster op
 
 def missing_cache_message(data: Path) -> str:
     """`--data` is not a prepared cache: say what to run, never preparing into the corpus itself."""
-    from .data.sources import walk_midi
+    from ..data.sources import walk_midi
 
     if data.is_dir() and next(walk_midi(data), None) is not None:
         out = Path("data/prepared")
