@@ -5,7 +5,7 @@
 The re-feed sampler is how notebook LSTMs usually sample: run the model over the last 100 events
 for every new event. Ours feeds one event per step and carries the LSTM state, with int8 matmuls
 on the CPU by default (float32 shown beside it). Both use the same model in the same run. Ours
-always decodes on one thread (generate does: see generate._one_thread_on_cpu); the peer runs on
+always decodes on one thread (generate does: see generate.sampling._one_thread_on_cpu); the peer runs on
 one thread (like for like) and on every core (its best). Goals (issue 4): >= 20x real time at batch 1 on 2 cores, >= 50x faster than re-feed,
 rendering >= 100x real time.
 """

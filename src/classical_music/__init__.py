@@ -5,7 +5,7 @@ Pipeline, one module per stage:
     tokenizer/  notes <-> events (Performance RNN vocabulary, or REMI via MidiTok)
     model.py    Embedding -> stacked LSTM -> dropout -> linear
     train/      training loop, checkpoints, DDP
-    generate.py sampling with carried LSTM state, primers
+    generate/   sampling with carried LSTM state, primers
     audio.py    MIDI -> WAV/MP3 with a SoundFont
     plot.py     piano rolls
     evaluate.py likelihood and musical statistics

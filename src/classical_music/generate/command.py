@@ -1,0 +1,262 @@
+"""Composing: sample events from the LSTM, one step per event, carrying its state.
+
+    classical-music generate --output song.mid --seconds 30 --temperature 0.9 --mp3 --plot
+    python generate.py --checkpoint checkpoints/best --output generated_song.mid
+
+A primer (a MIDI file's opening, or typed notes such as "C4 E4 G4, F4 A4 C5") is run through the
+model once; then every new event costs one LSTM step for the whole batch of variations, never a
+re-run over a window. Same --seed and arguments -> the same notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import threads as cpu_threads
+from ..errors import UserError
+from ..files import atomic_path, staged_paths
+from ..notes import Notes, notes_to_score
+from .checkpoint import check_device, condition_codes, list_conditions, load_model
+from .config import MAX_EVENTS, MAX_SECONDS, PRECISIONS, GenerateConfig
+from .primer import MAX_PRIMER_EVENTS, parse_primer_notes, primer_from_midi, primer_tokens
+from .sampling import MAX_NOTE_SECONDS, sample, steering
+
+# The docstring above is the help of `classical-music generate` and `python generate.py` (its
+# first paragraph). compose() is the whole of a run: primer, model, sampling, then the files.
+
+
+def output_paths(output: Path, n: int) -> list[Path]:
+    if n == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}_{i}{output.suffix}") for i in range(1, n + 1)]
+
+
+def _writable_folder(folder: Path) -> None:
+    """Fail now, not after composing, where the output folder cannot be made or written; make
+    nothing yet (a failed run leaves no empty folder behind)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot create output folder {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output folder {existing} is not writable")
+
+
+def write_midi(score, path: Path, shown: Path | None = None) -> None:
+    """score -> path; errors name `shown` (the file the user asked for, not a temporary name)."""
+    try:
+        score.dump_midi(str(path))
+    except (OSError, RuntimeError) as e:  # symusic reports a failed open as RuntimeError
+        raise UserError(f"cannot write {shown or path}: {e}") from None
+
+
+def write_midi_atomic(score, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        write_midi(score, tmp, path)
+
+
+def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
+    """Everything `generate` does: returns one dict per variation with its files and numbers."""
+    cfg.validate()
+    primer = None
+    if cfg.primer:
+        primer = primer_from_midi(cfg.primer, cfg.primer_seconds)
+    elif cfg.primer_notes is not None:
+        primer = parse_primer_notes(cfg.primer_notes, cfg.primer_chord_seconds)
+    folder = cfg.output.parent if str(cfg.output.parent) else Path(".")
+    _writable_folder(folder)
+    paths = output_paths(cfg.output, cfg.num_samples)
+    for path in paths:
+        if path.is_dir():
+            raise UserError(f"--output {path} is a folder: name a .mid file")
+    if cfg.wav or cfg.mp3:
+        from ..audio import find_soundfont
+
+        find_soundfont(cfg.soundfont)  # a bad --soundfont stops us before composing, not after
+    model = load_model(cfg.checkpoint, cfg.device)
+    cond, style = condition_codes(model, cfg.style())
+    tok = model.tokenizer
+    prefix = primer_tokens(tok, primer)
+    primer_end = 0.0 if primer is None else float(primer.offset.max())
+    seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+
+    bar = None
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.events or (round(cfg.seconds) if cfg.seconds else None), unit="s" if not cfg.events else "event",
+                   desc="composing", leave=False)
+
+    def report(n, total, music_s):
+        if bar is not None:
+            done = n if cfg.events or music_s is None else min(round(music_s), bar.total or 0)
+            if done != bar.n:  # redraw only on change: a redraw costs more than an LSTM step
+                bar.n = done
+                bar.refresh()
+
+    t0 = time.perf_counter()
+    rows = sample(model, tok, prefix, num_samples=cfg.num_samples, seconds=cfg.seconds, events=cfg.events,
+                  temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p, seed=seed,
+                  device=cfg.device, progress=report, max_note_seconds=cfg.max_note_seconds,
+                  min_seconds=cfg.min_seconds, cond=cond, guidance=cfg.guidance, **steering(cfg.style(), cfg.steer),
+                  int8=None if cfg.precision == "auto" else cfg.precision == "int8")
+    wall = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+
+    pieces = []
+    for path, new in zip(paths, rows):
+        whole = tok.decode(np.concatenate([prefix, new]))
+        if not cfg.primer_in_output and primer is not None:
+            keep = whole.onset >= primer_end - 1e-9
+            whole = Notes(whole.onset[keep] - primer_end, whole.offset[keep] - primer_end, whole.pitch[keep],
+                          whole.velocity[keep])
+        if cfg.seconds and not cfg.events:
+            limit = cfg.seconds + (primer_end if cfg.primer_in_output else 0.0)
+            keep = whole.onset < limit
+            whole = Notes(whole.onset[keep], np.minimum(whole.offset[keep], limit), whole.pitch[keep], whole.velocity[keep])
+        if len(whole) == 0:
+            raise UserError(f"the model composed no notes for {path.name} in {len(new)} events: "
+                            "ask for more --events or --seconds, or try another --seed")
+        pieces.append((path, whole, new))
+
+    # Every variation's MIDI, audio and picture land together or not at all.
+    made = [f for f in (folder, *folder.parents) if not f.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        results = _write_pieces(cfg, pieces, seed, wall)
+        for r in results:
+            r["conditions"] = style
+        return results
+    except BaseException as e:
+        for f in made:  # the folders this run made, now empty again
+            try:
+                f.rmdir()
+            except OSError:
+                break
+        if isinstance(e, OSError):
+            raise UserError(f"cannot write to {folder}: {e.strerror or e}") from None
+        raise
+
+
+def _write_pieces(cfg: GenerateConfig, pieces, seed: int, wall: float) -> list[dict]:
+    results = []
+    with staged_paths() as stage:
+        for path, whole, new in pieces:
+            midi = stage(path)
+            write_midi(notes_to_score(whole), midi, path)
+            files = {"midi": path}
+            audio = [path.with_suffix(ext) for ext, wanted in ((".wav", cfg.wav), (".mp3", cfg.mp3)) if wanted]
+            if audio:
+                from ..audio import render
+
+                render(midi, [stage(a) for a in audio], soundfont=cfg.soundfont)  # one synthesis, every format
+                files.update({a.suffix[1:]: a for a in audio})
+            if cfg.plot:
+                from ..plot import piano_roll
+
+                piano_roll(midi, stage(path.with_suffix(".png")), title=path.stem)
+                files["png"] = path.with_suffix(".png")
+            results.append({"files": files, "notes": len(whole), "events": len(new), "seconds": whole.seconds,
+                            "seed": seed, "wall_seconds": wall})
+    return results
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="checkpoint folder or a file inside one (default: the model shipped in the package)")
+    p.add_argument("--output", type=Path, default=Path("generated_song.mid"),
+                   help="MIDI file to write (several variations: NAME_1.mid, NAME_2.mid, ...)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--seconds", type=float, default=30.0,
+                        help=f"seconds of music to compose (default 30, at most {MAX_SECONDS:g})")
+    length.add_argument("--events", type=int, default=None,
+                        help=f"number of events to compose instead of --seconds (at most {MAX_EVENTS:,})")
+    p.add_argument("--temperature", type=float, default=1.0, help="> 1 wilder, < 1 safer (default 1.0)")
+    p.add_argument("--top_k", type=int, default=0, help="sample among the k likeliest events (0 = off)")
+    p.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling: smallest set with this mass (1 = off)")
+    p.add_argument("--min_p", type=float, default=0.0, help="drop events under min_p x the likeliest one (0 = off)")
+    p.add_argument("--seed", type=int, default=None, help="random seed: same seed and arguments, same notes")
+    p.add_argument("--num_samples", type=int, default=1, help="variations composed in one batched pass")
+    p.add_argument("--primer", type=Path, default=None, help="a MIDI file whose opening the piece continues "
+                   f"(at most {MAX_PRIMER_EVENTS:,} events, 5-10 minutes of piano; see --primer_seconds)")
+    p.add_argument("--primer_seconds", type=float, default=None, help="use the primer's first S seconds")
+    p.add_argument("--primer_notes", default=None, help='typed opening chords, e.g. "C4 E4 G4, F4 A4 C5"')
+    p.add_argument("--primer_chord_seconds", type=float, default=0.5, help="length of each typed chord")
+    p.add_argument("--no_primer_in_output", action="store_true", help="write only the continuation")
+    p.add_argument("--max_note_seconds", type=float, default=MAX_NOTE_SECONDS,
+                   help=f"release any key held this long (default {MAX_NOTE_SECONDS:g}; 0 = no limit)")
+    p.add_argument("--min_seconds", type=float, default=None,
+                   help="the model may end the piece itself only after this many seconds "
+                        "(default: 80%% of --seconds; 0 = whenever it likes)")
+    p.add_argument("--wav", action="store_true", help="also write NAME.wav")
+    p.add_argument("--mp3", action="store_true", help="also write NAME.mp3")
+    p.add_argument("--plot", action="store_true", help="also write a piano-roll NAME.png")
+    p.add_argument("--soundfont", type=Path, default=None, help="SF2 SoundFont for --wav/--mp3")
+    style = p.add_argument_group("style (see --list_conditions; each optional, default any)")
+    style.add_argument("--composer", default=None, help="compose like this composer, e.g. chopin")
+    style.add_argument("--period", default=None, help="baroque, classical, romantic, impressionist or modern")
+    style.add_argument("--kind", default=None, help="performance (a pianist's timing) or sequenced (score-like)")
+    style.add_argument("--density", type=float, default=None, help="notes per second, e.g. 8")
+    style.add_argument("--key", default=None, help='e.g. C, Am, "F# minor", "Eb major"')
+    style.add_argument("--guidance", type=float, default=1.0,
+                       help="classifier-free guidance: > 1 follows the style harder, at twice the cost (1 = off)")
+    style.add_argument("--steer", type=float, default=1.0,
+                       help="also hold --density and --key while sampling, at this strength (0 = the model alone)")
+    style.add_argument("--list_conditions", action="store_true",
+                       help="print the styles the checkpoint knows (composers with their training hours) and exit")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    cpu_threads.add_argument(p)  # decoding steps still run on one: see sampling._one_thread_on_cpu
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="decoding matmuls: int8 is ~3x faster on the CPU at batch 1 and ~6.5x at batch 8, "
+                        "scoring within 0.001 nats/event of float32, though a seed's "
+                        "piece differs between them (auto: int8 on the CPU, float32 elsewhere)")
+    p.set_defaults(func=_run)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("generate", help="compose a piece (MIDI, and optionally WAV, MP3 and a piano roll)",
+                       description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+
+
+def _run(args) -> int:
+    cpu_threads.apply(args.threads)
+    if args.list_conditions:
+        check_device(args.device)
+        print(list_conditions(load_model(args.checkpoint, args.device)))
+        return 0
+    cfg = GenerateConfig(
+        output=args.output, checkpoint=args.checkpoint, seconds=None if args.events else args.seconds,
+        events=args.events, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+        seed=args.seed, num_samples=args.num_samples, primer=args.primer, primer_seconds=args.primer_seconds,
+        primer_notes=args.primer_notes, primer_chord_seconds=args.primer_chord_seconds,
+        primer_in_output=not args.no_primer_in_output, wav=args.wav, mp3=args.mp3, plot=args.plot,
+        soundfont=args.soundfont, device=args.device, max_note_seconds=args.max_note_seconds,
+        min_seconds=args.min_seconds, precision=args.precision, composer=args.composer, period=args.period,
+        kind=args.kind, density=args.density, key=args.key, guidance=args.guidance, steer=args.steer,
+    )
+    for r in compose(cfg, progress=True):
+        names = ", ".join(str(p) for p in r["files"].values())
+        style = "".join(f", {k} {v}" for k, v in r["conditions"].items())
+        print(f"wrote {names}: {r['seconds']:.1f} s, {r['notes']} notes (seed {r['seed']}{style}, "
+              f"{r['events']} events in {r['wall_seconds']:.1f} s)")
+    return 0
+
+
+def main(argv=None) -> int:
+    from ..cli import run
+
+    from ..cli import Parser
+
+    p = Parser(prog="generate.py", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    return run(args.func, args)

@@ -1,0 +1,106 @@
+"""GenerateConfig: everything one `generate` run is asked for, and the checks that refuse a bad
+request before the model loads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import conditions
+from ..errors import UserError
+from .checkpoint import check_device
+from .sampling import MAX_NOTE_SECONDS, use_int8
+
+PRECISIONS = ("auto", "float32", "int8")
+# One piece is at most an hour of music, or as many events as sample() budgets for an hour:
+# without a cap, --seconds 1e9 decodes for ever while its event lists grow.
+MAX_SECONDS = 3600.0
+MAX_EVENTS = 400 * 3600
+
+
+@dataclass
+class GenerateConfig:
+    output: Path = Path("generated_song.mid")
+    checkpoint: Path | None = None
+    seconds: float | None = 30.0
+    events: int | None = None
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    seed: int | None = None
+    num_samples: int = 1
+    primer: Path | None = None
+    primer_seconds: float | None = None
+    primer_notes: str | None = None
+    primer_chord_seconds: float = 0.5
+    primer_in_output: bool = True
+    max_note_seconds: float = MAX_NOTE_SECONDS
+    min_seconds: float | None = None  # the model may end the piece after this; None: see end_allowed_after
+    wav: bool = False
+    mp3: bool = False
+    plot: bool = False
+    soundfont: Path | None = None
+    device: str = "cpu"
+    precision: str = "auto"  # of the decoding matmuls: auto = int8 on the CPU, else float32
+    # style (classical_music.conditions); None = any. density in notes per second, key like "D minor"
+    composer: str | None = None
+    period: str | None = None
+    kind: str | None = None
+    density: float | None = None
+    key: str | None = None
+    guidance: float = 1.0  # classifier-free guidance: 1 = off, > 1 follows the conditions harder
+    steer: float = 1.0  # hold --density and --key while sampling too (0 = the model's conditions alone)
+
+    def validate(self) -> None:
+        if not 0 < self.temperature < math.inf:
+            raise UserError(f"--temperature must be a positive number, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"--top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise UserError(f"--top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0 <= self.min_p < 1:
+            raise UserError(f"--min_p must be in [0, 1), got {self.min_p}")
+        if self.num_samples < 1:
+            raise UserError(f"--num_samples must be >= 1, got {self.num_samples}")
+        if self.seconds is not None and not 0 < self.seconds < math.inf:
+            raise UserError(f"--seconds must be a positive number, got {self.seconds}")
+        if self.seconds is not None and self.seconds > MAX_SECONDS:
+            raise UserError(f"--seconds must be at most {MAX_SECONDS:g} (one hour), got {self.seconds:g}")
+        if not 0 <= self.max_note_seconds < math.inf:
+            raise UserError(f"--max_note_seconds must be >= 0 (0 = no limit), got {self.max_note_seconds}")
+        if self.min_seconds is not None and not 0 <= self.min_seconds < math.inf:
+            raise UserError(f"--min_seconds must be >= 0, got {self.min_seconds}")
+        if self.min_seconds and self.seconds and self.min_seconds > self.seconds:
+            raise UserError(f"--min_seconds ({self.min_seconds:g}) must not exceed --seconds ({self.seconds:g})")
+        if self.events is not None and not 1 <= self.events <= MAX_EVENTS:
+            raise UserError(f"--events must be in 1 ... {MAX_EVENTS:,} (an hour of music), got {self.events}")
+        if self.primer and self.primer_notes:
+            raise UserError("give either --primer or --primer_notes, not both")
+        if self.primer_seconds is not None and not self.primer_seconds > 0:
+            raise UserError(f"--primer_seconds must be > 0, got {self.primer_seconds}")
+        if self.primer_seconds is not None and not self.primer:
+            raise UserError("--primer_seconds needs --primer FILE.mid (the piece whose opening to take)")
+        if not 0 < self.primer_chord_seconds < math.inf:
+            raise UserError(f"--primer_chord_seconds must be a positive number, got {self.primer_chord_seconds}")
+        check_device(self.device)
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision == "int8" and not use_int8(self.device):
+            raise UserError(f"--precision int8 runs on the CPU only, with PyTorch's int8 kernels: "
+                            f"not on {self.device}" if torch.device(self.device).type != "cpu"
+                            else "--precision int8: this PyTorch build has no int8 CPU kernels")
+        if self.output.suffix.lower() not in (".mid", ".midi"):
+            raise UserError(f"--output must end in .mid or .midi, got {self.output.name}")
+        if not 0 <= self.steer <= 10:
+            raise UserError(f"--steer must be between 0 and 10 (0 = off), got {self.steer}")
+        if not 0 <= self.guidance <= 10:
+            raise UserError(f"--guidance must be between 0 and 10 (1 = off), got {self.guidance}")
+        if self.key is not None:
+            conditions.parse_key(self.key)  # a malformed key fails before the model loads
+
+    def style(self) -> dict:
+        return {n: getattr(self, n) for n in conditions.NAMES}
