@@ -5,7 +5,7 @@
 1. whole-file nats/event on the valid split with each file's metadata conditions vs all unknown
 2. density: 16 pieces of 30 s at 2, 4, 8 and 16 notes/s -> median achieved notes/s
 3. key: 16 pieces in each of six keys -> Krumhansl-Schmuckler key of the output (exact / relative)
-4. composer: 16 pieces per composer -> mean overlap area (compare.py's features) with each
+4. composer: 16 pieces per composer -> mean overlap area (compare's features) with each
    composer's real valid pieces; and a scikit-learn classifier trained on real training pieces
    (30-s excerpts: pitch, interval and timing histograms) applied to the generated ones
 5. defaults: 64 pieces of 30 s at temperature 1.0 -> how many under 4 notes/s; OA vs real valid

@@ -9,6 +9,7 @@ Pipeline, one module per stage:
     audio.py    MIDI -> WAV/MP3 with a SoundFont
     plot.py     piano rolls
     evaluate.py likelihood and musical statistics
+    compare/    a set of pieces against another: overlap area and KL per musical feature
     web/        the browser studio
     cli.py      the `classical-music` command
 """
