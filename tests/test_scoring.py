@@ -149,3 +149,35 @@ def test_conditions_ride_with_their_rows_in_float_and_int8():
             # int8 on these deliberately strong random weights is only roughly the function, so
             # it must at least land nearer its own file's conditions than no conditions at all
             assert abs(got[i] - want[i]) < abs(got[i] - plain[i]), (precision, i)
+
+
+@pytest.mark.skipif(not int8_available(), reason="no int8 CPU kernels in this PyTorch")
+def test_int8_residual_rows_and_scripted_loop():
+    torch.manual_seed(0)
+    hid = 32
+    w = torch.randn(4 * hid, hid) * 0.3
+    packed = scoring._pack_with_residual(w, slice(2 * hid, 3 * hid))
+    rr = scoring._reduce_range()
+    half = 64 if rr else 128  # 7- or 8-bit activations
+    x = torch.randint(-half, half, (5, hid)).float()  # on the activation grid (scale 1), so that
+    x[0, :2] = torch.tensor([-half, half - 1.0])        # only the weights' rounding is left
+    with torch.inference_mode():
+        y = torch.ops.quantized.linear_dynamic(x, packed, rr)
+    exact = x @ w.t()
+    assert y.shape == (5, 5 * hid)  # the g rows' residual rides as 32 extra outputs
+    plain_err = (y[:, 2 * hid:3 * hid] - exact[:, 2 * hid:3 * hid]).abs().mean()
+    fixed_err = (y[:, 2 * hid:3 * hid] + y[:, 4 * hid:] - exact[:, 2 * hid:3 * hid]).abs().mean()
+    assert fixed_err < plain_err / 20
+    # the TorchScript loop (when this PyTorch can script it) is the Python loop, step for step
+    gates = torch.randn(7, 5, 4 * hid)
+    h0, c0 = torch.rand(5, hid) - 0.5, torch.rand(5, hid) - 0.5
+    outs = []
+    for loop in {scoring._recurrence(), scoring._recurrence_py}:
+        out = torch.empty(7, 5, hid)
+        with torch.inference_mode():
+            h, c = loop(gates, h0, c0, packed, rr, out)
+        assert torch.equal(out[-1], h)
+        outs.append((out, c))
+    for out, c in outs[1:]:
+        torch.testing.assert_close(out, outs[0][0])
+        torch.testing.assert_close(c, outs[0][1])
