@@ -80,3 +80,26 @@ def test_split_selects_files_from_metadata(uniform_checkpoint, tmp_path):
     assert run(src, "--split", "valid", "--checkpoint", uniform_checkpoint, "--json", out) == 0
     r = json.loads(out.read_text())
     assert r["files"] == 1 and r["notes"] == 20
+
+
+def test_tokens_kept_within_budget_else_reread(tmp_path, monkeypatch):
+    from classical_music import evaluate as E
+
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=1)).eval()
+    model.tokenizer = tok
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"{i}.mid")
+        write_midi(files[-1], scale(20 + 10 * i, base=50 + i))
+    reads = []
+    real = E._read
+    monkeypatch.setattr(E, "_read", lambda p, t: reads.append(p) or real(p, t))
+    kept = E.evaluate(model, files, progress=False)
+    assert len(reads) == 3  # one pass: all three fit the budget
+    reads.clear()
+    monkeypatch.setattr(E, "KEEP_EVENTS", 0)
+    reread = E.evaluate(model, files, progress=False)
+    assert len(reads) == 6  # nothing kept: the second pass reads every file again
+    assert kept == reread
