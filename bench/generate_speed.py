@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from classical_music.generate import default_checkpoint, filter_logits, load_model, sample
-from classical_music.model import int8_available
+from classical_music.decoding import int8_available
 
 
 @torch.inference_mode()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .model import condition_terms
+from .decoding import _float_linear, condition_terms, int8_available
 
 IGNORE = -100  # cross_entropy's ignore_index: the padded tail of a row whose file ended mid-chunk
 
@@ -52,8 +52,6 @@ def make_forward(model, precision: str = "float32", device="cpu") -> Callable:
     if precision == "int8":
         if torch.device(device).type != "cpu":
             raise UserError("--precision int8 runs on the CPU only: use float32 on a GPU")
-        from .model import int8_available
-
         if not int8_available():
             raise UserError("this PyTorch has no int8 CPU kernels: use --precision float32")
         return ChunkedInt8(model)
@@ -168,8 +166,6 @@ class ChunkedInt8:
 
     @torch.inference_mode()
     def __init__(self, model):
-        from .model import _float_linear
-
         self.proj = None if getattr(model, "proj", None) is None else _float_linear(model.proj.weight, None)
         lstm, n, hid = model.lstm, model.config.num_layers, model.config.hidden_size
         double_g = torch.ones(4 * hid, 1)

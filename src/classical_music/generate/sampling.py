@@ -131,7 +131,7 @@ class KeyTracker:
 
 def use_int8(device) -> bool:
     """int8 decoding where it pays: on the CPU, when this PyTorch has the kernels."""
-    from ..model import int8_available
+    from ..decoding import int8_available
 
     return torch.device(device).type == "cpu" and int8_available()
 
