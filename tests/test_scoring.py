@@ -181,3 +181,28 @@ def test_int8_residual_rows_and_scripted_loop():
     for out, c in outs[1:]:
         torch.testing.assert_close(out, outs[0][0])
         torch.testing.assert_close(c, outs[0][1])
+
+
+@pytest.mark.skipif(not int8_available(), reason="no int8 CPU kernels in this PyTorch")
+@pytest.mark.parametrize("bf16", [True, False])
+@pytest.mark.parametrize("reduce_range", [True, False])
+@pytest.mark.parametrize("scripted", [True, False])
+def test_int8_scorer_branches_agree_with_float(monkeypatch, bf16, reduce_range, scripted):
+    # every CPU takes one branch of each: bf16 or float32 projections, 7- or 8-bit activations,
+    # the TorchScript loop or its Python fallback; here each is forced in turn
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=3)).eval()
+    monkeypatch.setattr(scoring, "_native_bf16", lambda: bf16)
+    monkeypatch.setattr(scoring, "_reduce_range", lambda: reduce_range)
+    if not scripted:
+        monkeypatch.setattr(scoring, "_recurrence", lambda: scoring._recurrence_py)
+    rng = np.random.default_rng(2)
+    seqs = [rng.integers(3, tok.vocab_size, k).astype(np.uint16) for k in (300, 40, 170)]
+    want = [file_nll(model, s_) for s_ in seqs]
+    forward = scoring.make_forward(model, "int8")
+    assert forward.ih[1][0].dtype == (torch.bfloat16 if bf16 else torch.float32)
+    got = {k: v for k, v, _ in scoring.score(forward, [scoring.Item(i, s_) for i, s_ in enumerate(seqs)],
+                                             batch_size=2, chunk=64)}
+    for i, s_ in enumerate(seqs):
+        assert got[i] / (len(s_) - 1) == pytest.approx(want[i] / (len(s_) - 1), abs=5e-3)

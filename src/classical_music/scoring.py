@@ -158,8 +158,8 @@ class ChunkedInt8:
     float32): int8 weights of the cell-input (g) rows were most of the error (1.75e-3 all rows,
     7e-4 with g exact), so those rows also carry their int8 residual, a second int8 row whose scale
     is 1/254 of the first (+25 % recurrent work, 2.5e-3 -> 8.5e-4 max with 8-bit activations).
-    Activations are 8-bit where the CPU has VNNI (its int32 sums cannot saturate), 7-bit elsewhere
-    (fbgemm's 16-bit pair sums could). The output layer is never int8 (that added as much error as
+    Activations are 7-bit on fbgemm without AVX512-VNNI (its 16-bit pair sums could saturate),
+    8-bit otherwise (VNNI's int32 sums cannot). The output layer is never int8 (that added as much error as
     a whole LSTM layer) but bf16 like the input projections where native: 8 % faster in all, max
     error 8.5e-4 -> 1.2e-3. bench/evaluate_speed.py measures it.
     """
@@ -257,7 +257,11 @@ def _recurrence():
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.jit.script(_recurrence_py)
+            scripted = torch.jit.script(_recurrence_py)
+            packed = _pack_with_residual(torch.ones(8, 2), slice(4, 6))  # and it runs, not only compiles
+            scripted(torch.zeros(2, 1, 8), torch.zeros(1, 2), torch.zeros(1, 2), packed, _reduce_range(),
+                     torch.empty(2, 1, 2))
+            return scripted
     except Exception:
         return _recurrence_py
 
@@ -289,6 +293,8 @@ def _cpu_has(name: str) -> bool:
 
 
 def _native_bf16() -> bool:
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return False  # without oneDNN a bf16 addmm falls to a reference kernel (measured ~500x slower)
     return _cpu_has("_is_amx_tile_supported") or _cpu_has("_is_avx512_bf16_supported")
 
 
