@@ -72,6 +72,9 @@ def card_numbers(config: dict, info: dict, r: dict, size_mb: float) -> str:
     """The numbers block of MODEL_CARD.md, written from what was exported and measured."""
     batch, seq = info["recipe_config"]["batch_size"], info["recipe_config"]["seq_len"]
     events = info["trained_steps"] * batch * seq
+    training = f"{info['trained_steps']:,} steps × {batch} windows × {seq} events = {events / 1e6:.0f} M events"
+    if info.get("stages"):  # each stage at its own batch and window: one product would mislabel both
+        training = "; ".join(f"stage {i + 1}: " + _steps(st) for i, st in enumerate(info["stages"]))
     hours = (info["train_seconds"] or 0) / 3600
     return "\n".join([
         "| | |",
@@ -80,8 +83,7 @@ def card_numbers(config: dict, info: dict, r: dict, size_mb: float) -> str:
         f"dropout {config['dropout']} → linear over {config['vocab_size']} events |",
         f"| parameters | {config['num_parameters']:,} |",
         f"| weights | `model.safetensors`, float16, {size_mb:.1f} MB |",
-        f"| training | {info['trained_steps']:,} steps × {batch} windows × {seq} events "
-        f"= {events / 1e6:.0f} M events (best checkpoint) |",
+        f"| training | {training} (best checkpoint) |",
         f"| training time (steps only) | {_duration(hours)} on {info['hardware']} |",
         f"| valid nats/event, whole files, state carried (what ships, float16) | **{r['nats_per_event']:.3f}** |",
         f"| valid perplexity | {r['perplexity']:.1f} |",
@@ -89,6 +91,14 @@ def card_numbers(config: dict, info: dict, r: dict, size_mb: float) -> str:
         f"| valid nats/event during training ({seq}-event windows, fresh state) | {info['window_val_nats_per_event']:.3f} |",
         f"| valid set | {r['files']} files, {r['events']:,} events, {r['seconds'] / 3600:.1f} h |",
     ])
+
+
+def _steps(stage: dict) -> str:
+    if not stage.get("batch_size") or not stage.get("seq_len"):  # exported before stages recorded them
+        return f"{stage['trained_steps']:,} steps"
+    events = stage["trained_steps"] * stage["batch_size"] * stage["seq_len"]
+    return (f"{stage['trained_steps']:,} steps × {stage['batch_size']} windows × {stage['seq_len']} events"
+            f" = {events / 1e6:.1f} M events")
 
 
 def _duration(hours: float) -> str:
@@ -104,7 +114,7 @@ def update_card(block: str) -> None:
     write_text(card, f"{head}{start}\n{block}\n{end}{tail}")
 
 
-STAGE_FIELDS = ("trained_steps", "train_seconds", "window_val_nats_per_event")
+STAGE_FIELDS = ("trained_steps", "train_seconds", "window_val_nats_per_event", "batch_size", "seq_len")
 
 
 def _trained(folder: Path) -> tuple[dict, list[dict], dict]:
@@ -115,7 +125,8 @@ def _trained(folder: Path) -> tuple[dict, list[dict], dict]:
     at_step = [m for m in metrics if m["step"] <= training["step"]]
     stage = {"trained_steps": training["step"],
              "train_seconds": at_step[-1].get("elapsed_seconds") if at_step else None,
-             "window_val_nats_per_event": round(training["best_val_nats_per_event"], 5)}
+             "window_val_nats_per_event": round(training["best_val_nats_per_event"], 5),
+             "batch_size": training["config"].get("batch_size"), "seq_len": training["config"].get("seq_len")}
     return training, metrics, stage
 
 
@@ -127,8 +138,9 @@ def _stage_one(init_from: str | None) -> dict | None:
     config = json.loads((folder / "config.json").read_text())
     if "stages" in config:  # exported from a second stage already: start from its first
         return config["stages"][0]
-    if "trained_steps" in config:  # an exported model (the package's)
-        return {k: config[k] for k in STAGE_FIELDS}
+    if "trained_steps" in config:  # an exported model (the package's): its one run's sizes
+        sizes = config.get("recipe_config", {})
+        return {k: config[k] if k in config else sizes.get(k) for k in STAGE_FIELDS}
     return _trained(folder)[2]  # a training checkpoint
 
 
@@ -158,7 +170,8 @@ def main(src: str) -> None:
     if start:
         info["stages"] = [{k: start[k] for k in STAGE_FIELDS},
                           {"trained_steps": step, "train_seconds": seconds, "init_from": training["config"]["init_from"],
-                           "lr": training["config"]["lr"]}]
+                           "lr": training["config"]["lr"], "batch_size": training["config"].get("batch_size"),
+                           "seq_len": training["config"].get("seq_len")}]
     # Scored beside the package and swapped in whole: an export stopped during the long scoring
     # must not leave new weights without their evaluation.json (test_pretrained would fail).
     staging, old = DEST.with_name(".default.export"), DEST.with_name(".default.old")
