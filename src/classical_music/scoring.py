@@ -150,18 +150,17 @@ class ChunkedInt8:
     """A whole-chunk forward of ComposerLSTM with int8 recurrent matmuls (CPU; fbgemm or qnnpack).
 
     Layer by layer like nn.LSTM, time-major: the first layer's input projection is a lookup table
-    (embedding @ W_ih, biases folded in); a further layer's is one matmul over all batch x chunk
-    rows, in bfloat16 where the CPU has native bf16 (AMX / AVX512-BF16: as fast as int8 there and
-    four times as accurate), float32 elsewhere; the recurrence is one int8 matmul per step at batch
-    width, in a TorchScript loop (measured at batch 1: 26 against 45 us a layer-step in Python).
-    Accuracy, measured on 20 valid files with the shipped model (max per-file nats/event against
-    float32): int8 weights of the cell-input (g) rows were most of the error (1.75e-3 all rows,
-    7e-4 with g exact), so those rows also carry their int8 residual, a second int8 row whose scale
-    is 1/254 of the first (+25 % recurrent work, 2.5e-3 -> 8.5e-4 max with 8-bit activations).
-    Activations are 7-bit on fbgemm without AVX512-VNNI (its 16-bit pair sums could saturate),
-    8-bit otherwise (VNNI's int32 sums cannot). The output layer is never int8 (that added as much error as
-    a whole LSTM layer) but bf16 like the input projections where native: 8 % faster in all, max
-    error 8.5e-4 -> 1.2e-3. bench/evaluate_speed.py measures it.
+    (embedding @ W_ih, biases folded in); a further layer's, and the output layer, are one matmul
+    over all batch x chunk rows, in bfloat16 where the CPU has native bf16 (AMX / AVX512-BF16:
+    1.05 TFLOP/s against 128 for float32 here; int8 there cost 7e-4 more max error), float32
+    elsewhere; the output bias stays float32. The recurrence is one int8 matmul per step at batch
+    width, in a TorchScript loop (batch 1: 26 against 45 us a layer-step in Python).
+    Accuracy (max per-file nats/event against float32, 20 valid files, shipped model): int8 weights
+    of the cell-input (g) rows were most of the error (1.75e-3 all rows, 7e-4 with g exact), so
+    those rows also carry their int8 residual, a second row whose scale is 1/254 of the first
+    (+25 % recurrent work; 2.5e-3 -> 8.3e-4 in all). Activations are 7-bit on fbgemm without
+    AVX512-VNNI (its 16-bit pair sums could saturate), 8-bit otherwise. The output layer is never
+    int8: that added as much error as a whole LSTM layer. bench/evaluate_speed.py measures it.
     """
 
     @torch.inference_mode()
