@@ -8,6 +8,7 @@ import torch
 
 from classical_music import cli, scoring
 from classical_music.evaluate import _read, collect, file_nll
+from classical_music.decoding import int8_pack
 from classical_music.model import ComposerLSTM, ModelConfig, int8_available
 from classical_music.tokenizer import get_tokenizer
 
@@ -156,7 +157,7 @@ def test_int8_residual_rows_and_scripted_loop():
     torch.manual_seed(0)
     hid = 32
     w = torch.randn(4 * hid, hid) * 0.3
-    packed = scoring._pack_with_residual(w, slice(2 * hid, 3 * hid))
+    packed = int8_pack(w, residual=slice(2 * hid, 3 * hid))
     rr = scoring._reduce_range()
     half = 64 if rr else 128  # 7- or 8-bit activations
     x = torch.randint(-half, half, (5, hid)).float()  # on the activation grid (scale 1), so that

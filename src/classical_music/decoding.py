@@ -33,13 +33,8 @@ class StepDecoder:
     def __init__(self, model: ComposerLSTM, int8: bool = False):
         if int8 and model.head.weight.device.type != "cpu":
             raise ValueError("int8 decoding runs on the CPU only")
-        lstm, n, hid = model.lstm, model.config.num_layers, model.config.hidden_size
-        double_g = torch.ones(4 * hid, 1, device=model.head.weight.device)
-        double_g[2 * hid:3 * hid] = 2.0  # gate order: input, forget, cell, output
-        bias = [(getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")) * double_g[:, 0] for k in range(n)]
-        w_ih = [getattr(lstm, f"weight_ih_l{k}") * double_g for k in range(n)]
-        w_hh = [getattr(lstm, f"weight_hh_l{k}") * double_g for k in range(n)]
-        self.table = torch.addmm(bias[0], model.embed.weight, w_ih[0].t())  # [vocab, 4H]
+        n = model.config.num_layers
+        w_ih, w_hh, bias, self.table = gate_scaled(model)
         linear = _int8_linear if int8 else _float_linear
         self.hh0 = linear(w_hh[0], None)
         self.layers = [linear(torch.cat([w_ih[k], w_hh[k]], 1), bias[k]) for k in range(1, n)]
@@ -95,6 +90,20 @@ class StepDecoder:
         return (logits if bias is None else logits + bias), (hs, cs)
 
 
+def gate_scaled(model: ComposerLSTM):
+    """The LSTM's weights as both decoders use them: (w_ih, w_hh, bias) per layer with the
+    cell-input gate's rows doubled (tanh(x) = 2 sigmoid(2x) - 1: one sigmoid for all four gates;
+    gate order input, forget, cell, output), and the first layer's input projection as a table
+    [vocab, 4H] (embedding @ W_ih, biases folded in)."""
+    lstm, n, hid = model.lstm, model.config.num_layers, model.config.hidden_size
+    double_g = torch.ones(4 * hid, 1, device=model.head.weight.device)
+    double_g[2 * hid:3 * hid] = 2.0
+    bias = [(getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")) * double_g[:, 0] for k in range(n)]
+    w_ih = [getattr(lstm, f"weight_ih_l{k}") * double_g for k in range(n)]
+    w_hh = [getattr(lstm, f"weight_hh_l{k}") * double_g for k in range(n)]
+    return w_ih, w_hh, bias, torch.addmm(bias[0], model.embed.weight, w_ih[0].t())
+
+
 def condition_terms(model: ComposerLSTM, w_ih0: torch.Tensor, cond: torch.Tensor):
     """What cond [..., n] adds to the first layer's gates ([..., 4H], through w_ih0, the decoders'
     gate-scaled input weights) and to the logits ([..., vocab], or None): forward()'s two
@@ -124,12 +133,7 @@ def _int8_linear(weight, bias):
     """The same with int8 weights, one scale per output row (symmetric, so no zero points)."""
     import warnings
 
-    w = weight.detach().float().cpu()
-    scale = (w.abs().amax(1) / 127).clamp_min(1e-12).double()
-    with warnings.catch_warnings():  # PyTorch plans to move these to torchao; int8_available() checks
-        warnings.simplefilter("ignore")
-        qw = torch.quantize_per_channel(w, scale, torch.zeros(len(scale), dtype=torch.long), 0, torch.qint8)
-        packed = torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.detach().float().cpu())
+    packed = int8_pack(weight, bias)
     # The resolved overload's C++ entry: the packet torch.ops.quantized.linear_dynamic costs ~12 us
     # more per call and the overload's Python checks (for torch.compile's fake objects) ~3 us more.
     overload = torch.ops.quantized.linear_dynamic.default
@@ -142,3 +146,25 @@ def _int8_linear(weight, bias):
         y = op(x, packed, reduce_range)
         return y if add is None else y + add
     return f
+
+
+def int8_pack(weight: torch.Tensor, bias: torch.Tensor | None = None, residual=None):
+    """fbgemm/qnnpack packed int8 weights, one scale per output row (symmetric, so no zero points).
+    residual (rows, as a slice or index): those rows' rounding error, quantized again with its own
+    scales, appended as extra output rows, which the caller adds back to the first rows' outputs."""
+    import warnings
+
+    def quantize(w):
+        scale = (w.abs().amax(1) / 127).clamp_min(1e-12).double()
+        return torch.quantize_per_channel(w, scale, torch.zeros(len(scale), dtype=torch.long), 0, torch.qint8)
+
+    w = weight.detach().float().cpu()
+    with warnings.catch_warnings():  # PyTorch plans to move these to torchao; int8_available() checks
+        warnings.simplefilter("ignore")
+        qw = quantize(w)
+        if residual is not None:
+            q2 = quantize((w - qw.dequantize())[residual])
+            scales = torch.cat([qw.q_per_channel_scales(), q2.q_per_channel_scales()])
+            qw = torch._make_per_channel_quantized_tensor(torch.cat([qw.int_repr(), q2.int_repr()]), scales,
+                                                          torch.zeros(len(scales), dtype=torch.long), 0)
+        return torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.detach().float().cpu())

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .decoding import _float_linear, condition_terms, int8_available
+from .decoding import _float_linear, condition_terms, gate_scaled, int8_available, int8_pack
 
 IGNORE = -100  # cross_entropy's ignore_index: the padded tail of a row whose file ended mid-chunk
 
@@ -166,16 +166,12 @@ class ChunkedInt8:
     @torch.inference_mode()
     def __init__(self, model):
         self.proj = None if getattr(model, "proj", None) is None else _float_linear(model.proj.weight, None)
-        lstm, n, hid = model.lstm, model.config.num_layers, model.config.hidden_size
-        double_g = torch.ones(4 * hid, 1)
-        double_g[2 * hid:3 * hid] = 2.0  # tanh(x) = 2 sigmoid(2x) - 1: one sigmoid for all gates
-        w = {name: p.detach().float().cpu() for name, p in lstm.named_parameters()}
-        bias = [(w[f"bias_ih_l{k}"] + w[f"bias_hh_l{k}"]) * double_g[:, 0] for k in range(n)]
-        self.table = torch.addmm(bias[0], model.embed.weight.detach().float().cpu(), (w["weight_ih_l0"] * double_g).t())
+        n, hid = model.config.num_layers, model.config.hidden_size
+        w_ih, w_hh, bias, table = gate_scaled(model)  # on the CPU: make_forward checks
+        self.table = table.float()
         dtype = torch.bfloat16 if _native_bf16() else torch.float32
-        self.ih = [None] + [((w[f"weight_ih_l{k}"] * double_g).t().contiguous().to(dtype), bias[k].to(dtype))
-                            for k in range(1, n)]
-        self.hh = [_pack_with_residual(w[f"weight_hh_l{k}"] * double_g, slice(2 * hid, 3 * hid)) for k in range(n)]
+        self.ih = [None] + [(w_ih[k].t().contiguous().to(dtype), bias[k].to(dtype)) for k in range(1, n)]
+        self.hh = [int8_pack(w_hh[k], residual=slice(2 * hid, 3 * hid)) for k in range(n)]
         self.reduce_range = _reduce_range()
         self.loop = _recurrence()
         self._scratch: dict[str, torch.Tensor] = {}
@@ -183,7 +179,7 @@ class ChunkedInt8:
         # the bias stays float32: rounded to bf16 it would shift every event's logits alike
         self.head_b = model.head.bias.detach().float().cpu()
         self.layers, self.hidden = n, hid
-        self.model, self.w_ih0 = model, w["weight_ih_l0"] * double_g  # for style conditions
+        self.model, self.w_ih0 = model, w_ih[0]  # for style conditions
         # No conditions asked (evaluate's usual case) is all "any": those terms are constants, so
         # they go into the table and the output bias once instead of into every chunk.
         self.table_any, self.head_b_any = self.table, self.head_b
@@ -266,30 +262,12 @@ def _recurrence():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scripted = torch.jit.script(_recurrence_py)
-            packed = _pack_with_residual(torch.ones(8, 2), slice(4, 6))  # and it runs, not only compiles
+            packed = int8_pack(torch.ones(8, 2), residual=slice(4, 6))  # and it runs, not only compiles
             scripted(torch.zeros(2, 1, 8), torch.zeros(1, 2), torch.zeros(1, 2), packed, _reduce_range(),
                      torch.empty(2, 1, 2))
             return scripted
     except Exception:
         return _recurrence_py
-
-
-def _pack_with_residual(weight: torch.Tensor, rows: slice):
-    """int8 weights, one scale per output row, with the residual of `rows` appended as extra rows."""
-    import warnings
-
-    def quantize(w):
-        scale = (w.abs().amax(1) / 127).clamp_min(1e-12)
-        return (w / scale[:, None]).round().clamp(-127, 127), scale
-
-    q, scale = quantize(weight)
-    q2, scale2 = quantize((weight - q * scale[:, None])[rows])
-    scales = torch.cat([scale, scale2]).double()
-    with warnings.catch_warnings():  # PyTorch plans to move these to torchao; int8_available() checks
-        warnings.simplefilter("ignore")
-        qw = torch._make_per_channel_quantized_tensor(torch.cat([q, q2]).to(torch.int8), scales,
-                                                      torch.zeros(len(scales), dtype=torch.long), 0)
-        return torch.ops.quantized.linear_prepack(qw, None)
 
 
 def _cpu_has(name: str) -> bool:
