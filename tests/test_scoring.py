@@ -189,20 +189,24 @@ def test_int8_residual_rows_and_scripted_loop():
 @pytest.mark.parametrize("reduce_range", [True, False])
 @pytest.mark.parametrize("scripted", [True, False])
 def test_int8_scorer_branches_agree_with_float(monkeypatch, bf16, reduce_range, scripted):
-    # every CPU takes one branch of each: bf16 or float32 projections, 7- or 8-bit activations,
-    # the TorchScript loop or its Python fallback; here each is forced in turn
+    # every CPU takes one branch of each: bf16 or float32 projections (and, with bf16, a bf16
+    # recurrence for wide batches), 7- or 8-bit activations, the TorchScript loop or its Python
+    # fallback; here each is forced in turn, and batch 2 counts as wide
     tok = get_tokenizer("performance")
     torch.manual_seed(0)
     model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=3)).eval()
     monkeypatch.setattr(scoring, "_native_bf16", lambda: bf16)
     monkeypatch.setattr(scoring, "_reduce_range", lambda: reduce_range)
+    monkeypatch.setattr(scoring, "BF16_FROM", 2)
     if not scripted:
         monkeypatch.setattr(scoring, "_recurrence", lambda: scoring._recurrence_py)
+        monkeypatch.setattr(scoring, "_recurrence_bf16", lambda: scoring._recurrence_bf16_py)
     rng = np.random.default_rng(2)
     seqs = [rng.integers(3, tok.vocab_size, k).astype(np.uint16) for k in (300, 40, 170)]
     want = [file_nll(model, s_) for s_ in seqs]
     forward = scoring.make_forward(model, "int8")
     assert forward.ih[1][0].dtype == (torch.bfloat16 if bf16 else torch.float32)
+    assert (forward.hh_bf16 is not None) == (bf16 and torch.backends.mkldnn.is_available())
     got = {k: v for k, v, _ in scoring.score(forward, [scoring.Item(i, s_) for i, s_ in enumerate(seqs)],
                                              batch_size=2, chunk=64)}
     for i, s_ in enumerate(seqs):
