@@ -9,6 +9,7 @@
    composer's real valid pieces; and a scikit-learn classifier trained on real training pieces
    (30-s excerpts: pitch, interval and timing histograms) applied to the generated ones
 5. defaults: 64 pieces of 30 s at temperature 1.0 -> how many under 4 notes/s; OA vs real valid
+   (peers: the same pieces with --release 0, and the real valid files' own openings)
 6. generation speed with and without conditions (and with guidance)
 
 Peers in the same run: the unconditioned model (each condition left at "any") for 2-4, and
@@ -57,11 +58,11 @@ def read_notes(path) -> Notes | None:
         return None
 
 
-def compose(model, n, style, seed, guidance=1.0, temperature=1.0, steer=0.0) -> list[Notes]:
+def compose(model, n, style, seed, guidance=1.0, temperature=1.0, steer=0.0, release=1.0) -> list[Notes]:
     tok = model.tokenizer
     cond, _ = condition_codes(model, style)
     rows = sample(model, tok, np.array([tok.bos_id]), num_samples=n, seconds=SECONDS, temperature=temperature,
-                  seed=seed, cond=cond, guidance=guidance, steer=steer, steer_density=style.get("density"),
+                  seed=seed, cond=cond, guidance=guidance, steer=steer, release=release, steer_density=style.get("density"),
                   steer_key=C.parse_key(style["key"]) if "key" in style else None)
     out = []
     for r in rows:
@@ -242,12 +243,21 @@ def main(argv=None) -> int:
         report["composer_classifier"] = "scikit-learn not installed"
 
     # 5
-    pieces = compose(model, 64, {}, seed=1, temperature=1.0)
     all_valid = [x for x in (read_notes(f[0]) for f in valid) if x is not None and len(x)]
-    report["defaults"] = {"pieces": 64, "under_4_notes_per_second": sum(density(p) < 4 for p in pieces),
-                          "median_density": round(float(np.median([density(p) for p in pieces])), 2),
-                          "mean_overlap_area": round(mean_oa(pooled(pieces), pooled(all_valid)), 4)}
-    print(f"5. defaults: {report['defaults']}", flush=True)
+    real = pooled(all_valid)
+    for name, release in (("defaults", 1.0), ("defaults_release_0", 0.0)):
+        pieces = compose(model, 64, {}, seed=1, temperature=1.0, release=release)
+        gen = pooled(pieces)
+        report[name] = {"pieces": 64, "under_4_notes_per_second": sum(density(p) < 4 for p in pieces),
+                        "median_density": round(float(np.median([density(p) for p in pieces])), 2),
+                        "mean_overlap_area": round(mean_oa(gen, real), 4),
+                        "overlap_area": {f: round(oa_feature(gen[f], real[f], f), 3) for f in FEATURE_NAMES}}
+        print(f"5. {name}: {report[name]}", flush=True)
+    # what real music does in its first 30 s (valid files are whole pieces, like the generated ones)
+    openings = [float((x.onset < x.onset.min() + SECONDS).sum()) / SECONDS for x in all_valid]
+    report["real_valid_openings"] = {"files": len(openings), "under_4_notes_per_second": sum(d < 4 for d in openings),
+                                     "median_density": round(float(np.median(openings)), 2)}
+    print(f"   real valid openings: {report['real_valid_openings']}", flush=True)
 
     # 6
     tok = model.tokenizer

@@ -359,3 +359,26 @@ def test_a_checkpoint_path_that_is_not_one_points_to_best_and_last(checkpoint, t
         assert main(["--checkpoint", str(given), "--output", str(tmp_path / "o.mid")]) == 2
         assert f"did you mean {save_dir / 'best'}?" in capsys.readouterr().err
     (save_dir / "notes.txt").unlink()
+
+
+def test_release_pressure_keeps_keys_from_piling_up():
+    tok = get_tokenizer("performance")
+    # strikes keys readily and is slow to release them: left alone, its keys pile up
+    model = leaning_model(tok, (slice(tok.note_on, tok.note_off), 1.0), (slice(tok.note_off, tok.time_shift), -3.0),
+                          (tok.eos_id, -30.0))
+    prefix = np.array([tok.bos_id])
+
+    def texture(release):
+        rows = sample(model, tok, prefix, num_samples=4, seconds=20, seed=5, max_note_seconds=0, release=release)
+        notes = [tok.decode(r) for r in rows]
+        held = np.concatenate([n.offset - n.onset for n in notes])
+        grid = np.arange(0, 20, 0.05)
+        most = max(int(((n.onset[:, None] <= grid) & (grid < n.offset[:, None])).sum(0).max()) for n in notes)
+        return float(np.median(held)), most, sum(len(n) for n in notes)
+
+    free, pressed = texture(0.0), texture(1.0)
+    assert free[1] > 20 and free[0] > 3  # the model alone: tens of keys down, notes ringing seconds
+    # pressed: a key that has rung 1.5 s gains 2 logits a second and each key over 8 down adds 0.5
+    assert pressed[1] < free[1] / 2
+    assert pressed[0] < free[0] / 2
+    assert pressed[2] > free[2] / 2  # releasing keys does not silence the piece

@@ -104,7 +104,7 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
     t0 = time.perf_counter()
     rows = sample(model, tok, prefix, num_samples=cfg.num_samples, seconds=cfg.seconds, events=cfg.events,
                   temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p, seed=seed,
-                  device=cfg.device, progress=report, max_note_seconds=cfg.max_note_seconds,
+                  device=cfg.device, progress=report, max_note_seconds=cfg.max_note_seconds, release=cfg.release,
                   min_seconds=cfg.min_seconds, cond=cond, guidance=cfg.guidance, **steering(cfg.style(), cfg.steer),
                   int8=None if cfg.precision == "auto" else cfg.precision == "int8")
     wall = time.perf_counter() - t0
@@ -193,6 +193,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no_primer_in_output", action="store_true", help="write only the continuation")
     p.add_argument("--max_note_seconds", type=float, default=MAX_NOTE_SECONDS,
                    help=f"release any key held this long (default {MAX_NOTE_SECONDS:g}; 0 = no limit)")
+    p.add_argument("--release", type=float, default=1.0,
+                   help="nudge keys up once one has rung past 1.5 s or more than 8 are down, at this "
+                        "strength (default 1; 0 = the model alone: its pieces drift to long-held clusters)")
     p.add_argument("--min_seconds", type=float, default=None,
                    help="the model may end the piece itself only after this many seconds "
                         "(default: 80%% of --seconds; 0 = whenever it likes)")
@@ -239,7 +242,7 @@ def _run(args) -> int:
         seed=args.seed, num_samples=args.num_samples, primer=args.primer, primer_seconds=args.primer_seconds,
         primer_notes=args.primer_notes, primer_chord_seconds=args.primer_chord_seconds,
         primer_in_output=not args.no_primer_in_output, wav=args.wav, mp3=args.mp3, plot=args.plot,
-        soundfont=args.soundfont, device=args.device, max_note_seconds=args.max_note_seconds,
+        soundfont=args.soundfont, device=args.device, max_note_seconds=args.max_note_seconds, release=args.release,
         min_seconds=args.min_seconds, precision=args.precision, composer=args.composer, period=args.period,
         kind=args.kind, density=args.density, key=args.key, guidance=args.guidance, steer=args.steer,
     )

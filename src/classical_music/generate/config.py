@@ -39,6 +39,7 @@ class GenerateConfig:
     primer_chord_seconds: float = 0.5
     primer_in_output: bool = True
     max_note_seconds: float = MAX_NOTE_SECONDS
+    release: float = 1.0  # nudge up keys held long or many at once (sampling.RELEASE_*); 0 = off
     min_seconds: float | None = None  # the model may end the piece after this; None: see end_allowed_after
     wav: bool = False
     mp3: bool = False
@@ -95,6 +96,8 @@ class GenerateConfig:
                             else "--precision int8: this PyTorch build has no int8 CPU kernels")
         if self.output.suffix.lower() not in (".mid", ".midi"):
             raise UserError(f"--output must end in .mid or .midi, got {self.output.name}")
+        if not 0 <= self.release <= 10:
+            raise UserError(f"--release must be between 0 and 10 (0 = off), got {self.release}")
         if not 0 <= self.steer <= 10:
             raise UserError(f"--steer must be between 0 and 10 (0 = off), got {self.steer}")
         if not 0 <= self.guidance <= 10:

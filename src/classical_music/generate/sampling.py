@@ -21,6 +21,17 @@ END_AFTER = 0.8  # share of --seconds before the model may end a piece itself (K
 STEER_KEY_GAIN = 0.75
 STEER_DENSITY_GAIN = 6.0
 STEER_AHEAD = 1.1  # more key-downs than this share of the schedule (+2) waits for time to pass
+# Release pressure (sample's `release`, KeyTracker): the LSTM's memory of which keys are down fades
+# over a piece (it trained on 256-event windows; 30 s is ~1,500 events), and the shipped model's
+# pieces drifted to 20-40 keys sounding at once (a tenth of the time over 23; the corpus's 90th
+# percentile is 8, pedal folded in) with 3.5 % of notes over 4 s (corpus 0.6 %). So a held key's
+# release gains RELEASE_HOLD_GAIN logits per second it has rung past RELEASE_HOLD_SECONDS, and every
+# held key's gains RELEASE_POLY_GAIN per key down beyond RELEASE_POLYPHONY: the model still chooses
+# which key comes up and when, as a pianist's ten fingers and one pedal do.
+RELEASE_HOLD_SECONDS = 1.5
+RELEASE_HOLD_GAIN = 2.0
+RELEASE_POLYPHONY = 8
+RELEASE_POLY_GAIN = 0.5
 
 
 def steering(style: dict | None, strength: float = 1.0) -> dict:
@@ -59,7 +70,9 @@ class KeyTracker:
       the keys it did strike ringing;
     * a key held for `max_hold_steps` must come up next. Real playing almost never holds a key,
       pedal included, beyond ~12 s (99.9th percentile of the shared corpus); without this rule
-      an undertrained model leaves a few notes sounding to the end of the piece.
+      an undertrained model leaves a few notes sounding to the end of the piece;
+    * with `release` > 0, keys held long, or many at once, are nudged up (RELEASE_*): a bonus on
+      their key-ups, so the texture stays one a pianist could play;
 
     * no key struck twice at one instant (the first note would last 0 s: ~1 % of an early
       model's notes were such blips);
@@ -69,16 +82,24 @@ class KeyTracker:
       pieces asked for 30 s before 25 s (9 with under 30 notes), so by default the piece may end
       itself only in the last fifth of --seconds (`end_allowed_after`, --min_seconds).
 
-    All but the second are `bias`, an additive 0 / -inf mask kept up to date token by token; the
-    second is a dict per row of key -> step it must come up by. Updates are plain Python on one
-    row at a time: a few hundred nanoseconds, where array operations cost microseconds.
+    All but the second are `bias`, an additive mask (0 / -inf, and the release bonuses) kept up
+    to date token by token; the second is a dict per row of key -> step it must come up by.
+    Updates are plain Python on one row at a time: a few hundred nanoseconds, where array
+    operations cost microseconds.
     """
 
-    def __init__(self, tokenizer, prefix: np.ndarray, bias: np.ndarray, max_hold_steps: int = 0, end_from: int = 0):
+    def __init__(self, tokenizer, prefix: np.ndarray, bias: np.ndarray, max_hold_steps: int = 0, end_from: int = 0,
+                 release: float = 0.0):
         self.on, self.off = tokenizer.note_on, tokenizer.note_off
         self.bias = bias  # [batch, vocab], shared with the sampler
         self.bias[:, self.off:self.off + 128] = -np.inf
         self.due = [{} for _ in range(len(bias))]  # per row: key -> step by which it must come up
+        self.since = [{} for _ in range(len(bias))]  # per row: key -> step it went down
+        sps = tokenizer.steps_per_second
+        self.release = float(release)
+        self.hold_free = RELEASE_HOLD_SECONDS * sps  # in steps
+        self.hold_gain = self.release * RELEASE_HOLD_GAIN / sps  # per step
+        self.poly_gain = self.release * RELEASE_POLY_GAIN
         self.next_due = [math.inf] * len(bias)  # per row: a lower bound of min(due), exact when passed
         self.max_hold = int(max_hold_steps) or math.inf
         self.struck = [[] for _ in range(len(bias))]  # per row: keys struck at the current instant
@@ -96,7 +117,8 @@ class KeyTracker:
         self.started = [False] * len(bias)
 
     def update(self, row: int, token: int, now: int) -> None:
-        if now != self.now[row]:  # time moved on: those keys may be struck again
+        moved = now != self.now[row]
+        if moved:  # time moved on: those keys may be struck again
             for key in self.struck[row]:
                 self.bias[row, self.on + key] = 0.0
             self.struck[row].clear()
@@ -106,6 +128,7 @@ class KeyTracker:
         key = token - self.on
         if 0 <= key < 128:
             self.due[row][key] = due = now + self.max_hold
+            self.since[row][key] = now
             self.next_due[row] = min(self.next_due[row], due)
             self.bias[row, self.off + key] = 0.0
             self.bias[row, token] = -np.inf
@@ -115,7 +138,19 @@ class KeyTracker:
                 self.bias[row, self.eos] = 0.0
         elif 0 <= token - self.off < 128:
             self.due[row].pop(token - self.off, None)
+            self.since[row].pop(token - self.off, None)
             self.bias[row, token] = -np.inf
+        elif not moved:
+            return  # a velocity or the end: no key and no time changed
+        if self.release:
+            self._press(row, now)
+
+    def _press(self, row: int, now: int) -> None:
+        """The release bonuses of the keys row holds at step `now`."""
+        since = self.since[row]
+        crowd = self.poly_gain * max(0, len(since) - RELEASE_POLYPHONY)
+        for key, t0 in since.items():
+            self.bias[row, self.off + key] = crowd + self.hold_gain * max(0, now - t0 - self.hold_free)
 
     def force_overdue(self, scores: np.ndarray, now: list[int]) -> None:
         """A row holding a key past its time may only release one (chosen uniformly): rare."""
@@ -165,11 +200,12 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
            top_k=0, top_p=1.0, min_p=0.0, seed=None, device="cpu", progress=None,
            max_note_seconds=MAX_NOTE_SECONDS, min_seconds=None, int8: bool | None = None, cond=None,
            guidance: float = 1.0, steer_density: float | None = None, steer_key: int | None = None,
-           steer: float = 1.0) -> list[np.ndarray]:
+           steer: float = 1.0, release: float = 1.0) -> list[np.ndarray]:
     """Continue `prefix` in num_samples variations; returns each one's new tokens (no prefix).
 
     With Performance events, keys are released only if down, and none is held over
-    max_note_seconds (0 = no limit), and the end token waits for a first key-down and
+    max_note_seconds (0 = no limit), keys held long or many at once are nudged up with strength
+    `release` (0 = off; RELEASE_*), and the end token waits for a first key-down and
     end_allowed_after(seconds, events, min_seconds) of music; see KeyTracker. int8: decode with
     int8 weights (default: on the CPU; see model.StepDecoder).
 
@@ -218,7 +254,7 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
         shift = tokenizer.shift_steps(np.arange(vocab)).tolist()
         if hasattr(tokenizer, "note_on") and hasattr(tokenizer, "note_off"):
             hold = round((max_note_seconds or 0) * steps_per_second)
-            keys = KeyTracker(tokenizer, prefix, bias, max_hold_steps=hold,
+            keys = KeyTracker(tokenizer, prefix, bias, max_hold_steps=hold, release=release,
                               end_from=math.ceil(end_allowed_after(seconds, events, min_seconds) * steps_per_second))
     # Without a time signal in the tokens (REMI), bound the length by a generous event budget.
     max_events = events or int((seconds or 30) * (1000 if shift is None else 400))
