@@ -191,9 +191,9 @@ def add_parser(sub) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the full result as JSON here")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", choices=scoring.PRECISIONS, default="float32",
-                   help="int8: CPU only, several times faster (~10x the single-file path on one core of an "
-                        "AMX/VNNI Xeon); totals within ~2e-4 nats/event of float32, single files ~1e-3 "
-                        "(up to 2.6e-3 on the valid split; docs/benchmarks.md)")
+                   help="int8: CPU only, faster (10-16x the single-file path on one core of an AMX/VNNI "
+                        "Xeon, 2x on an AVX2-only CPU); totals within ~1e-4 nats/event of float32, single "
+                        "valid files within 4.5e-4 (docs/benchmarks.md)")
     p.add_argument("--batch_size", type=int, default=None,
                    help="files scored side by side (default 64 on CPU, 256 on GPU)")
     threads.add_argument(p)
