@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     ap.add_argument("--corpus", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "classical-piano")
     ap.add_argument("--pieces", type=int, default=16)
     ap.add_argument("--guidance", type=float, nargs="*", default=[1.0, 2.0], help="of goals 2-3's model-alone rows")
-    ap.add_argument("--composer_guidance", type=float, nargs="*", default=[2.0, 3.0],
+    ap.add_argument("--composer_guidance", type=float, nargs="+", default=[2.0, 3.0],
                     help="goal 4 at each; the JSON's composer_oa and the classifier use the last")
     ap.add_argument("--skip_likelihood", action="store_true")
     ap.add_argument("--precision", default="float32", choices=("float32", "int8"), help="of the likelihood scoring")

@@ -194,8 +194,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max_note_seconds", type=float, default=MAX_NOTE_SECONDS,
                    help=f"release any key held this long (default {MAX_NOTE_SECONDS:g}; 0 = no limit)")
     p.add_argument("--release", type=float, default=1.0,
-                   help="nudge keys up once one has rung past 1.5 s or more than 8 are down, at this "
-                        "strength (default 1; 0 = the model alone: its pieces drift to long-held clusters)")
+                   help="strength (0-10, default 1; 0 = off) of a nudge on key-ups: a key that has rung past "
+                        "1.5 s, or any key while more than 8 are down; off, pieces drift to long-held clusters")
     p.add_argument("--min_seconds", type=float, default=None,
                    help="the model may end the piece itself only after this many seconds "
                         "(default: 80%% of --seconds; 0 = whenever it likes)")

@@ -73,7 +73,6 @@ class KeyTracker:
       an undertrained model leaves a few notes sounding to the end of the piece;
     * with `release` > 0, keys held long, or many at once, are nudged up (RELEASE_*): a bonus on
       their key-ups, so the texture stays one a pianist could play;
-
     * no key struck twice at one instant (the first note would last 0 s: ~1 % of an early
       model's notes were such blips);
     * no end token before the continuation's first key-down: a primer that ends a piece
@@ -150,7 +149,8 @@ class KeyTracker:
         since = self.since[row]
         crowd = self.poly_gain * max(0, len(since) - RELEASE_POLYPHONY)
         for key, t0 in since.items():
-            self.bias[row, self.off + key] = crowd + self.hold_gain * max(0, now - t0 - self.hold_free)
+            if t0 < now:  # a key struck at this instant stays free of it: its note would last 0 s
+                self.bias[row, self.off + key] = crowd + self.hold_gain * max(0, now - t0 - self.hold_free)
 
     def force_overdue(self, scores: np.ndarray, now: list[int]) -> None:
         """A row holding a key past its time may only release one (chosen uniformly): rare."""
