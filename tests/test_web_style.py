@@ -80,6 +80,21 @@ def test_style_reaches_jobs_on_both_routes(client, tmp_path):
     assert job["params"]["guidance"] == 1.5
 
 
+def test_jobs_hold_the_density_asked_for(client):
+    # as `generate` does (--steer 1): without it a studio job left density to the learned
+    # condition, which this untrained model does not follow
+    import symusic
+
+    def notes_per_second(density):
+        job = wait(client, client.post("/api/generate", json={"seconds": 10, "seed": 5, "density": density}).json()["id"])
+        assert job["status"] == "done"
+        score = symusic.Score.from_midi(client.get(job["files"]["midi"]).content, ttype="second")
+        return sum(len(t.notes) for t in score.tracks) / 10
+
+    slow, fast = notes_per_second(2), notes_per_second(12)
+    assert 1.4 <= slow <= 2.8 and 9 <= fast <= 15, (slow, fast)
+
+
 @pytest.mark.parametrize("field, value, words", [
     ("composer", "chopinn", "did you mean chopin"), ("composer", "liszt", "unknown composer"),
     ("key", "H major", "key"), ("period", "jazz", "unknown period"), ("density", 0, "density"),

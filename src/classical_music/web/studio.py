@@ -232,7 +232,7 @@ class Studio:
         # generate.compose() loads the model on every call and has no progress hook, so the studio
         # drives sample() itself with the model it keeps, then writes files the way compose() does.
         from ..audio import render
-        from ..generate import condition_codes, output_paths, primer_tokens, sample, write_midi_atomic
+        from ..generate import condition_codes, output_paths, primer_tokens, sample, steering, write_midi_atomic
         from ..notes import Notes, notes_to_score
         from ..plot import piano_roll
 
@@ -251,7 +251,8 @@ class Studio:
         cond = condition_codes(model, p["style"])[0] if p.get("style") else None
         rows = sample(model, tok, prefix, num_samples=p["num_samples"], seconds=p["seconds"],
                       temperature=p["temperature"], top_p=p["top_p"], seed=p["seed"], device=self.device,
-                      progress=progress, cond=cond, guidance=p.get("guidance", 1.0))
+                      progress=progress, cond=cond, guidance=p.get("guidance", 1.0),
+                      **steering(p.get("style")))  # density and key held as `generate` holds them
 
         job.stage = "rendering"
         job.folder.mkdir(parents=True, exist_ok=True)
