@@ -11,7 +11,7 @@ import soundfile as sf
 import symusic
 from conftest import scale, write_midi
 
-from classical_music import audio
+from classical_music import audio, soundfont
 from classical_music.cli import run
 from classical_music.errors import UserError
 
@@ -166,7 +166,7 @@ def test_resample_keeps_a_sine_and_lines_up_pieces():
 def test_soundfont_discovery(tmp_path, monkeypatch):
     bundled = audio._pretty_midi_soundfont()
     assert bundled is not None  # the pip-only fallback exists
-    monkeypatch.setattr(audio, "SYSTEM_SOUNDFONTS", ())
+    monkeypatch.setattr(soundfont, "SYSTEM_SOUNDFONTS", ())
     assert audio.find_soundfont() == bundled
     copy = tmp_path / "copy.sf2"
     copy.write_bytes(bundled.read_bytes())

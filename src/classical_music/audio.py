@@ -15,7 +15,6 @@ import os
 import sys
 import time
 from fractions import Fraction
-from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -24,15 +23,8 @@ import numpy as np
 from .errors import UserError
 from .files import atomic_path
 from .notes import open_score
+from .soundfont import SOUNDFONT_ENV, SYSTEM_SOUNDFONTS, _load_soundfont, _pretty_midi_soundfont, find_soundfont  # noqa: F401
 
-SOUNDFONT_ENV = "CLASSICAL_MUSIC_SOUNDFONT"
-SYSTEM_SOUNDFONTS = (
-    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
-    "/usr/share/soundfonts/FluidR3_GM.sf2",
-    "/usr/share/sounds/sf2/default-GM.sf2",
-    "/usr/share/soundfonts/default.sf2",
-    "/usr/share/sounds/sf2/TimGM6mb.sf2",
-)
 FORMATS = {".wav": ("WAV", "PCM_16"), ".mp3": ("MP3", "MPEG_LAYER_III")}
 MP3_RATES = {8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000}
 
@@ -48,56 +40,6 @@ MAX_RING = 10.0  # a note held by the pedal is rendered at most this long after 
 MAX_NOTE_SECONDS = 60.0  # and no note longer than this from its onset
 VOICE_COST = 0.095  # engine time per voice-second relative to per second of music (fitted on the corpus)
 PARALLEL_MIN_SECONDS = 20.0  # shorter pieces render in-process: a fork costs more than it saves
-
-
-def _pretty_midi_soundfont() -> Path | None:
-    # find_spec, not import: pretty_midi pulls in mido and friends that we do not need here
-    spec = find_spec("pretty_midi")
-    if spec is None or not spec.origin:
-        return None
-    path = Path(spec.origin).parent / "TimGM6mb.sf2"
-    return path if path.is_file() else None
-
-
-def find_soundfont(soundfont: str | os.PathLike | None = None) -> Path:
-    """The SoundFont to use: explicit path, $CLASSICAL_MUSIC_SOUNDFONT, a system one, pretty_midi's."""
-    if soundfont is not None and str(soundfont) != "":
-        return _check_soundfont(Path(soundfont), "soundfont")
-    env = os.environ.get(SOUNDFONT_ENV)
-    if env:
-        return _check_soundfont(Path(env), f"${SOUNDFONT_ENV}")
-    for p in SYSTEM_SOUNDFONTS:
-        if os.path.isfile(p):
-            return Path(p)
-    bundled = _pretty_midi_soundfont()
-    if bundled is None:
-        raise UserError(f"no SoundFont found: pass --soundfont FILE.sf2 or set ${SOUNDFONT_ENV}")
-    return bundled
-
-
-def _check_soundfont(path: Path, origin: str) -> Path:
-    if not path.is_file():
-        raise UserError(f"{origin} {path} not found")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-    except OSError as e:
-        raise UserError(f"cannot read {origin} {path}: {e.strerror or e}") from None
-    if head[:4] != b"RIFF" or head[8:12] != b"sfbk":
-        raise UserError(f"{origin} {path} is not an SF2 SoundFont")
-    return path
-
-
-@lru_cache(maxsize=2)
-def _soundfont_bytes(path: str, mtime_ns: int, size: int) -> bytes:
-    # cached per (mtime, size) so a replaced file is re-read; forked workers inherit the cache
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _load_soundfont(path: Path) -> bytes:
-    st = path.stat()
-    return _soundfont_bytes(str(path), st.st_mtime_ns, st.st_size)
 
 
 def _rate_ratio(sample_rate: int) -> tuple[int, int]:
