@@ -3,14 +3,16 @@
     python bench/control.py [--checkpoint DIR] [--corpus ../shared/data/classical-piano] [--json out.json]
 
 1. whole-file nats/event on the valid split with each file's metadata conditions vs all unknown
+   (--ablate: also each of composer, period and kind alone)
 2. density: 16 pieces of 30 s at 2, 4, 8 and 16 notes/s -> median achieved notes/s
 3. key: 16 pieces in each of six keys -> Krumhansl-Schmuckler key of the output (exact / relative)
-4. composer: 16 pieces per composer (guidance 2 and 3) -> mean overlap area (compare's features) with each
-   composer's real valid pieces; and a scikit-learn classifier trained on real training pieces
-   (30-s excerpts: pitch, interval and timing histograms) applied to the generated ones
+4. composer: 16 pieces per composer (guidance 1, 2 and 3; peer: unconditioned) -> mean overlap area
+   (compare's features) with each composer's real valid pieces, and with all of them (realism);
+   and a scikit-learn classifier trained on real training pieces (30-s excerpts: pitch, interval
+   and timing histograms) applied to the generated ones
 5. defaults: 64 pieces of 30 s at temperature 1.0 -> how many under 4 notes/s; OA vs real valid
    (peers: the same pieces with --release 0, and the real valid files' own openings)
-6. generation speed with and without conditions (and with guidance)
+6. generation speed with and without conditions (and with guidance), best of 5 interleaved rounds
 
 Peers in the same run: the unconditioned model (each condition left at "any") for 2-4, and
 real valid pieces for 3-4 (the key finder's and the classifier's own accuracy on real music).
@@ -93,16 +95,27 @@ def mean_oa(a: dict, b: dict) -> float:
 # -- 1. likelihood ------------------------------------------------------------------------------
 
 
-def likelihood(model, corpus: Path, precision: str) -> dict:
-    """evaluate's batched scorer, twice: each file under its own metadata conditions, then all unknown."""
+def likelihood(model, corpus: Path, precision: str, ablate: bool = False) -> dict:
+    """evaluate's batched scorer, twice: each file under its own metadata conditions, then all unknown
+    (with `ablate`, then once per condition alone)."""
     from classical_music.evaluate import collect, condition_rows, evaluate, file_metadata
 
     files = collect([corpus], split="valid")
     rows, labels = condition_rows(model, files, "metadata", {}, file_metadata([corpus]))
     meta = evaluate(model, files, progress=False, precision=precision, conditions=rows, condition_labels=labels)
     unknown = evaluate(model, files, progress=False, precision=precision)
-    return {"metadata": meta["nats_per_event"], "unknown": unknown["nats_per_event"], "events": meta["events"],
-            "files": meta["files"], "precision": precision}
+    out = {"metadata": meta["nats_per_event"], "unknown": unknown["nats_per_event"], "events": meta["events"],
+           "files": meta["files"], "precision": precision}
+    if ablate:  # which condition moves it: each of composer, period and kind alone, the rest unknown
+        names = list(model.config.conditions)
+        out["alone"] = {}
+        for name in ("composer", "period", "kind"):
+            if name in names:
+                k = names.index(name)
+                alone = [np.where(np.arange(len(r)) == k, r, 0) for r in rows]
+                out["alone"][name] = evaluate(model, files, progress=False, precision=precision,
+                                              conditions=alone)["nats_per_event"]
+    return out
 
 
 # -- 4. composer classifier ---------------------------------------------------------------------
@@ -141,9 +154,11 @@ def main(argv=None) -> int:
     ap.add_argument("--corpus", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "classical-piano")
     ap.add_argument("--pieces", type=int, default=16)
     ap.add_argument("--guidance", type=float, nargs="*", default=[1.0, 2.0], help="of goals 2-3's model-alone rows")
-    ap.add_argument("--composer_guidance", type=float, nargs="+", default=[2.0, 3.0],
+    ap.add_argument("--composer_guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0],
                     help="goal 4 at each; the JSON's composer_oa and the classifier use the last")
     ap.add_argument("--skip_likelihood", action="store_true")
+    ap.add_argument("--ablate", action="store_true",
+                    help="goal 1 also with each of composer, period and kind alone (three more passes over valid)")
     ap.add_argument("--precision", default="float32", choices=("float32", "int8"), help="of the likelihood scoring")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -160,9 +175,10 @@ def main(argv=None) -> int:
 
     # 1
     if not args.skip_likelihood:
-        report["likelihood"] = likelihood(model, args.corpus, args.precision)
+        report["likelihood"] = likelihood(model, args.corpus, args.precision, args.ablate)
         print(f"1. valid whole files: metadata conditions {report['likelihood']['metadata']:.4f}, "
-              f"all unknown {report['likelihood']['unknown']:.4f} nats/event", flush=True)
+              f"all unknown {report['likelihood']['unknown']:.4f} nats/event"
+              f"{''.join(f', {k} alone {v:.4f}' for k, v in report['likelihood'].get('alone', {}).items())}", flush=True)
 
     n = args.pieces
     results: dict = {}
@@ -197,9 +213,17 @@ def main(argv=None) -> int:
     real_valid = {c: [x for x in (read_notes(f[0]) for f in valid if f[2] == c) if x is not None and len(x)] for c in composers}
     judged = [c for c in composers if real_valid[c]]
     real_feats = {c: pooled(real_valid[c]) for c in judged}
+    all_valid = [x for x in (read_notes(f[0]) for f in valid) if x is not None and len(x)]
+    real = pooled(all_valid)
     by_guidance = {}
-    for g in args.composer_guidance:
-        gen = {c: compose(model, n, {"composer": c}, seed=11, guidance=g) for c in composers}
+    # "unconditioned" is the peer: nothing asked, a fresh seed per composer's slot (chance level).
+    # Besides the wins, likeness (own composer's OA) and others (the other composers') tell apart
+    # pieces closer to X from pieces only further from the rest; realism is OA with all valid music.
+    for g in ["unconditioned", *args.composer_guidance]:
+        if g == "unconditioned":
+            gen = {c: compose(model, n, {}, seed=11 + i) for i, c in enumerate(composers)}
+        else:
+            gen = {c: compose(model, n, {"composer": c}, seed=11, guidance=g) for c in composers}
         gen_feats = {c: pooled(gen[c]) for c in judged}
         pairs = wins = 0
         table = {}
@@ -209,8 +233,13 @@ def main(argv=None) -> int:
                 if y != x:
                     pairs += 1
                     wins += table[x][x] > table[x][y]
-        by_guidance[str(g)] = {"pairs": pairs, "wins": wins, "share": round(wins / max(pairs, 1), 3)}
-        print(f"4. composer OA, guidance {g}: own > other in {wins}/{pairs} pairs", flush=True)
+        by_guidance[str(g)] = {
+            "pairs": pairs, "wins": wins, "share": round(wins / max(pairs, 1), 3),
+            "likeness": round(float(np.mean([table[x][x] for x in judged])), 4),
+            "others": round(float(np.mean([table[x][y] for x in judged for y in judged if y != x])), 4),
+            "realism": round(float(np.mean([mean_oa(gen_feats[x], real) for x in judged])), 4)}
+        print(f"4. composer OA, {'guidance ' if g != 'unconditioned' else ''}{g}: own > other in {wins}/{pairs} pairs; "
+              f"{by_guidance[str(g)]}", flush=True)
     report["composer_oa"] = {"judged": judged, "no_valid_pieces": [c for c in composers if c not in judged],
                              "guidance": g, "oa": table, "pairs": pairs, "wins": wins,
                              "share": round(wins / max(pairs, 1), 3), "by_guidance": by_guidance}
@@ -252,8 +281,6 @@ def main(argv=None) -> int:
         report["composer_classifier"] = "scikit-learn not installed"
 
     # 5
-    all_valid = [x for x in (read_notes(f[0]) for f in valid) if x is not None and len(x)]
-    real = pooled(all_valid)
     for name, release in (("defaults", 1.0), ("defaults_release_0", 0.0)):
         pieces = compose(model, 64, {}, seed=1, temperature=1.0, release=release)
         oa = overlaps(pooled(pieces), real)  # each feature's KDEs once, for the mean and the table
@@ -271,18 +298,18 @@ def main(argv=None) -> int:
     # 6
     tok = model.tokenizer
     speed = {}
-    for label, style, g in (("none", {}, 1.0), ("conditioned", {"composer": composers[0], "density": 8, "key": "C"}, 1.0),
-                            ("guidance 2", {"composer": composers[0], "density": 8, "key": "C"}, 2.0)):
-        cond, _ = condition_codes(model, style)
-        best = 0.0
-        for _ in range(3):
+    # Interleaved rounds: a shared machine's speed drifts by a third within a minute (measured),
+    # which a block of tries per label would read as a cost of the conditions.
+    for _ in range(5):
+        for label, style, g in (("none", {}, 1.0), ("conditioned", {"composer": composers[0], "density": 8, "key": "C"}, 1.0),
+                                ("guidance 2", {"composer": composers[0], "density": 8, "key": "C"}, 2.0)):
+            cond, _ = condition_codes(model, style)
             t = time.perf_counter()
             rows = sample(model, tok, np.array([tok.bos_id]), events=1000, seed=0, cond=cond if style else None,
                           guidance=g, min_seconds=1e9)
-            best = max(best, sum(map(len, rows)) / (time.perf_counter() - t))
-        speed[label] = round(best)
+            speed[label] = max(speed.get(label, 0), round(sum(map(len, rows)) / (time.perf_counter() - t)))
     report["speed_events_per_second"] = speed
-    print(f"6. speed (batch 1, best of 3): {speed}", flush=True)
+    print(f"6. speed (batch 1, best of 5 interleaved rounds): {speed}", flush=True)
     report["results"] = results
     report["seconds"] = round(time.perf_counter() - t0, 1)
     if args.json:
