@@ -333,7 +333,9 @@ def test_generate_cli_styles_list_and_errors(tmp_path, capsys):
     code, out, err = run("--composer", "Chopin", "--period", "romantic", "--kind", "performance", "--density", "8",
                          "--key", "D minor", "--guidance", "1.5", "--events", "80", "--seed", "1", "--output", str(path))
     assert code == 0, err
-    assert "composer chopin" in out and "key D minor" in out and path.exists()
+    assert "composer chopin" in out and "key D minor" in out and "guidance 1.5" in out and path.exists()
+    code, out, err = run("--guidance", "3", "--events", "20", "--seed", "1", "--output", str(tmp_path / "u.mid"))
+    assert code == 0 and "nothing to follow" in err and "guidance" not in out  # no style: said, not silent
     for args, msg in [(("--composer", "chopn"), "did you mean chopin"), (("--key", "H"), "expected a key"),
                       (("--density", "-3"), "more than 0 and at most 100"), (("--period", "medieval"), "unknown period")]:
         code, _, err = run(*args, "--output", str(tmp_path / "bad" / "b.mid"))

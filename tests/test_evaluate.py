@@ -46,8 +46,10 @@ def test_constant_logits_score_log_v(uniform_checkpoint, tmp_path, capsys):
     assert r["nats_per_note"] == pytest.approx(math.log(v) * r["events"] / 80, rel=1e-4)
     assert r["bits_per_second"] == pytest.approx(math.log2(v) * r["events"] / r["seconds"], rel=1e-3)
     assert r["tokenizer"]["name"] == "performance" and r["tokenizer"]["time_step_seconds"] == 0.01
-    line = capsys.readouterr().out.strip().splitlines()
+    said = capsys.readouterr()
+    line = said.out.strip().splitlines()
     assert len(line) == 1 and "nats/event" in line[0]
+    assert "skipped" in said.err and "bad.mid" in said.err and "empty.mid" in said.err  # which, on the terminal
 
 
 def test_state_is_carried_across_chunks(tmp_path):

@@ -323,6 +323,17 @@ def test_the_model_may_end_a_piece_only_after_min_seconds():
     assert max(seconds_of(r) for r in early) < 12  # without the rule it would have stopped sooner
 
 
+def test_a_piece_asked_in_events_ends_itself_only_in_its_last_fifth(tmp_path):
+    tok = get_tokenizer("performance")
+    model = leaning_model(tok, (tok.eos_id, 8.0))  # wants to end as soon as it may
+    rows = sample(model, tok, np.array([tok.bos_id]), num_samples=4, events=500, seed=0, min_events=400)
+    assert all(400 <= len(r) < 500 for r in rows)
+    model.save_pretrained(tmp_path / "m", tokenizer=tok)
+    ask = dict(output=tmp_path / "o.mid", checkpoint=tmp_path / "m", seconds=None, events=200, seed=0, num_samples=3)
+    assert all(160 <= r["events"] < 200 for r in compose(GenerateConfig(**ask)))  # --events 200 once stopped at 32
+    assert max(r["events"] for r in compose(GenerateConfig(**ask, min_seconds=0))) < 160  # 0: whenever it likes
+
+
 def test_min_seconds_defaults_to_most_of_the_piece_and_is_checked(tmp_path, capsys):
     assert end_allowed_after(30, None, None) == pytest.approx(24)
     assert end_allowed_after(None, 100, None) == 0

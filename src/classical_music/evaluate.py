@@ -28,6 +28,7 @@ CHUNK = 2048
 
 # Tokens kept from the first pass (uint16: 32 MB): 20 files re-read took 5 % of an int8 evaluation.
 KEEP_EVENTS = 16_000_000
+SHOW_SKIPPED = 5  # skipped files named on the terminal; --json lists them all
 
 
 @torch.inference_mode()
@@ -191,15 +192,16 @@ def add_parser(sub) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the full result as JSON here")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", choices=scoring.PRECISIONS, default="float32",
-                   help="int8: CPU only, faster (10-16x the single-file path on one core of an AMX/VNNI "
-                        "Xeon, 2x on an AVX2-only CPU); totals within ~1e-4 nats/event of float32, single "
-                        "valid files within 4.5e-4 (docs/benchmarks.md)")
+                   help="default float32; int8: CPU only, faster (10-16x the single-file path on one core of an AMX/VNNI "
+                        "Xeon, 2x on an AVX2-only CPU); totals within ~2e-4 nats/event of float32, single "
+                        "valid files within 4.5e-4 on that Xeon and 1.3e-3 on AVX2 (docs/benchmarks.md)")
     p.add_argument("--batch_size", type=int, default=None,
                    help="files scored side by side (default 64 on CPU, 256 on GPU)")
     threads.add_argument(p)
     p.add_argument("--conditions", choices=("none", "metadata"), default="none",
                    help="metadata: score each file under its own composer, period and kind (metadata.csv or "
-                        "Aria-MIDI's); none: every condition unknown (default)")
+                        "Aria-MIDI's; --composer/--period/--kind given too win over it); none: every "
+                        "condition unknown (default)")
     p.add_argument("--composer", default=None, help="score every file as this composer's")
     p.add_argument("--period", default=None, help="... in this period")
     p.add_argument("--kind", default=None, help="... as a performance or sequenced")
@@ -243,4 +245,8 @@ def _run(args) -> int:
     print(f"{r['files']} files ({len(r['skipped'])} skipped), {r['events']:,} events, {r['seconds'] / 60:.1f} min: "
           f"{r['nats_per_event']:.4f} nats/event, perplexity {r['perplexity']:.2f}, {shown}"
           f"{r['nats_per_note']:.3f} nats/note, {bps}")
+    for s in r["skipped"][:SHOW_SKIPPED]:
+        print(f"  skipped {s['path']}: {s['reason']}", file=sys.stderr)
+    if len(r["skipped"]) > SHOW_SKIPPED:
+        print(f"  ... and {len(r['skipped']) - SHOW_SKIPPED} more (all in --json's `skipped`)", file=sys.stderr)
     return 0

@@ -11,6 +11,7 @@ re-run over a window. Same --seed and arguments -> the same notes.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -25,7 +26,7 @@ from ..notes import Notes, notes_to_score
 from .checkpoint import check_device, condition_codes, list_conditions, load_model
 from .config import MAX_EVENTS, MAX_SECONDS, PRECISIONS, GenerateConfig
 from .primer import MAX_PRIMER_EVENTS, parse_primer_notes, primer_from_midi, primer_tokens
-from .sampling import MAX_NOTE_SECONDS, sample, steering
+from .sampling import END_AFTER, MAX_NOTE_SECONDS, sample, steering
 
 # The docstring above is the help of `classical-music generate` and `python generate.py` (its
 # first paragraph). compose() is the whole of a run: primer, model, sampling, then the files.
@@ -106,6 +107,8 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
                   temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p, seed=seed,
                   device=cfg.device, progress=report, max_note_seconds=cfg.max_note_seconds, release=cfg.release,
                   min_seconds=cfg.min_seconds, cond=cond, guidance=cfg.guidance, **steering(cfg.style(), cfg.steer),
+                  # asked in events, the piece may end itself in the last fifth, as one asked in seconds
+                  min_events=math.ceil(END_AFTER * cfg.events) if cfg.events and cfg.min_seconds is None else 0,
                   int8=None if cfg.precision == "auto" else cfg.precision == "int8")
     wall = time.perf_counter() - t0
     if bar is not None:
@@ -198,7 +201,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "1.5 s, or any key while more than 8 are down; off, pieces drift to long-held clusters")
     p.add_argument("--min_seconds", type=float, default=None,
                    help="the model may end the piece itself only after this many seconds "
-                        "(default: 80%% of --seconds; 0 = whenever it likes)")
+                        "(default: 80%% of --seconds, or of --events; 0 = whenever it likes)")
     p.add_argument("--wav", action="store_true", help="also write NAME.wav")
     p.add_argument("--mp3", action="store_true", help="also write NAME.mp3")
     p.add_argument("--plot", action="store_true", help="also write a piano-roll NAME.png")
@@ -219,7 +222,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cpu_threads.add_argument(p)  # decoding steps still run on one: see sampling._one_thread_on_cpu
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="decoding matmuls: int8 is ~3x faster on the CPU at batch 1 and ~6.5x at batch 8, "
-                        "scoring within 0.001 nats/event of float32, though a seed's "
+                        "scoring within ~2e-4 nats/event of float32 overall, though a seed's "
                         "piece differs between them (auto: int8 on the CPU, float32 elsewhere)")
     p.set_defaults(func=_run)
 
@@ -232,6 +235,10 @@ def add_parser(sub) -> None:
 
 def _run(args) -> int:
     cpu_threads.apply(args.threads)
+    if args.guidance != 1 and not args.list_conditions and all(
+            getattr(args, n) is None for n in ("composer", "period", "kind", "density", "key")):
+        print("note: --guidance has nothing to follow without a style (--composer, --period, --kind, "
+              "--density or --key): the piece is composed unguided", file=sys.stderr)
     if args.list_conditions:
         check_device(args.device)
         print(list_conditions(load_model(args.checkpoint, args.device)))
@@ -249,6 +256,8 @@ def _run(args) -> int:
     for r in compose(cfg, progress=True):
         names = ", ".join(str(p) for p in r["files"].values())
         style = "".join(f", {k} {v}" for k, v in r["conditions"].items())
+        if r["conditions"] and cfg.guidance != 1:
+            style += f", guidance {cfg.guidance:g}"
         print(f"wrote {names}: {r['seconds']:.1f} s, {r['notes']} notes (seed {r['seed']}{style}, "
               f"{r['events']} events in {r['wall_seconds']:.1f} s)")
     return 0

@@ -200,13 +200,13 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
            top_k=0, top_p=1.0, min_p=0.0, seed=None, device="cpu", progress=None,
            max_note_seconds=MAX_NOTE_SECONDS, min_seconds=None, int8: bool | None = None, cond=None,
            guidance: float = 1.0, steer_density: float | None = None, steer_key: int | None = None,
-           steer: float = 1.0, release: float = 1.0) -> list[np.ndarray]:
+           steer: float = 1.0, release: float = 1.0, min_events: int = 0) -> list[np.ndarray]:
     """Continue `prefix` in num_samples variations; returns each one's new tokens (no prefix).
 
     With Performance events, keys are released only if down, and none is held over
     max_note_seconds (0 = no limit), keys held long or many at once are nudged up with strength
     `release` (0 = off; RELEASE_*), and the end token waits for a first key-down and
-    end_allowed_after(seconds, events, min_seconds) of music; see KeyTracker. int8: decode with
+    end_allowed_after(seconds, events, min_seconds) of music and min_events events; see KeyTracker. int8: decode with
     int8 weights (default: on the CPU; see model.StepDecoder).
 
     cond: style condition indices, [n] or [num_samples, n] (condition_codes); None = all "any".
@@ -285,6 +285,8 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
                 scores += steering
             if keys is not None:
                 keys.force_overdue(scores, elapsed)
+            if n < min_events:
+                scores[:, eos] = -np.inf
             if plain:
                 if temperature != 1:
                     scores *= 1.0 / temperature
