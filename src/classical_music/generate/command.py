@@ -213,7 +213,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     style.add_argument("--density", type=float, default=None, help="notes per second, e.g. 8")
     style.add_argument("--key", default=None, help='e.g. C, Am, "F# minor", "Eb major"')
     style.add_argument("--guidance", type=float, default=1.0,
-                       help="classifier-free guidance: > 1 follows the style harder, at twice the cost (1 = off)")
+                       help="classifier-free guidance: > 1 sets the style further apart from the rest, at some cost in "
+                            "naturalness and twice the rows (1 = off; bench/control.py, goal 4)")
     style.add_argument("--steer", type=float, default=1.0,
                        help="also hold --density and --key while sampling, at this strength (0 = the model alone)")
     style.add_argument("--list_conditions", action="store_true",
