@@ -4,7 +4,8 @@
 
 Both score the same valid files of ../shared/data/classical-piano with the shipped model in the
 same run: the peer is evaluate.file_nll, one file at a time at batch 1 (what evaluate did before),
-float32; ours is evaluate.evaluate, float32 and int8. Each is timed on each thread count, quiet
+float32; ours is evaluate.evaluate, float32 and int8 (on N threads: N lanes of one thread each,
+beside one batch on N OpenMP threads). Each is timed on each thread count, quiet
 and, with --busy, again beside one busy process (a `while True: pass` Python on a spare core),
 and nats/event of every file is compared with the peer's. Goal (issue 14): >= 10x the single-file
 events/s on 2 cores, same nats/event (float32 within 1e-4, int8 within 2e-3).
@@ -38,8 +39,8 @@ def single(model, files):
     return out
 
 
-def batched(model, files, precision, batch_size):
-    r = evaluate(model, files, progress=False, precision=precision, batch_size=batch_size)
+def batched(model, files, precision, batch_size, lanes=None):
+    r = evaluate(model, files, progress=False, precision=precision, batch_size=batch_size, lanes=lanes)
     return {f["path"]: (f["nats_per_event"] * f["events"], f["events"]) for f in r["per_file"]}
 
 
@@ -72,6 +73,8 @@ def main() -> None:
                 runs = [("single file, batch 1", "float32", lambda: single(model, files)),
                         ("batched (ours)", "float32", lambda: batched(model, files, "float32", args.batch_size)),
                         ("batched (ours)", "int8", lambda: batched(model, files, "int8", args.batch_size))]
+                if threads > 1:  # the lanes' peer: one batch on all the OpenMP threads (as before lanes)
+                    runs.append(("batched, one lane", "int8", lambda: batched(model, files, "int8", args.batch_size, 1)))
                 ref = base = None
                 for name, precision, f in runs:
                     t = time.perf_counter()

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from classical_music import cli
+from classical_music.errors import UserError
 from classical_music.evaluate import file_nll
 from classical_music.model import ComposerLSTM, ModelConfig
 from classical_music.tokenizer import get_tokenizer
@@ -105,3 +106,36 @@ def test_tokens_kept_within_budget_else_reread(tmp_path, monkeypatch):
     reread = E.evaluate(model, files, progress=False)
     assert len(reads) == 6  # nothing kept: the second pass reads every file again
     assert kept == reread
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_lanes_score_as_one_batch_does_and_a_failing_lane_stops_them_all(tmp_path, monkeypatch, precision):
+    from classical_music import evaluate as E
+    from classical_music.model import int8_available
+
+    if precision == "int8" and not int8_available():
+        pytest.skip("no int8 kernels in this PyTorch")
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=8, hidden_size=32, num_layers=2)).eval()
+    model.tokenizer = tok
+    files = []
+    for i in range(7):
+        files.append(tmp_path / f"{i}.mid")
+        write_midi(files[-1], scale(15 + 40 * i, base=40 + i))
+    one = E.evaluate(model, files, progress=False, precision=precision, lanes=1, chunk=64)
+    three = E.evaluate(model, files, progress=False, precision=precision, lanes=3, chunk=64)
+    assert [f["path"] for f in three["per_file"]] == [f["path"] for f in one["per_file"]]
+    for a, b in zip(one["per_file"], three["per_file"]):
+        assert b["nats_per_event"] == pytest.approx(a["nats_per_event"], abs=1e-4 if precision == "float32" else 2e-3)
+    assert three["events"] == one["events"]
+    lanes = E._split(sorted(range(7), key=lambda i: -i), {i: (100 * (i + 1),) for i in range(7)}, 3)
+    assert sorted(sum(lanes, [])) == list(range(7)) and len(lanes) == 3  # every file once, in three lanes
+    monkeypatch.setattr(E, "KEEP_EVENTS", 0)  # lanes read their files again, and one read fails
+    real = E._reread
+    monkeypatch.setattr(E, "_reread", lambda p, t, n: (_ for _ in ()).throw(UserError("gone")) if p == files[2]
+                        else real(p, t, n))
+    before = torch.get_num_threads()
+    with pytest.raises(UserError, match="gone"):
+        E.evaluate(model, files, progress=False, precision=precision, lanes=3, chunk=64)
+    assert torch.get_num_threads() == before  # restored

@@ -32,3 +32,22 @@ def test_apply_sets_and_checks():
 def test_every_command_takes_threads(command):
     args = cli.build_parser().parse_args([command, *(["x.mid"] if command == "evaluate" else []), "--threads", "2"])
     assert args.threads == 2
+
+
+def test_evaluate_runs_a_lane_per_core_by_default_and_threads_sets_them(monkeypatch, tmp_path):
+    from classical_music import evaluate as E
+    from conftest import scale, write_midi
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "cores", lambda: 4)
+    assert threads.default_lanes() == 4 and threads.default_threads() == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.default_lanes() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    seen = []
+    monkeypatch.setattr(E, "evaluate", lambda *a, **k: seen.append(k["lanes"]) or (_ for _ in ()).throw(SystemExit))
+    write_midi(tmp_path / "a.mid", scale(10))
+    for argv, want in (([], 4), (["--threads", "1"], 1), (["--threads", "3"], 3)):
+        with pytest.raises(SystemExit):
+            cli.main(["evaluate", str(tmp_path / "a.mid"), "--no_progress", *argv])
+        assert seen[-1] == want

@@ -10,6 +10,7 @@ less (the LSTM's small per-step matmuls do not split well). A lost factor of <= 
 is cheaper than a lost 2-5x on a shared one, so the default leaves half the cores (at least one)
 to whoever else is running: one thread on 2 cores, 8 on 16. A run that owns the machine can pass
 --threads with all of them; OMP_NUM_THREADS, when set, is respected as the user's own choice.
+`evaluate` is the exception: its threads are lanes that never wait for each other (default_lanes).
 """
 
 from __future__ import annotations
@@ -38,8 +39,24 @@ def default_threads() -> int:
     return max(1, cores() // 2)
 
 
-def add_argument(parser) -> None:
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help=HELP)
+def default_lanes() -> int:
+    """evaluate's lanes (independent batches on one thread each) when --threads is not given: all
+    the cores, or OMP_NUM_THREADS. Lanes never wait for each other, so a core shared with a busy
+    process slows only its own lane. Measured on 2 AMD EPYC cores, 20 valid files, int8 (run 7 in
+    docs/benchmarks.md): quiet, 2 lanes 6,548 events/s against 4,059 on one thread; beside a busy
+    process 4,783 against 4,029, where one batch on two OpenMP threads fell to 1,748."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return cores()
+
+
+LANES_HELP = ("CPU lanes: independent batches of files on one thread each, which never wait for each other "
+              "(default: all the cores, or OMP_NUM_THREADS when set)")
+
+
+def add_argument(parser, help: str = HELP) -> None:
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help=help)
 
 
 def apply(threads: int | None) -> int:
