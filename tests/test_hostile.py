@@ -279,6 +279,7 @@ def test_fifo_is_skipped_everywhere(fifo_dir, tmp_path, capsys, ckpt):
     assert _guarded(lambda: cli.main(["evaluate", str(fifo_dir), "--checkpoint", str(ckpt), "--no_progress",
                                       "--json", str(out)])) == 0
     assert json.loads(out.read_text())["skipped"][0]["reason"] == "not a regular file (a fifo)"
+    assert "skipped " + str(fifo) + ": not a regular file (a fifo)" in capsys.readouterr().err  # and on the terminal
     assert "fifo" in _guarded(lambda: one_line_error(capsys, "render", fifo, "-o", tmp_path / "x.wav"))
     err = _guarded(lambda: one_line_error(capsys, "generate", "--checkpoint", ckpt, "--primer", fifo,
                                           "--output", tmp_path / "o.mid"))
