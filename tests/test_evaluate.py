@@ -131,11 +131,22 @@ def test_lanes_score_as_one_batch_does_and_a_failing_lane_stops_them_all(tmp_pat
     assert three["events"] == one["events"]
     lanes = E._split(sorted(range(7), key=lambda i: -i), {i: (100 * (i + 1),) for i in range(7)}, 3)
     assert sorted(sum(lanes, [])) == list(range(7)) and len(lanes) == 3  # every file once, in three lanes
+    # One read fails in another lane than the long file's: every lane stops at its next chunk.
+    write_midi(files[6], scale(3000, base=30))  # ~9,000 events: its lane alone, ~140 chunks of 64
     monkeypatch.setattr(E, "KEEP_EVENTS", 0)  # lanes read their files again, and one read fails
     real = E._reread
     monkeypatch.setattr(E, "_reread", lambda p, t, n: (_ for _ in ()).throw(UserError("gone")) if p == files[2]
                         else real(p, t, n))
+    calls = []
+    make = E.scoring.make_forward
+
+    def counting(*a, **k):
+        f = make(*a, **k)
+        return lambda *x: calls.append(1) or f(*x)
+
+    monkeypatch.setattr(E.scoring, "make_forward", counting)
     before = torch.get_num_threads()
     with pytest.raises(UserError, match="gone"):
         E.evaluate(model, files, progress=False, precision=precision, lanes=3, chunk=64)
     assert torch.get_num_threads() == before  # restored
+    assert len(calls) < 40  # the long file's lane did not run on to its end

@@ -205,30 +205,44 @@ def _split(order: list[int], info: dict, lanes: int) -> list[list[int]]:
     return [lane for lane in out if lane]
 
 
+class _Stopped(Exception):
+    """A lane ended early because another one failed (or Ctrl-C): never the error to report."""
+
+
+LANE_MIN_BATCH = 16  # lanes share --batch_size, but none gets fewer rows than this
+
+
 def _lanes(model, precision, device, forward, lanes: list, batch_size: int, chunk: int, bar) -> dict:
     """Score each lane's files in its own batch on its own Python thread, PyTorch at one thread.
 
     The ops release the GIL, so lanes run on separate cores without OpenMP's barrier at every op:
-    measured on 2 AMD EPYC cores, 20 valid files in int8, two lanes scored 7,100 events/s against
-    5,600 for one batch on two OpenMP threads (3,900 on one), and a lane sharing its core with a
-    busy process slows only itself. Each lane has its own forward (its buffers are per call site).
+    measured on 2 AMD EPYC cores, 20 valid files in int8 (docs/benchmarks.md, run 7), beside a busy
+    process two lanes scored 4,783 events/s against 1,748 for one batch on two OpenMP threads, and
+    a lane sharing its core with that process slows only itself. Each lane has its own forward (its
+    buffers are per call site) and a share of batch_size (at least LANE_MIN_BATCH rows), so memory
+    stays near one batch's. The first failure stops every lane at its next chunk and is raised.
     """
     import threading
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     lock, stop, out = threading.Lock(), threading.Event(), {}
     forwards = [forward] + [scoring.make_forward(model, precision, device) for _ in lanes[1:]]
+    rows = max(LANE_MIN_BATCH, math.ceil(batch_size / len(lanes)))
 
     def tick(n):
         if stop.is_set():
-            raise KeyboardInterrupt  # another lane failed, or Ctrl-C: end this one at its next chunk
+            raise _Stopped
         with lock:
             bar.update(n)
 
     def run(k):
-        for i, nats, _ in scoring.score(forwards[k], lanes[k], batch_size=batch_size, chunk=chunk, device=device,
-                                        on_chunk=tick):
-            out[i] = nats
+        try:
+            for i, nats, _ in scoring.score(forwards[k], lanes[k], batch_size=rows, chunk=chunk, device=device,
+                                            on_chunk=tick):
+                out[i] = nats
+        except BaseException:
+            stop.set()  # the others end at their next chunk, not when they are done
+            raise
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -236,11 +250,14 @@ def _lanes(model, precision, device, forward, lanes: list, batch_size: int, chun
         with ThreadPoolExecutor(len(lanes)) as pool:
             futures = [pool.submit(run, k) for k in range(len(lanes))]
             try:
-                for f in futures:
-                    f.result()
-            except BaseException:
+                wait(futures, return_when=FIRST_EXCEPTION)
+            except BaseException:  # Ctrl-C in the main thread
                 stop.set()
                 raise
+            errors = [f.exception() for f in futures]  # waits for the stopped lanes too
+            first = next((e for e in errors if e is not None and not isinstance(e, _Stopped)), None)
+            if first is not None:
+                raise first
     finally:
         torch.set_num_threads(threads_before)
     return out
