@@ -85,17 +85,23 @@ def test_split_selects_files_from_metadata(uniform_checkpoint, tmp_path):
     assert r["files"] == 1 and r["notes"] == 20
 
 
+def tiny_model_and_scales(tmp_path, n, notes, hidden=16, layers=1):
+    """A small random model with the performance tokenizer, and n scales of notes(i) notes each."""
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=8, hidden_size=hidden,
+                                     num_layers=layers)).eval()
+    model.tokenizer = tok
+    files = [tmp_path / f"{i}.mid" for i in range(n)]
+    for i, f in enumerate(files):
+        write_midi(f, scale(notes(i), base=40 + i))
+    return model, files
+
+
 def test_tokens_kept_within_budget_else_reread(tmp_path, monkeypatch):
     from classical_music import evaluate as E
 
-    tok = get_tokenizer("performance")
-    torch.manual_seed(0)
-    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=1)).eval()
-    model.tokenizer = tok
-    files = []
-    for i in range(3):
-        files.append(tmp_path / f"{i}.mid")
-        write_midi(files[-1], scale(20 + 10 * i, base=50 + i))
+    model, files = tiny_model_and_scales(tmp_path, 3, lambda i: 20 + 10 * i)
     reads = []
     real = E._read
     monkeypatch.setattr(E, "_read", lambda p, t: reads.append(p) or real(p, t))
@@ -115,14 +121,7 @@ def test_lanes_score_as_one_batch_does_and_a_failing_lane_stops_them_all(tmp_pat
 
     if precision == "int8" and not int8_available():
         pytest.skip("no int8 kernels in this PyTorch")
-    tok = get_tokenizer("performance")
-    torch.manual_seed(0)
-    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=8, hidden_size=32, num_layers=2)).eval()
-    model.tokenizer = tok
-    files = []
-    for i in range(7):
-        files.append(tmp_path / f"{i}.mid")
-        write_midi(files[-1], scale(15 + 40 * i, base=40 + i))
+    model, files = tiny_model_and_scales(tmp_path, 7, lambda i: 15 + 40 * i, hidden=32, layers=2)
     one = E.evaluate(model, files, progress=False, precision=precision, lanes=1, chunk=64)
     three = E.evaluate(model, files, progress=False, precision=precision, lanes=3, chunk=64)
     assert [f["path"] for f in three["per_file"]] == [f["path"] for f in one["per_file"]]
