@@ -32,11 +32,14 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_threads() -> int:
+def _env_threads() -> int | None:
+    """OMP_NUM_THREADS when set to a positive integer: the user's own choice wins every default."""
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return max(1, cores() // 2)
+    return int(env) if env.isdigit() and int(env) > 0 else None
+
+
+def default_threads() -> int:
+    return _env_threads() or max(1, cores() // 2)
 
 
 def default_lanes() -> int:
@@ -45,10 +48,7 @@ def default_lanes() -> int:
     process slows only its own lane. Measured on 2 AMD EPYC cores, 20 valid files, int8 (run 7 in
     docs/benchmarks.md): quiet, 2 lanes 6,548 events/s against 4,059 on one thread; beside a busy
     process 4,783 against 4,029, where one batch on two OpenMP threads fell to 1,748."""
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return cores()
+    return _env_threads() or cores()
 
 
 LANES_HELP = ("CPU lanes: independent batches of files on one thread each, which never wait for each other "

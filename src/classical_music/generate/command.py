@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import conditions
 from .. import threads as cpu_threads
 from ..errors import UserError
 from ..files import atomic_path, staged_paths
@@ -237,7 +238,7 @@ def add_parser(sub) -> None:
 def _run(args) -> int:
     cpu_threads.apply(args.threads)
     if args.guidance != 1 and not args.list_conditions and all(
-            getattr(args, n) is None for n in ("composer", "period", "kind", "density", "key")):
+            getattr(args, n) is None for n in conditions.NAMES):
         print("note: --guidance has nothing to follow without a style (--composer, --period, --kind, "
               "--density or --key): the piece is composed unguided", file=sys.stderr)
     if args.list_conditions:
