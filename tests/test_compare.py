@@ -207,3 +207,27 @@ def test_empty_set_is_a_user_error(tmp_path, sets, capsys):
     assert "no .mid/.midi files" in capsys.readouterr().err
     assert run(ref, tmp_path / "missing") == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_report_piano_roll_titles_clear_the_roll_above(sets):
+    # issue 27 item 12: each roll's title was drawn over the previous roll's pedal lane and time axis
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from classical_music.compare.report import _rolls_figure
+    from classical_music.compare.sets import PieceSet
+
+    ref, _ = sets
+    ps = PieceSet("reference", [str(ref)], files=sorted(ref.glob("*.mid")))
+    fig = _rolls_figure(ps, "#2c7bb6")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    rolls = [ax for ax in fig.axes if ax.get_title()]
+    assert len(rolls) == 3
+    for upper, lower in zip(rolls, rolls[1:]):
+        title = lower.title.get_window_extent(renderer)
+        # the roll above and the pedal lane under it (it shares the roll's x axis), time labels included
+        above = upper.get_shared_x_axes().get_siblings(upper)
+        assert len(above) == 2
+        lowest = min(a.get_tightbbox(renderer).y0 for a in above)
+        assert title.y1 <= lowest, (lower.get_title(), title.y1, lowest)

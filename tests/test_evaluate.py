@@ -149,3 +149,34 @@ def test_lanes_score_as_one_batch_does_and_a_failing_lane_stops_them_all(tmp_pat
         E.evaluate(model, files, progress=False, precision=precision, lanes=3, chunk=64)
     assert torch.get_num_threads() == before  # restored
     assert len(calls) < 40  # the long file's lane did not run on to its end
+
+
+def test_a_split_typo_or_a_folder_without_splits_names_the_problem(uniform_checkpoint, tmp_path, capsys):
+    # issue 27 item 14: both said "no MIDI files found" with the files right there
+    src = tmp_path / "c"
+    write_midi(src / "a.mid", scale(10))
+    write_midi(src / "b.mid", scale(20))
+    assert run(src, "--split", "valid", "--checkpoint", uniform_checkpoint) == 2
+    err = capsys.readouterr().err
+    assert "no metadata.csv giving splits" in err and "2 MIDI files" in err and "no MIDI files found" not in err
+    (src / "metadata.csv").write_text("path,split\na.mid,train\nb.mid,valid\n")
+    assert run(src, "--split", "vaild", "--checkpoint", uniform_checkpoint) == 2
+    err = capsys.readouterr().err
+    assert "no such split" in err and "did you mean valid?" in err and "train, valid" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(uniform_checkpoint, tmp_path, capsys, monkeypatch):
+    from classical_music import evaluate
+
+    for i in range(3):
+        write_midi(tmp_path / "m" / f"{i}.mid", scale(40, base=40 + i))
+    monkeypatch.setattr(evaluate, "PROGRESS_EVERY", 0.0)  # a line at every update instead of every 10 s
+    assert cli.main(["evaluate", str(tmp_path / "m"), "--checkpoint", str(uniform_checkpoint),
+                     "--threads", "1"]) == 0  # capsys: stderr is no terminal
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("evaluate: ")]
+    assert lines and "events/s" in lines[-1] and "left" in lines[-1] and "\r" not in err
+    assert any(ln.startswith("reading: ") and "/3 files" in ln for ln in err.splitlines())
+    assert cli.main(["evaluate", str(tmp_path / "m"), "--checkpoint", str(uniform_checkpoint), "--no_progress"]) == 0
+    assert "evaluate: " not in capsys.readouterr().err

@@ -503,3 +503,32 @@ def test_sigterm_saves_last_and_the_run_resumes(cache, tmp_path, monkeypatch):
     assert (state["step"], state["stop_reason"]) == (3, "interrupted")
     assert [r["step"] for r in metrics(run)] == [3] and "val_nats_per_event" not in metrics(run)[0]
     assert train_mod.train(tiny(cache, run, max_steps=5, resume="last"))["step"] == 5
+
+
+def test_stopped_before_validation_says_what_was_saved_and_best_falls_back_to_last(cache, tmp_path, monkeypatch,
+                                                                                   capsys):
+    # issue 27 item 13: the line promised best/ that did not exist, and `--checkpoint run/best` then failed
+    from classical_music import cli
+
+    run, calls = tmp_path / "run", []
+    real_step = Trainer.train_step
+
+    def terminated_during_step_2(self, *batch):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, *batch)
+
+    monkeypatch.setattr(Trainer, "train_step", terminated_during_step_2)
+    train_mod.train(tiny(cache, run, max_steps=40, save_every=100, log_every=10))
+    monkeypatch.undo()
+    out = capsys.readouterr().out
+    assert not (run / "best").exists() and (run / "last" / "config.json").is_file()
+    assert "(and" not in out and f"no {run / 'best'} yet" in out and f"--checkpoint {run / 'last'}" in out
+    for given in (run / "best", run):  # the README's path, and the save dir itself
+        model = ComposerLSTM.from_pretrained(given)
+        assert model.config.hidden_size == 32
+        assert f"using {run / 'last'}" in capsys.readouterr().err
+    assert cli.main(["generate", "--checkpoint", str(run / "best"), "--seconds", "1", "--seed", "1",
+                     "--output", str(tmp_path / "o.mid")]) == 0
+    assert (tmp_path / "o.mid").is_file() and f"using {run / 'last'}" in capsys.readouterr().err

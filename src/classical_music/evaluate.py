@@ -10,8 +10,10 @@ side by side, one per batch row (scoring.py): the same numbers as one at a time,
 
 from __future__ import annotations
 
+import difflib
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,8 @@ CHUNK = 2048
 
 # Tokens kept from the first pass (uint16: 32 MB): 20 files re-read took 5 % of an int8 evaluation.
 KEEP_EVENTS = 16_000_000
-SHOW_SKIPPED = 5  # skipped files named on the terminal; --json lists them all
+SHOW_SKIPPED = 5
+PROGRESS_EVERY = 10.0  # seconds between progress lines when stderr is not a terminal  # skipped files named on the terminal; --json lists them all
 
 
 @torch.inference_mode()
@@ -54,10 +57,55 @@ def collect(paths, split: str | None = None) -> list[Path]:
         if not p.exists():
             raise UserError(f"no such file or folder: {p}")
         if p.is_dir() and split:
-            out += [sf.path for sf in iter_folder(p) if (sf.split or "train") == split]
+            files = list(iter_folder(p))
+            if not any(sf.split for sf in files):  # else a typo or a folder without splits read "no MIDI files"
+                raise UserError(f"--split {split}: {p} has no metadata.csv giving splits (a `path` and a `split` "
+                                f"column) for its {len(files):,} MIDI files; leave --split out to score them all")
+            named = sorted({sf.split or "train" for sf in files})
+            if split not in named:
+                near = difflib.get_close_matches(split, named, n=1, cutoff=0.5)
+                raise UserError(f"--split {split}: no such split in {p / 'metadata.csv'}"
+                                + (f" (did you mean {near[0]}?)" if near else "") + f"; it has {', '.join(named)}")
+            out += [sf.path for sf in files if (sf.split or "train") == split]
         else:
             out += list(walk_midi(p))
     return out
+
+
+class Lines:
+    """Progress for a log file or pipe (a tqdm bar there is one endless line): a line every
+    `every` seconds on stderr, with the rate and the time left. update(n) and close() as tqdm's."""
+
+    def __init__(self, total: int, unit: str, desc: str, every: float | None = None):
+        self.total, self.unit, self.desc, self.n = total, unit, desc, 0
+        self.every = PROGRESS_EVERY if every is None else every
+        self.start = self.last = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            rate = self.n / max(now - self.start, 1e-9)
+            left = (self.total - self.n) / rate if rate > 0 else float("inf")
+            print(f"{self.desc}: {self.n:,}/{self.total:,} {self.unit}s ({100 * self.n / max(self.total, 1):.0f} %), "
+                  f"{rate:,.0f} {self.unit}s/s, about {left:.0f} s left", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _bar(total: int, unit: str, desc: str, progress, **kw):
+    """progress True: a tqdm bar (a terminal); "lines": Lines (a log file); False: nothing."""
+    if progress == "lines":
+        return Lines(total, unit, desc)
+    return tqdm(total=total, unit=unit, desc=desc, disable=not progress, **kw)
 
 
 def _read(path, tok):
@@ -141,7 +189,9 @@ def evaluate(model, files, device="cpu", progress=True, *, precision="float32", 
     batch_size, chunk = batch_size or d_batch, chunk or d_chunk
     forward = scoring.make_forward(model, precision, device)  # checks precision before any reading
     skipped, info, kept, budget = [], {}, {}, KEEP_EVENTS
-    for i, path in enumerate(tqdm(files, unit="file", desc="reading", disable=not progress or len(files) < 2)):
+    reading = _bar(len(files), "file", "reading", progress if len(files) >= 2 else False)
+    for i, path in enumerate(files):
+        reading.update(1)
         try:
             tokens, ns = _read(path, tok)
         except MidiReadError as e:
@@ -150,6 +200,7 @@ def evaluate(model, files, device="cpu", progress=True, *, precision="float32", 
         info[i] = (len(tokens) - 1, len(ns), ns.seconds)  # by index: a file given twice counts twice
         if len(tokens) <= budget:
             kept[i], budget = tokens, budget - len(tokens)
+    reading.close()
     events = sum(v[0] for v in info.values())
     if not events:
         raise UserError(f"no usable MIDI file among {len(files)} given" + (f" ({skipped[0]['reason']})" if skipped else ""))
@@ -166,7 +217,7 @@ def evaluate(model, files, device="cpu", progress=True, *, precision="float32", 
     lanes = max(1, min(int(lanes), len(order)))
     # Counted in events, not files: files are scored side by side, and a batch's events/s is
     # steady from the first chunk, so the ETA is honest from the start.
-    bar = tqdm(total=events, unit="event", unit_scale=True, desc="evaluate", disable=not progress)
+    bar = _bar(events, "event", "evaluate", progress, unit_scale=True)
     with bar:
         if lanes == 1:
             nats_of = {i: nats for i, nats, _ in scoring.score(forward, items(order), batch_size=batch_size,
@@ -285,7 +336,8 @@ def add_parser(sub) -> None:
     p.add_argument("--composer", default=None, help="score every file as this composer's")
     p.add_argument("--period", default=None, help="... in this period")
     p.add_argument("--kind", default=None, help="... as a performance or sequenced")
-    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--no_progress", action="store_true",
+                   help="no progress bar (on a terminal) or progress lines every ~10 s (in a log file or pipe)")
     p.set_defaults(func=_run)
 
 
@@ -309,7 +361,9 @@ def _run(args) -> int:
     style = {"composer": args.composer, "period": args.period, "kind": args.kind}
     metadata = file_metadata(args.paths) if args.conditions == "metadata" else None
     rows, labels = condition_rows(model, files, args.conditions, style, metadata)
-    r = evaluate(model, files, args.device, progress=not args.no_progress and sys.stderr.isatty(),
+    # a terminal gets a bar; a log file or pipe a line every ~10 s (a bar there is silence, then one long line)
+    progress = False if args.no_progress else True if sys.stderr.isatty() else "lines"
+    r = evaluate(model, files, args.device, progress=progress,
                  precision=args.precision, batch_size=args.batch_size, conditions=rows, lanes=lanes,
                  condition_labels=labels if rows is not None else None)
     given = {k: v for k, v in style.items() if v is not None}

@@ -316,6 +316,18 @@ def checkpoint_folder(path: str | os.PathLike) -> Path:
         p = p.parent
     if not p.exists():
         _recover_swap(p)
+    if not p.is_dir() or not (p / CONFIG_NAME).is_file():
+        # a run stopped before its first validation has last/ but no best/: `--checkpoint
+        # checkpoints/best` (the README's) or the save dir itself then means last/, with a note
+        last = p.with_name("last") if p.name == "best" else p / "last"
+        best = last.with_name("best")
+        if not best.exists() and (last / CONFIG_NAME).is_file():
+            import sys
+
+            _recover_swap(best)
+            if not best.exists():
+                print(f"note: {best} does not exist (no validation has run yet); using {last}", file=sys.stderr)
+                return last
     if not p.is_dir():
         raise UserError(f"no checkpoint at {path}" + _nearby_checkpoints(p))
     return p

@@ -160,9 +160,17 @@ def _rolls_figure(ps: PieceSet, color: str):
         from ..plot import piano_roll
     except ImportError:
         piano_roll = None
+    from matplotlib.figure import Figure
+
     chosen = _pick(ps.files, ROLL_PIECES)
-    fig = _new_figure(10, 2.6 * len(chosen))
-    axes = fig.subplots(len(chosen), 1, squeeze=False)[:, 0]
+    # One sub-figure per roll with fixed margins: constrained layout does not see the pedal lane and
+    # colorbar the roll carves out of its axes, so it put each title over the time axis above it.
+    height = 2.9
+    fig = Figure(figsize=(10, height * len(chosen)), dpi=100)
+    axes = []
+    for sub in np.atleast_1d(fig.subfigures(len(chosen), 1)):
+        sub.subplots_adjust(left=0.07, right=0.92, top=1 - 0.32 / height, bottom=0.5 / height)
+        axes.append(sub.add_subplot())
     for ax, path in zip(axes, chosen):
         title = f"{ps.label}: {_short_name(path, ps.roots)} (first {ROLL_SECONDS:.0f} s)"
         if piano_roll is not None:

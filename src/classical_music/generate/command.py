@@ -215,7 +215,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     style.add_argument("--key", default=None, help='e.g. C, Am, "F# minor", "Eb major"')
     style.add_argument("--guidance", type=float, default=1.0,
                        help="classifier-free guidance: > 1 sets the style further apart from the rest, at some cost in "
-                            "naturalness and twice the rows (1 = off; bench/control.py, goal 4)")
+                            "naturalness and twice the rows (1 = off; measured in MODEL_CARD.md, Style control)")
     style.add_argument("--steer", type=float, default=1.0,
                        help="also hold --density and --key while sampling, at this strength (0 = the model alone)")
     style.add_argument("--list_conditions", action="store_true",

@@ -308,7 +308,10 @@ class Trainer(MetricsLog, Checkpoints):
     def _summary_line(self) -> str:
         where = self.save_dir / "best"
         if self.stop_reason == "interrupted":
-            return (f"interrupted at step {self.step}: saved {self.save_dir / 'last'} (and {where}); "
+            # best/ exists only once a validation has run: name exactly what is on disk
+            best = f" and {where} (best val {_fmt_val(self.best_val)})" if (where / "config.json").is_file() else \
+                f"; no {where} yet (no validation had run), so use --checkpoint {self.save_dir / 'last'}"
+            return (f"interrupted at step {self.step}: saved {self.save_dir / 'last'}{best}; "
                     f"continue with --resume --save_dir {self.save_dir}")
         if self.best_val is None:
             return f"trained {self.step} steps ({self.stop_reason}), no validation split; saved {where}"
