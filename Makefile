@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
 #   make demo   set up .venv and compose a piece with the model shipped in the package
 #   make test   set up .venv and run the test suite
+#   make notebook  the quick-start notebook in JupyterLab
 # TORCH_SPEC pins the CPU build found on this project's machines; override it elsewhere, e.g.
 #   make demo TORCH_SPEC="torch"     (any torch >= 2.3 works)
 PYTHON ?= python3
@@ -9,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 OUT ?= outputs
 
-.PHONY: setup demo test bench default-model small-cpu-model clean
+.PHONY: setup demo test bench notebook notebook-outputs default-model small-cpu-model clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +26,15 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The quick-start notebook in JupyterLab (the `notebook` extra: Jupyter is not needed otherwise)
+notebook: setup
+	$(BIN)/python -m pip install -q -e ".[notebook]"
+	$(BIN)/jupyter lab notebooks/quickstart.ipynb
+
+# Re-execute the notebook from a clean state and store it with its outputs (about a minute)
+notebook-outputs: setup
+	$(BIN)/python notebooks/build_quickstart.py
 
 # The recipe of the model shipped in the package (see MODEL_CARD.md): prepare the shared corpus,
 # train recipes/default_model.json (3 x 512 LSTM, 10,242 steps: ~9 min on one H100), export float16

@@ -26,17 +26,22 @@ nb.cells = [
          "TRAIN_STEPS = 150\n"
          "N_FILES = 20\n"
          "SECONDS = 15"),
-    code("import tempfile\n"
+    code("import os, tempfile, warnings\n"
          "from pathlib import Path\n\n"
          "from IPython.display import Audio, Image, display\n\n"
          "import classical_music\n"
          "from classical_music.data.prepare import PrepareConfig, prepare\n\n"
-         "work = Path(tempfile.mkdtemp(prefix='quickstart-'))\n"
-         "corpus = next((p / 'shared' / 'data' / 'classical-piano' for p in [Path.cwd(), *Path.cwd().parents]\n"
+         "# warnings as one plain line, without the path of the library file that raised them\n"
+         "warnings.formatwarning = lambda message, category, *args, **kwargs: f'{category.__name__}: {message}\\n'\n"
+         "start = Path.cwd()\n"
+         "corpus = next((p / 'shared' / 'data' / 'classical-piano' for p in [start, *start.parents]\n"
          "               if (p / 'shared' / 'data' / 'classical-piano').is_dir()), None)\n"
+         "work = Path(tempfile.mkdtemp(prefix='quickstart-'))\n"
+         "os.chdir(work)  # everything below is written here, and printed as short relative paths\n"
+         "work = Path('.')\n"
          "if corpus is None:  # no shared corpus here: write a few tiny pieces to learn from\n"
          "    import symusic\n"
-         "    corpus = work / 'midi'\n"
+         "    corpus = Path('midi')\n"
          "    corpus.mkdir()\n"
          "    for k in range(N_FILES):\n"
          "        s = symusic.Score(480); t = symusic.Track(program=0)\n"
@@ -94,8 +99,10 @@ nb.cells = [
          "display(Image(filename=str(tiny['files']['png'])))"),
     md("## 6. Clean up\nThe pictures and the audio above live in the notebook now; the temporary folder goes."),
     code("import shutil\n"
+         "work = Path.cwd()\n"
+         "os.chdir(start)\n"
          "shutil.rmtree(work)\n"
-         "print('removed', work.name)"),
+         "print('removed the temporary folder')"),
 ]
 nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
 nb.metadata["language_info"] = {"name": "python"}

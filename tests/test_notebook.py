@@ -2,6 +2,7 @@
 stored copy carries its outputs, so it reads with audio and piano rolls on the web too."""
 
 import base64
+import re
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,20 @@ def test_quickstart_notebook_executes_and_leaves_no_temp_folder(tmp_path, monkey
     mimes = {m for o in outputs for m in o.get("data", {})}
     assert "image/png" in mimes and "text/html" in mimes  # the piano roll and the audio player
     assert not list(temp.glob("quickstart-*"))
+    printed = _printed(nb)
+    for where in (str(temp), str(tmp_path), str(Path.cwd()), str(Path(__file__).resolve().parents[1])):
+        assert where not in printed  # issue 27 item 16: no machine's absolute paths in what it shows
+
+
+def _printed(nb) -> str:
+    """Everything the notebook's cells printed or showed as text."""
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            out.append(o.get("text", "") if isinstance(o.get("text", ""), str) else "".join(o["text"]))
+            out.append(str(o.get("data", {}).get("text/plain", "")))
+            out += o.get("traceback", [])
+    return "\n".join(out)
 
 
 def test_the_stored_notebook_has_its_outputs_and_says_what_it_does():
@@ -42,6 +57,9 @@ def test_the_stored_notebook_has_its_outputs_and_says_what_it_does():
     assert len(pngs) == 4 and len(audio) == 3 and all("audio/mpeg;base64," in a for a in audio)
     assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert NOTEBOOK.stat().st_size < 1.5e6
+    # built from a clean state: no developer's folders, temporary folders or library paths in it
+    printed = _printed(nb)
+    assert not re.search(r"(/work/|/home/|/Users/|/tmp/|[A-Z]:\\\\|site-packages|\.py:\d+:)", printed), printed
     text = " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "about a minute" not in text and "One MIDI file" not in text and "20 files" in text
     assert "one composer against another" in text
