@@ -51,3 +51,50 @@ def test_the_repo_root_door_from_a_shell():
     assert proc.returncode == 2
     assert proc.stderr.startswith("usage: generate.py")
     assert proc.stderr.strip().splitlines()[-1].endswith("(--outptu: did you mean --output?)")
+
+
+# --- issue 27 item 15: one behaviour across commands ------------------------------------------
+
+def test_render_and_evaluate_make_missing_output_folders_as_generate_does(tmp_path, capsys):
+    from classical_music import cli as app
+    from conftest import scale, write_midi
+
+    mid = write_midi(tmp_path / "a.mid", scale(8))
+    assert app.main(["render", str(mid), "--output", str(tmp_path / "new" / "deeper" / "a.wav"), "--workers", "1"]) == 0
+    assert (tmp_path / "new" / "deeper" / "a.wav").stat().st_size > 1000
+    out = tmp_path / "scores" / "r.json"
+    assert app.main(["evaluate", str(mid), "--json", str(out), "--no_progress", "--threads", "1"]) == 0
+    assert out.is_file()
+    # a failure leaves no empty folder behind, and a file in the way is one line
+    assert app.main(["render", str(tmp_path / "missing.mid"), "--output", str(tmp_path / "none" / "a.wav")]) == 2
+    assert not (tmp_path / "none").exists()
+    assert app.main(["render", str(mid), "--output", str(mid / "x.wav")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_num_samples_is_capped_with_a_message(tmp_path, capsys):
+    from classical_music import cli as app
+    from classical_music.generate.config import MAX_SAMPLES
+
+    assert app.main(["generate", "--num_samples", str(MAX_SAMPLES + 1), "--output", str(tmp_path / "o.mid")]) == 2
+    err = capsys.readouterr().err
+    assert f"between 1 and {MAX_SAMPLES}" in err and "another --seed" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_large_wav_renamed_mid_is_called_a_wav(tmp_path):
+    from classical_music.notes import MAX_FILE_BYTES, MidiReadError, load_score
+
+    wav = tmp_path / "song.mid"
+    with open(wav, "wb") as f:
+        f.write(b"RIFF\xff\xff\xff\x7fWAVEfmt ")
+        f.truncate(MAX_FILE_BYTES + 1024)  # sparse: 16 MB on disk costs nothing
+    with pytest.raises(MidiReadError) as e:
+        load_score(wav)
+    assert "WAV" in str(e.value) and "too large" in str(e.value)
+    big_midi = tmp_path / "big.mid"
+    with open(big_midi, "wb") as f:
+        f.write(b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0")
+        f.truncate(MAX_FILE_BYTES + 1024)
+    with pytest.raises(MidiReadError, match=r"^file too large"):
+        load_score(big_midi)

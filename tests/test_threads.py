@@ -23,7 +23,7 @@ def test_default_leaves_half_the_cores(monkeypatch):
 
 def test_apply_sets_and_checks():
     assert threads.apply(2) == 2 and torch.get_num_threads() == 2
-    for bad in (0, -1, True, 1.5):
+    for bad in (-1, True, 1.5):
         with pytest.raises(UserError, match="--threads"):
             threads.apply(bad)
 
@@ -47,7 +47,21 @@ def test_evaluate_runs_a_lane_per_core_by_default_and_threads_sets_them(monkeypa
     seen = []
     monkeypatch.setattr(E, "evaluate", lambda *a, **k: seen.append(k["lanes"]) or (_ for _ in ()).throw(SystemExit))
     write_midi(tmp_path / "a.mid", scale(10))
-    for argv, want in (([], 4), (["--threads", "1"], 1), (["--threads", "3"], 3)):
+    for argv, want in (([], 4), (["--threads", "0"], 4), (["--threads", "1"], 1), (["--threads", "3"], 3)):
         with pytest.raises(SystemExit):
             cli.main(["evaluate", str(tmp_path / "a.mid"), "--no_progress", *argv])
         assert seen[-1] == want
+
+
+def test_threads_0_is_the_default_in_every_command(monkeypatch, capsys):
+    # issue 27 item 15: 0 meant "half the cores" in train and was an error in generate
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "cores", lambda: 4)
+    torch.set_num_threads(3)
+    assert threads.apply(0) == 2 and threads.apply(None) == 2 and torch.get_num_threads() == 2
+    torch.set_num_threads(3)
+    assert cli.main(["generate", "--threads", "0", "--list_conditions"]) == 0  # no longer exit 2
+    assert torch.get_num_threads() == 2 and "composer" in capsys.readouterr().out
+    for command in ("train", "evaluate", "generate", "serve"):
+        help_text = cli.build_parser()._subparsers._group_actions[0].choices[command].format_help()
+        assert "default, or 0:" in " ".join(help_text.split()), command

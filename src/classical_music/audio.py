@@ -419,8 +419,11 @@ def render(midi, out_path, soundfont=None, sample_rate: int = 44100, workers: in
 
 
 def _run(args) -> int:
+    from .files import output_folder
+
     out = args.output if args.output is not None else Path(args.midi).with_suffix(".wav")
-    info = render(args.midi, out, soundfont=args.soundfont, sample_rate=args.sample_rate, workers=args.workers)
+    with output_folder(out):  # a missing --output folder is made, as generate makes its own
+        info = render(args.midi, out, soundfont=args.soundfont, sample_rate=args.sample_rate, workers=args.workers)
     speed = info["seconds"] / max(info["render_seconds"], 1e-9)
     print(f"wrote {info['path']}: {info['seconds']:.1f} s of audio in {info['render_seconds']:.2f} s "
           f"({speed:.0f}x real time, SoundFont {Path(info['soundfont']).name})")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import scoring, threads
 from .errors import UserError
-from .files import write_json
+from .files import output_folder, writable_folder, write_json
 from .notes import MidiReadError, has_drums_only, load_score, score_to_notes
 
 CHUNK = 2048
@@ -348,15 +348,13 @@ def _run(args) -> int:
     if not files:
         raise UserError("no MIDI files found in " + ", ".join(map(str, args.paths)))
     if args.json:
-        folder = args.json.parent if str(args.json.parent) else Path(".")
-        if not folder.is_dir():
-            raise UserError(f"cannot write {args.json}: folder {folder} does not exist")
+        writable_folder(args.json.parent if str(args.json.parent) else Path("."))  # made at the end, if need be
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
     if args.precision == "int8" and torch.device(args.device).type != "cpu":
         raise UserError("--precision int8 runs on the CPU only: use float32 on a GPU")
     n = threads.apply(args.threads)
-    lanes = n if args.threads is not None else threads.default_lanes()  # lanes do not fight: see there
+    lanes = n if args.threads else threads.default_lanes()  # lanes do not fight: see there
     model = load_model(args.checkpoint, args.device)
     style = {"composer": args.composer, "period": args.period, "kind": args.kind}
     metadata = file_metadata(args.paths) if args.conditions == "metadata" else None
@@ -373,7 +371,8 @@ def _run(args) -> int:
         print("warning: no file had metadata conditions (no metadata.csv with a `path` column above them?): "
               "every file was scored unconditioned", file=sys.stderr)
     if args.json:
-        write_json(args.json, r)
+        with output_folder(args.json):
+            write_json(args.json, r)
     cond = r["conditions"]
     shown = "" if cond == {"mode": "none"} else "conditions " + ", ".join(f"{k} {v}" for k, v in cond.items()) + ", "
     bps = "bits/s n/a (0 s of music)" if r["bits_per_second"] is None else f"{r['bits_per_second']:.1f} bits/s"

@@ -66,6 +66,45 @@ def _sweep(path: Path) -> None:
             pass
 
 
+def writable_folder(folder: str | os.PathLike) -> None:
+    """Fail now, not after the work, where an output folder cannot be made or written; make
+    nothing yet (a failed run leaves no empty folder behind)."""
+    from .errors import UserError
+
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot create output folder {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output folder {existing} is not writable")
+
+
+@contextmanager
+def output_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """The folder an output file goes into, made with its missing parents (every command creates
+    them, as generate always did); when the block fails, the folders it made are removed again."""
+    from .errors import UserError
+
+    folder = Path(path).parent if str(Path(path).parent) else Path(".")
+    writable_folder(folder)
+    made = [f for f in (folder, *folder.parents) if not f.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder {folder}: {e.strerror or e}") from None
+    try:
+        yield folder
+    except BaseException:
+        for f in made:  # innermost first; stops at one that is not empty
+            try:
+                f.rmdir()
+            except OSError:
+                break
+        raise
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -140,7 +140,11 @@ def load_score(path: str | Path):
             if size == 0:
                 raise MidiReadError("empty file")
             if size > MAX_FILE_BYTES:
-                raise MidiReadError(f"file too large ({size / 2**20:.1f} MB > {MAX_FILE_BYTES // 2**20} MB)")
+                # say first what it is: a 40 MB WAV renamed .mid is a WAV, not a MIDI file too large
+                head = f.read(64)
+                rmid = head[:4] == b"RIFF" and head[8:12] == b"RMID"
+                what = "" if head[:4] == b"MThd" or rmid else _not_midi(head) + ", and "
+                raise MidiReadError(f"{what}file too large ({size / 2**20:.1f} MB > {MAX_FILE_BYTES // 2**20} MB)")
             data = f.read()
     except OSError as e:
         raise MidiReadError(f"unreadable: {e.strerror or e}") from None

@@ -21,7 +21,7 @@ import torch
 
 from .errors import UserError
 
-HELP = ("CPU threads for PyTorch (default: half the cores, at least 1, or OMP_NUM_THREADS when set; "
+HELP = ("CPU threads for PyTorch (default, or 0: half the cores, at least 1, or OMP_NUM_THREADS when set; "
         "more threads stall each other when other busy processes share the cores)")
 
 
@@ -52,7 +52,7 @@ def default_lanes() -> int:
 
 
 LANES_HELP = ("CPU lanes: independent batches of files on one thread each, which never wait for each other "
-              "(default: all the cores, or OMP_NUM_THREADS when set)")
+              "(default, or 0: all the cores, or OMP_NUM_THREADS when set)")
 
 
 def add_argument(parser, help: str = HELP) -> None:
@@ -60,8 +60,8 @@ def add_argument(parser, help: str = HELP) -> None:
 
 
 def apply(threads: int | None) -> int:
-    """Set PyTorch's CPU threads (None: the default); returns the number set."""
-    if threads is None:
+    """Set PyTorch's CPU threads (None or 0: the default, in every command); returns the number set."""
+    if threads is None or (threads == 0 and not isinstance(threads, bool)):
         threads = default_threads()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise UserError(f"--threads must be a positive integer, got {threads!r}")

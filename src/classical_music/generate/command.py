@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 from .. import conditions
 from .. import threads as cpu_threads
 from ..errors import UserError
-from ..files import atomic_path, staged_paths
+from ..files import atomic_path, staged_paths, writable_folder
 from ..notes import Notes, notes_to_score
 from .checkpoint import check_device, condition_codes, list_conditions, load_model
 from .config import MAX_EVENTS, MAX_SECONDS, PRECISIONS, GenerateConfig
@@ -37,18 +36,6 @@ def output_paths(output: Path, n: int) -> list[Path]:
     if n == 1:
         return [output]
     return [output.with_name(f"{output.stem}_{i}{output.suffix}") for i in range(1, n + 1)]
-
-
-def _writable_folder(folder: Path) -> None:
-    """Fail now, not after composing, where the output folder cannot be made or written; make
-    nothing yet (a failed run leaves no empty folder behind)."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"cannot create output folder {folder}: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"output folder {existing} is not writable")
 
 
 def write_midi(score, path: Path, shown: Path | None = None) -> None:
@@ -73,7 +60,7 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
     elif cfg.primer_notes is not None:
         primer = parse_primer_notes(cfg.primer_notes, cfg.primer_chord_seconds)
     folder = cfg.output.parent if str(cfg.output.parent) else Path(".")
-    _writable_folder(folder)
+    writable_folder(folder)
     paths = output_paths(cfg.output, cfg.num_samples)
     for path in paths:
         if path.is_dir():

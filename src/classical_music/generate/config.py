@@ -19,6 +19,8 @@ PRECISIONS = ("auto", "float32", "int8")
 # without a cap, --seconds 1e9 decodes for ever while its event lists grow.
 MAX_SECONDS = 3600.0
 MAX_EVENTS = 400 * 3600
+# Variations are one batch: each is a row of state and a list of events, and a file or four
+MAX_SAMPLES = 64
 
 
 @dataclass
@@ -65,8 +67,9 @@ class GenerateConfig:
             raise UserError(f"--top_k must be >= 0 (0 = off), got {self.top_k}")
         if not 0 <= self.min_p < 1:
             raise UserError(f"--min_p must be in [0, 1), got {self.min_p}")
-        if self.num_samples < 1:
-            raise UserError(f"--num_samples must be >= 1, got {self.num_samples}")
+        if not 1 <= self.num_samples <= MAX_SAMPLES:
+            raise UserError(f"--num_samples must be between 1 and {MAX_SAMPLES} (variations are composed together "
+                            f"as one batch); run again with another --seed for more, got {self.num_samples}")
         if self.seconds is not None and not 0 < self.seconds < math.inf:
             raise UserError(f"--seconds must be a positive number, got {self.seconds}")
         if self.seconds is not None and self.seconds > MAX_SECONDS:

@@ -79,7 +79,7 @@ _HELP = {
     "seed": "random seed (runs on CPU are bit-for-bit repeatable)",
     "device": "auto, cpu, cuda, cuda:N or mps",
     "num_workers": "data loader worker processes",
-    "threads": "CPU threads for PyTorch (0 = half the cores, at least 1, or OMP_NUM_THREADS when set: "
+    "threads": "CPU threads for PyTorch (default, or 0: half the cores, at least 1, or OMP_NUM_THREADS when set: "
                "more threads stall each other when other busy processes share the cores)",
     "config": "JSON file of defaults (TrainConfig field names); flags override it",
     "no_progress": "plain log lines instead of a progress bar",
