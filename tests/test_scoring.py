@@ -93,7 +93,7 @@ def test_int8_is_close_on_real_music(shared_corpus):
 
 def test_cli_rejects_bad_options(tmp_path, capsys):
     write_midi(tmp_path / "a.mid", scale(10))
-    for extra, message in ((["--batch_size", "0"], "--batch_size"), (["--threads", "0"], "--threads"),
+    for extra, message in ((["--batch_size", "0"], "--batch_size"), (["--threads", "-1"], "--threads"),
                            (["--precision", "int8", "--device", "cuda"], "CPU only")):
         assert cli.main(["evaluate", str(tmp_path / "a.mid"), "--no_progress", *extra]) == 2
         assert message in capsys.readouterr().err
