@@ -588,3 +588,59 @@ def test_two_subsets_side_by_side_do_not_double_count(tree, midi_bytes):
     (other / "metadata.json").write_text(json.dumps(METADATA))
     (other / "data" / "ab" / "1_0.mid").write_bytes(midi_bytes)
     assert ids(aria.iter_aria(tree)) == sorted(SEGMENTS + ["9_0"])
+
+
+# ------------------------------------------------------------------------------------------
+# Issue 27, item 5: a download never removes what it did not create; sparse and huge members
+
+
+def test_download_never_removes_a_folder_it_did_not_create(hub, tmp_path, midi_bytes, capsys):
+    top = "mywork"  # an archive whose top folder has the name of the user's own folder
+    members = [_file(f"{top}/metadata.json", json.dumps(METADATA).encode()), _file(f"{top}/data/ab/1_0.mid", midi_bytes)]
+    hub.add("aria-midi-v1-pruned-ext.tar.gz", _tar(tmp_path / "m.tgz", members).read_bytes())
+    dest = tmp_path / "dest"
+    (dest / top).mkdir(parents=True)
+    (dest / top / "thesis.txt").write_text("four years of work")
+    parser = argparse.ArgumentParser()
+    aria.add_download_parser(parser.add_subparsers(dest="cmd"))
+    args = parser.parse_args(["download", "aria-midi", "--dest", str(dest), "--endpoint", hub.endpoint])
+    from classical_music.cli import run
+    assert run(args.func, args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "mywork already exists and was not made by `data download`" in err and "\n" not in err
+    assert (dest / top / "thesis.txt").read_text() == "four years of work"
+    assert sorted(p.name for p in dest.iterdir()) == [".download", top]  # no staging left, nothing added
+    # once the user's folder is moved away, the same download unpacks; re-running it (even with
+    # its marker lost) replaces only what it made itself
+    (dest / top).rename(tmp_path / "moved")
+    root = download(hub, dest)
+    assert root == dest / top and (root / "data" / "ab" / "1_0.mid").read_bytes() == midi_bytes
+    next(dest.glob(".*.done.json")).unlink()
+    assert download(hub, dest) == root
+
+
+def _sparse(name: str) -> tuple:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.GNUTYPE_SPARSE  # a GNU sparse member: its holes would be written out in full
+    info.size = 235
+    return info, bytes(235)
+
+
+@pytest.mark.parametrize("kind", ["sparse", "over_16_mb"])
+def test_safe_extract_refuses_sparse_and_oversized_members(tmp_path, kind):
+    if kind == "sparse":
+        members = [_sparse("top/x.mid")]
+    else:
+        members = [_file("top/small.mid", b"MThd"), _file("top/big.mid", bytes(16 * 2**20 + 1))]
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(archive) as tar:  # the archive really holds what the test says
+        assert any(m.issparse() for m in tar) == (kind == "sparse")
+    dest = tmp_path / "dest"
+    with pytest.raises(UserError, match="sparse file" if kind == "sparse" else "over the 16 MB") as e:
+        aria.safe_extract(archive, dest)
+    assert "\n" not in str(e.value)
+    assert not list(dest.rglob("*.mid")) or kind != "sparse"
+    assert not (dest / "top" / "big.mid").exists() and not (dest / "top" / "x.mid").exists()

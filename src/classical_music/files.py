@@ -1,4 +1,10 @@
-"""Writing outputs whole or not at all: a crash, a kill or a full disk never leaves half a file.
+"""Reading inputs safely and writing outputs whole or not at all.
+
+Every input a command opens by name goes through :func:`open_regular` (or :func:`read_text`):
+anything that is not a regular file is refused at once, since a fifo would block the read for
+ever and a device could stream without end.
+
+Writing: a crash, a kill or a full disk never leaves half a file.
 
 Every writer goes through :func:`atomic_path`: write to a hidden name beside the target (same
 filesystem, so ``os.replace`` is atomic), rename on success, delete on failure; :func:`staged_paths`
@@ -9,15 +15,67 @@ is created by the writer itself, so it gets the user's umask (``mkstemp`` would 
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
+import stat
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .errors import UserError
+
 STALE_SECONDS = 3600  # a temporary file this old was left by a killed writer
+
+
+class NotRegularFile(UserError, OSError):
+    """An input that is a fifo, a device, a socket or a folder. An OSError too, so a caller's
+    `except OSError` (unreadable input) covers it as well."""
+
+
+def file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a fifo"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
+def open_regular(path: str | os.PathLike, mode: str = "rb", encoding: str | None = None, **kw):
+    """Open a file to read, refusing anything but a regular file without waiting on it
+    (O_NONBLOCK: opening a fifo does not wait for a writer; it changes nothing for regular files).
+    Missing or unreadable files raise the usual OSError; mode "r" opens text ("utf-8" default)."""
+    if mode not in ("r", "rb"):
+        raise ValueError(mode)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+                 | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(f"{path}: not a regular file ({file_kind(st.st_mode)})")
+    except BaseException:
+        os.close(fd)
+        raise
+    f = os.fdopen(fd, "rb")
+    if mode == "rb":
+        return f
+    return io.TextIOWrapper(f, encoding=encoding or "utf-8", **kw)
+
+
+def require_regular(path: str | os.PathLike) -> None:
+    """Refuse a non-regular file before handing its name to a library that opens it itself."""
+    open_regular(path).close()
+
+
+def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
+    with open_regular(path, "r", encoding=encoding) as f:
+        return f.read()
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from .errors import UserError
+from .files import require_regular
 
 MODEL_TYPE = "classical-music-lstm"
 CONFIG_NAME = "config.json"
@@ -31,6 +33,11 @@ WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_NAME = "tokenizer.json"
 
 State = tuple[torch.Tensor, torch.Tensor]
+
+
+# Far past any model this package trains (3 x 512; tokens are uint16), yet small enough that a
+# model of these sizes is built (on the meta device, to check shapes) in well under a second.
+MAX_SIZES = {"vocab_size": 2**16, "embed_size": 2**15, "hidden_size": 2**15, "num_layers": 256}
 
 
 @dataclass
@@ -53,12 +60,17 @@ class ModelConfig:
     condition_bias: bool = True
 
     def __post_init__(self):
-        for name in ("vocab_size", "embed_size", "hidden_size", "num_layers"):
+        for name, most in MAX_SIZES.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"model {name} must be a positive integer, got {value!r}")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise UserError(f"model dropout must be in [0, 1), got {self.dropout!r}")
+            if value > most:  # before anything is built: 100,000 layers took 25 min only to fail
+                raise UserError(f"model {name} {value:,} is over the limit of {most:,}: a damaged config.json?")
+        if type(self.dropout) not in (int, float) or not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"model dropout must be a number in [0, 1), got {self.dropout!r}")
+        for name in ("tie_weights", "condition_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"model {name} must be true or false, got {getattr(self, name)!r}")
         from .conditions import ANY, NAMES
 
         if not isinstance(self.conditions, dict):
@@ -282,23 +294,38 @@ def _check_shapes(cls, config: ModelConfig, weights: Path) -> None:
     """
     from safetensors import SafetensorError, safe_open
 
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
-    if config.tie_weights:
-        expected.pop("head.weight", None)  # stored once, as embed.weight
     try:
+        require_regular(weights)
         with safe_open(str(weights), framework="pt") as f:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise UserError(f"cannot read {weights}: corrupt or truncated ({e})") from None
+    sizes = ", ".join(f"{n}={getattr(config, n)}" for n in MAX_SIZES)
+
+    def mismatch(k, shape):
+        return UserError(f"{weights.parent / CONFIG_NAME} does not match {weights.name}: {k} has shape "
+                         f"{found[k]} in the weights, the config ({sizes}) implies {shape}")
+
+    # The main sizes straight from the header, before building even a meta model (whose cost
+    # grows with the config's sizes, not the file's)
+    c = config
+    for k, shape in (("embed.weight", (c.vocab_size, c.embed_size)),
+                     ("lstm.weight_ih_l0", (4 * c.hidden_size, c.embed_size)),
+                     ("lstm.weight_hh_l0", (4 * c.hidden_size, c.hidden_size))):
+        if k in found and found[k] != shape:
+            raise mismatch(k, shape)
+    layers = sum(1 for k in found if re.fullmatch(r"lstm\.weight_ih_l\d+", k))
+    if layers and layers != c.num_layers:
+        raise UserError(f"{weights.parent / CONFIG_NAME} does not match {weights.name}: the config says "
+                        f"num_layers={c.num_layers}, the weights hold {layers}")
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
     if config.tie_weights:
+        expected.pop("head.weight", None)  # stored once, as embed.weight
         found.pop("head.weight", None)
     for k, shape in expected.items():
         if k in found and found[k] != shape:
-            sizes = ", ".join(f"{n}={getattr(config, n)}" for n in ("vocab_size", "embed_size", "hidden_size",
-                                                                   "num_layers"))
-            raise UserError(f"{weights.parent / CONFIG_NAME} does not match {weights.name}: {k} has shape "
-                            f"{found[k]} in the weights, the config ({sizes}) implies {shape}")
+            raise mismatch(k, shape)
     missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
     if missing or unexpected:
         def few(keys):  # a config with 1,000 layers must not print 4,000 names

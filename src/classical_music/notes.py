@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import file_kind
+
 # Bounds that keep absurd files from exhausting memory or producing useless sequences.
 MAX_NOTE_SECONDS = 30.0  # longer notes are clipped: nobody holds a piano key for hours
 MAX_FILE_BYTES = 16 * 2**20
@@ -134,7 +136,7 @@ def load_score(path: str | Path):
             raise
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            raise MidiReadError(f"not a regular file ({_file_kind(st.st_mode)})")
+            raise MidiReadError(f"not a regular file ({file_kind(st.st_mode)})")
         with open(fd, "rb") as f:
             size = st.st_size
             if size == 0:
@@ -157,18 +159,6 @@ def load_score(path: str | Path):
         raise MidiReadError(f"malformed MIDI, it cannot be parsed ({msg[:200]})") from None
     check_length(score)
     return score
-
-
-def _file_kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a fifo"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "a special file"
 
 
 def open_score(midi):

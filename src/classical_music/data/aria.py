@@ -197,6 +197,33 @@ def _marker_path(dest: Path, name: str) -> Path:
     return dest / f".{name}.done.json"
 
 
+def _within(existing: Path, staged: Path) -> bool:
+    """True when everything at `existing` is also in the fresh extraction at `staged` (an earlier
+    unpacking of this archive whose marker was lost): replacing it then removes nothing of the user's."""
+    if existing.is_symlink() or not existing.is_dir():
+        return existing.is_file() and not existing.is_symlink() and staged.is_file()
+    for folder, dirs, files in os.walk(existing):
+        rel = Path(folder).relative_to(existing)
+        for n in dirs + files:
+            mine, new = Path(folder) / n, staged / rel / n
+            if mine.is_symlink() or not os.path.lexists(new) or mine.is_dir() != new.is_dir():
+                return False
+    return True
+
+
+def _extracted_before(dest: Path) -> set[str]:
+    """Top-level names in dest that earlier downloads unpacked there (from their markers)."""
+    names: set[str] = set()
+    for name in (archive_name(s) for s in SUBSETS):
+        marker = _read_json(_marker_path(dest, name)) or {}
+        tops = marker.get("tops")
+        if isinstance(tops, list):
+            names.update(t for t in tops if isinstance(t, str))
+        elif isinstance(marker.get("root"), str):  # a marker written before "tops" was recorded
+            names.add(marker["root"].split("/", 1)[0])
+    return names - {"", ".", ".."}
+
+
 def download_aria_midi(subset: str, dest: str | os.PathLike, *, repo_id: str = ARIA_REPO_ID,
                        revision: str | None = None, endpoint: str | None = None,
                        cache_dir: str | os.PathLike | None = None, token: str | bool | None = None) -> Path:
@@ -237,19 +264,28 @@ def download_aria_midi(subset: str, dest: str | os.PathLike, *, repo_id: str = A
             _fetch_metadata_beside(meta_dir / METADATA_NAME, download_dir, repo_id=repo_id, revision=info["commit"],
                                    endpoint=endpoint, token=token, where=where, archive=name)
         root_rel = meta_dir.relative_to(staging)
-        for entry in staging.iterdir():
-            target = dest / entry.name
+        tops = sorted(entry.name for entry in staging.iterdir())
+        # Replace only what an earlier download of an archive put there: a folder of the user's
+        # that happens to share a name with the archive's top folder is never touched.
+        ours = _extracted_before(dest)
+        theirs = [t for t in tops if os.path.lexists(dest / t) and t not in ours
+                  and not _within(dest / t, staging / t)]
+        if theirs:
+            raise UserError(f"{dest / theirs[0]} already exists and was not made by `data download`: "
+                            "move it away or choose another --dest (nothing was changed)")
+        for t in tops:
+            target = dest / t
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
+            elif os.path.lexists(target):
                 target.unlink()
-            entry.rename(target)
+            (staging / t).rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
     write_json(marker_path, {"repo_id": repo_id, "revision": revision or "main", "commit": info.get("commit"),
                               "etag": info.get("etag"), "archive": name, "root": root_rel.as_posix(),
-                              "files": files})
+                              "files": files, "tops": tops})
     return dest / root_rel
 
 

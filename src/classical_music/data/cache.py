@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import conditions as cond
 from ..errors import UserError
-from ..files import write_json
+from ..files import open_regular, read_text, require_regular, write_json
 from ..tokenizer import Tokenizer, load_tokenizer
 
 SHARD_TOKENS = 256 * 2**20  # 512 MB per shard keeps single files manageable for copying
@@ -73,7 +73,7 @@ class CacheWriter:
         self._fh = open(self._shard_path(self.shard), "ab")
         self._mf = open(self.manifest_path, "a", encoding="utf-8")
         try:  # the folder the cache was last prepared from (None: unknown, an older cache)
-            self.source = json.loads((self.out / "cache.json").read_text(encoding="utf-8")).get("source")
+            self.source = json.loads(read_text(self.out / "cache.json")).get("source")
         except (OSError, ValueError, AttributeError):
             self.source = None
 
@@ -128,7 +128,7 @@ class CacheWriter:
 
 
 def read_manifest(path: Path):
-    with open(path, encoding="utf-8") as f:
+    with open_regular(path, "r", encoding="utf-8") as f:
         for line in f:
             line = line.strip()
             if line:
@@ -236,7 +236,11 @@ class Cache:
             raise UserError(
                 f"no prepared data at {self.root}: run `classical-music data prepare MIDI_DIR --out {self.root}` first"
             )
-        idx = np.load(self.root / "index.npz", allow_pickle=False)
+        try:
+            require_regular(self.root / "index.npz")
+            idx = np.load(self.root / "index.npz", allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read {self.root / 'index.npz'}: {e}") from None
         self.shard, self.offset, self.length, self.split = (idx[k] for k in ("shard", "offset", "length", "split"))
         # Per-file style metadata: absent from caches made before conditions existed.
         self.styles = {k: idx[k] for k in cond.FILE_CONDITIONS if k in idx.files}

@@ -2,7 +2,9 @@
 
 The Aria-MIDI archives hold nothing but folders and regular files, so everything else is refused:
 symbolic and hard links, devices, fifos, absolute names, ``..``, names past NAME_MAX/PATH_MAX-like
-bounds, and a member that would overwrite one already written. Paths are never checked with
+bounds, sparse members (a few hundred bytes can stand for gigabytes of holes), members over
+16 MB (the MIDI reader's own cap; only a metadata.json may be larger), and a member that would
+overwrite one already written. Paths are never checked with
 ``os.path.realpath`` (which stops resolving past PATH_MAX: CVE-2025-4517, which Python's own
 ``data`` filter fell for): each member is created component by component under a descriptor of the
 destination (``mkdir``/``open`` relative to a directory fd, ``O_NOFOLLOW``), so even a link that was
@@ -21,6 +23,10 @@ import zlib
 from pathlib import Path
 
 from ..errors import UserError
+from ..notes import MAX_FILE_BYTES
+
+MAX_MEMBER_BYTES = MAX_FILE_BYTES  # no MIDI file past the reader's cap is worth unpacking
+MAX_METADATA_BYTES = 4 * 2**30  # Aria's metadata.json, hundreds of MB for the full set
 
 MAX_NAME_BYTES = 255  # one path component (NAME_MAX on Linux, macOS and Windows)
 MAX_PATH_BYTES = 1024  # a whole member name; Aria's longest is ~60
@@ -52,6 +58,11 @@ def member_parts(member: tarfile.TarInfo) -> list[str]:
     unsafe = f"unsafe archive member {shown!r}"
     if not (member.isreg() or member.isdir()):
         raise UserError(f"{unsafe}: {_kind(member)} (only folders and regular files are extracted)")
+    if member.issparse():
+        raise UserError(f"{unsafe}: a sparse file (its size on disk is not what the archive says)")
+    cap = MAX_METADATA_BYTES if name.rsplit("/", 1)[-1] == "metadata.json" else MAX_MEMBER_BYTES
+    if member.isreg() and member.size > cap:
+        raise UserError(f"{unsafe}: {member.size / 2**20:,.0f} MB, over the {cap // 2**20:,} MB a member may hold")
     if "\0" in name or "\\" in name:
         raise UserError(f"{unsafe}: NUL or backslash in its name")
     if name.startswith("/") or os.path.isabs(name) or _DRIVE.match(name):

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..files import write_json
+from ..locks import folder_lock
 from ..notes import MidiReadError, has_drums_only, load_score, score_to_notes
 from ..tokenizer import get_tokenizer
 from .cache import CacheWriter
@@ -107,6 +108,11 @@ def prepare(cfg: PrepareConfig) -> dict:
         filters = any((cfg.genre, cfg.composer, cfg.period, cfg.min_audio_score is not None))
         raise UserError(f"no MIDI files (.mid, .midi) in {src}" + (" match the filters" if filters else "")
                         + ": nothing to prepare")
+    with folder_lock(cfg.out, "data prepare"):  # two runs into one cache would interleave its shards
+        return _prepare(cfg, src)
+
+
+def _prepare(cfg: PrepareConfig, src: Path) -> dict:
     tokenizer = get_tokenizer(cfg.tokenizer)
     writer = CacheWriter(cfg.out, tokenizer)
     start = time.perf_counter()

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from ..errors import UserError
+from ..files import NotRegularFile, open_regular
+
 MIDI_SUFFIXES = {".mid", ".midi"}
 
 
@@ -47,17 +50,32 @@ def walk_midi(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def iter_folder(root: Path) -> Iterator[SourceFile]:
-    """All .mid/.midi files under root; metadata.csv (with a `path` column) adds columns and split."""
-    root = Path(root)
+def read_metadata_csv(csv_path: Path) -> dict[str, dict]:
+    """Rows of a metadata.csv with a `path` column, by path; a damaged table is one UserError."""
     table: dict[str, dict] = {}
-    csv_path = root / "metadata.csv"
-    if csv_path.is_file():
-        with open(csv_path, newline="", encoding="utf-8") as f:
+    try:
+        with open_regular(csv_path, "r", encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames and "path" in reader.fieldnames:
                 for row in reader:
-                    table[Path(row["path"]).as_posix()] = row
+                    if isinstance(row.get("path"), str):
+                        table[Path(row["path"]).as_posix()] = row
+    except UnicodeDecodeError as e:
+        raise UserError(f"{csv_path} is not UTF-8 text (byte {e.start}): save it as UTF-8 CSV") from None
+    except csv.Error as e:  # a field over csv's 128 KB limit, a NUL byte: not a metadata table
+        raise UserError(f"{csv_path} line {reader.line_num}: not a readable CSV table ({e})") from None
+    except NotRegularFile:
+        raise
+    except OSError as e:
+        raise UserError(f"cannot read {csv_path}: {e.strerror or e}") from None
+    return table
+
+
+def iter_folder(root: Path) -> Iterator[SourceFile]:
+    """All .mid/.midi files under root; metadata.csv (with a `path` column) adds columns and split."""
+    root = Path(root)
+    csv_path = root / "metadata.csv"
+    table = read_metadata_csv(csv_path) if csv_path.is_file() else {}
     for path in walk_midi(root):
         rel = path.relative_to(root).as_posix()
         row = dict(table.get(rel, {}))

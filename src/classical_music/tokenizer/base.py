@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..files import write_json
+from ..files import read_text, write_json
 from ..notes import Notes
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -83,12 +83,36 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     if path.is_dir():
         path = path / TOKENIZER_FILE
     try:
-        d = json.loads(path.read_text())
-        name = d.pop("name")
+        d = json.loads(read_text(path))
     except FileNotFoundError:
         raise UserError(f"no tokenizer at {path}") from None
-    except (ValueError, KeyError, AttributeError):
-        raise UserError(f"corrupt tokenizer file {path}") from None
+    except (ValueError, OSError) as e:  # NotRegularFile (a fifo) says so itself
+        raise UserError(f"corrupt tokenizer file {path}" if isinstance(e, ValueError) else str(e)) from None
+    from . import performance, remi  # noqa: F401  (registration)
+
+    if not isinstance(d, dict) or d.get("name") not in _REGISTRY:
+        what = f"unknown tokenizer {d.get('name')!r}" if isinstance(d, dict) else "not a JSON object"
+        raise UserError(f"corrupt tokenizer file {path}: {what}")
+    name = d.pop("name")
     d.pop("vocab_size", None)
-    tok = get_tokenizer(name, **d)
-    return tok
+    _check_params(path, _REGISTRY[name], d)
+    return get_tokenizer(name, **d)
+
+
+MAX_PARAM = 100_000  # steps per second, shift steps, velocity bins: anything near this is damage
+
+
+def _check_params(path: Path, cls, params: dict) -> None:
+    """Only the constructor's own parameters, each of its default's type; integers in 1..MAX_PARAM."""
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    for k, v in params.items():
+        if k not in defaults:
+            raise UserError(f"corrupt tokenizer file {path}: unknown key {k!r}")
+        want = type(defaults[k])
+        ok = type(v) is want and (want is not int or 1 <= v <= MAX_PARAM)
+        if not ok:
+            raise UserError(f"corrupt tokenizer file {path}: {k} must be "
+                            + ("true or false" if want is bool else f"an integer in 1..{MAX_PARAM:,}")
+                            + f", got {v!r}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch.distributed as dist
 
 from .. import conditions
 from ..errors import UserError
+from ..files import read_text, require_regular
 from ..model import ComposerLSTM, checkpoint_folder
 from .config import ARCH_FIELDS, ENV_FIELDS, TrainConfig
 from .devices import _cpu_name
@@ -42,8 +44,8 @@ class Checkpoints:
     def _condition_hours(self) -> dict:
         stats = {}
         try:
-            stats = json.loads((Path(self.cfg.data) / "cache.json").read_text(encoding="utf-8")).get("conditions", {})
-        except (OSError, ValueError):
+            stats = json.loads(read_text(Path(self.cfg.data) / "cache.json")).get("conditions", {})
+        except (OSError, ValueError, AttributeError):
             pass
         return {n: stats.get(n, {}) for n in conditions.FILE_CONDITIONS if n in self.vocab}
 
@@ -136,15 +138,24 @@ class Checkpoints:
     def _load_state(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
+        def broken(why: str) -> UserError:
+            return UserError(f"cannot resume from {folder}: {why}")
+
         try:
-            state = json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))
+            state = json.loads(read_text(folder / STATE_JSON))
+            require_regular(folder / STATE_TENSORS)  # safetensors opens it itself: a fifo would block it
             tensors = load_file(str(folder / STATE_TENSORS))
         except Exception as e:  # noqa: BLE001 - any damage means the same thing to the user
-            raise UserError(f"cannot resume from {folder}: trainer state is missing or corrupt ({e})") from None
+            raise broken(f"trainer state is missing or corrupt ({e})") from None
+        _check_state(state, broken)
+        rng = f"rng.torch.rank{self.dist.rank if f'rng.torch.rank{self.dist.rank}' in tensors else 0}"
+        if rng not in tensors or tensors[rng].dtype != torch.uint8:
+            raise broken(f"{STATE_TENSORS} has no random-number state ({rng})")
         try:
             self.optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
-        except (KeyError, ValueError, RuntimeError) as e:
-            raise UserError(f"cannot resume from {folder}: optimizer state does not fit the model ({e})") from None
+            _check_optimizer_shapes(self.optimizer)
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as e:
+            raise broken(f"optimizer state does not fit the model ({e})") from None
         self.step = state["step"]
         self.epoch = state["epoch"]
         self.samples_in_epoch = state["samples_in_epoch"]
@@ -159,10 +170,46 @@ class Checkpoints:
                 warnings.warn("the data or process count changed since the checkpoint: "
                               f"restarting epoch {self.epoch} from its beginning")
             self.samples_in_epoch = 0
-        r = self.dist.rank if f"rng.torch.rank{self.dist.rank}" in tensors else 0
-        torch.set_rng_state(tensors[f"rng.torch.rank{r}"])
+        try:
+            torch.set_rng_state(tensors[rng])
+        except RuntimeError as e:
+            raise broken(f"{STATE_TENSORS} holds a damaged random-number state ({e})") from None
+        r = rng.rsplit("rank", 1)[1]
         if self.device.type == "cuda" and f"rng.cuda.rank{r}" in tensors:
             torch.cuda.set_rng_state(tensors[f"rng.cuda.rank{r}"], self.device)
+
+
+# trainer_state.json: each field the loop reads back, and what it must be
+_COUNTS = ("step", "epoch", "samples_in_epoch", "bad_evals", "train_windows", "world_size")
+
+
+def _check_state(state, broken) -> None:
+    """A damaged trainer_state.json is named here, not by a TypeError steps later."""
+    if not isinstance(state, dict):
+        raise broken(f"{STATE_JSON} is not a JSON object")
+    for k in _COUNTS:
+        v = state.get(k)
+        if type(v) is not int or v < 0:
+            raise broken(f"{STATE_JSON}: {k} should be a whole number, got {v!r}" if k in state
+                         else f"{STATE_JSON} has no {k}")
+    for k in ("tokens_seen", "elapsed_seconds", "best_val"):
+        v = state.get(k)
+        if v is not None and (type(v) not in (int, float) or not math.isfinite(v) or v < 0):
+            raise broken(f"{STATE_JSON}: {k} should be a number, got {v!r}")
+    for k in ("optimizer", "config"):
+        if not isinstance(state.get(k), dict):
+            raise broken(f"{STATE_JSON}: {k} should be a JSON object, got {type(state.get(k)).__name__}")
+    if not isinstance(state["optimizer"].get("param_groups"), list):
+        raise broken(f"{STATE_JSON}: optimizer has no param_groups list")
+
+
+def _check_optimizer_shapes(optimizer) -> None:
+    """load_state_dict takes moment tensors of any shape; the first step would then fail."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, v in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(v) and v.dim() and v.shape != p.shape:
+                    raise ValueError(f"{key} has shape {tuple(v.shape)} for a parameter of shape {tuple(p.shape)}")
 
 
 def _with_conditions(model: ComposerLSTM, vocab: dict) -> ComposerLSTM:

@@ -35,10 +35,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import fields
 from pathlib import Path
 
 from ..errors import UserError
+from ..files import NotRegularFile, read_text
+from ..locks import folder_lock
 from .checkpoints import STATE_JSON, _find_resume
 from .config import ARCH_FIELDS, ENV_FIELDS, TrainConfig
 from .loop import Trainer
@@ -128,9 +131,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         probe = TrainConfig(**{k: env[k] for k in ("resume", "save_dir") if k in env})
         folder = _find_resume(probe)
         try:
-            saved = json.loads((folder / STATE_JSON).read_text(encoding="utf-8")).get("config", {})
+            saved = json.loads(read_text(folder / STATE_JSON))
         except (OSError, ValueError) as e:
             raise UserError(f"cannot resume from {folder}: {STATE_JSON} is unreadable ({e})") from None
+        saved = saved.get("config") if isinstance(saved, dict) else None
+        if not isinstance(saved, dict):
+            raise UserError(f"cannot resume from {folder}: {STATE_JSON} has no config object")
         values.update({k: v for k, v in saved.items() if k not in ENV_FIELDS and k in probe.__dict__})
         env["resume"] = str(folder)
         env.setdefault("save_dir", str(folder.parent))
@@ -144,9 +150,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def _read_recipe(path: str) -> dict:
     try:
-        recipe = json.loads(Path(path).read_text(encoding="utf-8"))
+        recipe = json.loads(read_text(path))
     except FileNotFoundError:
         raise UserError(f"--config {path}: no such file") from None
+    except NotRegularFile as e:
+        raise UserError(f"--config {e}") from None
     except (OSError, ValueError) as e:
         raise UserError(f"--config {path}: not valid JSON ({e})") from None
     if not isinstance(recipe, dict):
@@ -167,7 +175,10 @@ def _read_recipe(path: str) -> dict:
 
 
 def train(cfg: TrainConfig) -> dict:
-    return Trainer(cfg).fit()
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the lock for the whole run
+        return Trainer(cfg).fit()
+    with folder_lock(cfg.save_dir, "training run"):  # two runs in one save dir overwrite each other
+        return Trainer(cfg).fit()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,6 +26,16 @@ from .metrics import MetricsLog, _fmt_val
 from .session import Estimate, StopOnSignal, check_save_dir, missing_cache_message, quiet_worker
 
 
+def _check_finite(loss: torch.Tensor, what: str, step: int, resumed) -> None:
+    """Stop at the first NaN or infinite loss: nothing is learned from it, and neither metrics.jsonl
+    (which must stay JSON) nor best/ nor last/ may record it. The check costs a device sync."""
+    if not bool(torch.isfinite(loss)):
+        hint = (f"the weights resumed from {resumed} are probably broken (NaN)" if resumed else
+                "broken starting weights (--init_from?) or too high a --lr")
+        raise UserError(f"stopped at step {step}: the {what} is {float(loss)} (not finite), so nothing of "
+                        f"this step was saved; {hint}")
+
+
 class _SkipSampler(Sampler):
     """The distributed sampler's order for this epoch, minus the samples a resumed run has seen."""
 
@@ -172,6 +182,7 @@ class Trainer(MetricsLog, Checkpoints):
                 while self.stop_reason is None:
                     for batch in self._epoch_loader():
                         loss = self.train_step(*batch)
+                        _check_finite(loss, "training loss", self.step + 1, self.resume_dir)
                         self.step += 1
                         self.samples_in_epoch += len(batch[0])
                         end_of_epoch = self.samples_in_epoch >= len(self.sampler)
@@ -243,6 +254,7 @@ class Trainer(MetricsLog, Checkpoints):
         if has_val and due and self.stop_reason != "interrupted":  # the user is waiting
             paused = time.perf_counter()
             val = self.evaluate()
+            _check_finite(torch.tensor(val), "validation loss", self.step, self.resume_dir)
             improved = self.best_val is None or val < self.best_val
             if improved:
                 self.best_val, self.bad_evals = val, 0

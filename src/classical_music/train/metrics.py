@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..files import write_text
+from ..files import read_text, write_text
 from .config import lr_at
 from .session import clear_run, duration
 
@@ -116,7 +116,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text(path).splitlines():
         try:
             if json.loads(line)["step"] <= step:
                 keep.append(line)
