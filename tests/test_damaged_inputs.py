@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import time
 
 import pytest
@@ -17,15 +16,8 @@ from classical_music import cli
 from classical_music import train as train_mod
 
 from conftest import scale, write_midi
-from test_train import make_cache, tiny
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_hostile import _guarded
+from test_train import make_cache, one_thread, tiny  # noqa: F401  (one_thread: an autouse fixture)
 
 
 @pytest.fixture(scope="module")
@@ -44,23 +36,9 @@ def copy(run, tmp_path):
 
 def one_line(capsys, *argv, timeout: float = 60) -> str:
     """Run the CLI in a thread (a blocking open fails the test instead of hanging it): exit 2, one line."""
-    box: dict = {}
-
-    def target():
-        try:
-            box["rc"] = cli.main([str(a) for a in argv])
-        except BaseException as e:  # noqa: BLE001 - handed to the test
-            box["error"] = e
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        pytest.fail(f"still blocked after {timeout} s: {argv}")
-    if "error" in box:
-        raise box["error"]
+    rc = _guarded(lambda: cli.main([str(a) for a in argv]), timeout)
     err = capsys.readouterr().err.strip()
-    assert box["rc"] == 2, err
+    assert rc == 2, err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
@@ -107,11 +85,7 @@ def test_a_fifo_input_is_refused_at_once(run, tmp_path, capsys, where):
             err = one_line(capsys, "train", "--data", cache, "--save_dir", tmp_path / "new", "--config", target)
             assert err.startswith("error: --config ")
         elif where == "cache_json":  # only statistics: prepare rewrites it and goes on
-            box = {}
-            t = threading.Thread(target=lambda: box.update(rc=cli.main([str(a) for a in prepare])), daemon=True)
-            t.start()
-            t.join(60)
-            assert not t.is_alive() and box["rc"] == 0
+            assert _guarded(lambda: cli.main([str(a) for a in prepare])) == 0
             assert json.loads((cache / "cache.json").read_text())["files"] >= 1
             return
         else:
