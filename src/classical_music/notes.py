@@ -274,8 +274,9 @@ def has_drums_only(score) -> bool:
     )
 
 
-def notes_to_score(notes: Notes, tpq: int = 480, tempo_bpm: float = 120.0, program: int = 0):
-    """A one-track piano Score in ticks with an explicit tempo, so every player opens it alike."""
+def notes_to_score(notes: Notes, tpq: int = 480, tempo_bpm: float = 120.0, program: int = 0, pedals=()):
+    """A one-track piano Score in ticks with an explicit tempo, so every player opens it alike;
+    pedals: (down, up) seconds of sustain pedal (CC64) to add."""
     import symusic
 
     score = symusic.Score(tpq)
@@ -290,5 +291,8 @@ def notes_to_score(notes: Notes, tpq: int = 480, tempo_bpm: float = 120.0, progr
         track.notes = symusic.Note.from_numpy(
             time=on, duration=dur, pitch=notes.pitch.astype(np.int8), velocity=notes.velocity.astype(np.int8)
         )
+    for down, up in pedals:
+        track.controls.append(symusic.ControlChange(round(down * ticks_per_second), 64, 127))
+        track.controls.append(symusic.ControlChange(round(up * ticks_per_second), 64, 0))
     score.tracks.append(track)
     return score

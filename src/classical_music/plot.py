@@ -20,13 +20,17 @@ def note_name(pitch: int) -> str:
     return f"{NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
 
 
-def piano_roll(midi, out_path=None, ax=None, title=None, max_seconds=None):
+SECTION_COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2")
+
+
+def piano_roll(midi, out_path=None, ax=None, title=None, max_seconds=None, sections=None):
     """Draw a piano roll of ``midi`` (path or symusic Score); return the matplotlib Figure.
 
     Notes are bars (seconds vs pitch, C's labelled) coloured by velocity, with a colorbar and a
     sustain-pedal lane below (shaded where CC64 >= 64). With ``ax`` the roll, lane and colorbar
     share that axes' area, so it fits in a grid of subplots. With ``out_path`` a PNG is written
-    (atomically). ``max_seconds`` shows only the start of the piece.
+    (atomically). ``max_seconds`` shows only the start of the piece. ``sections``: (label, start,
+    end) seconds of a planned piece (its NAME.plan.json), drawn as labelled bands over the roll.
     """
     from matplotlib.collections import PolyCollection
     from matplotlib.colors import Normalize
@@ -105,6 +109,7 @@ def piano_roll(midi, out_path=None, ax=None, title=None, max_seconds=None):
     ax.tick_params(labelbottom=False)
     if title:
         ax.set_title(title)
+    draw_sections(ax, sections or ())
 
     for s, e in pedals:
         lane.axvspan(s, e, color=PEDAL_COLOR, alpha=0.55, lw=0)
@@ -119,6 +124,29 @@ def piano_roll(midi, out_path=None, ax=None, title=None, max_seconds=None):
     if out_path is not None:
         _save_png(fig, Path(out_path))
     return fig
+
+
+def draw_sections(ax, sections) -> None:
+    """Labelled bands for a plan's sections; a letter keeps its colour when it returns."""
+    letters = []
+    for label, start, end in sections:
+        letter = label.rstrip("'")
+        if letter not in letters:
+            letters.append(letter)
+        color = SECTION_COLORS[letters.index(letter) % len(SECTION_COLORS)]
+        ax.axvspan(start, end, color=color, alpha=0.08, lw=0, zorder=-2)
+        ax.axvline(start, color=color, lw=1.0, alpha=0.7, zorder=0)
+        ax.text((start + end) / 2, 0.985, label, transform=ax.get_xaxis_transform(), ha="center", va="top",
+                fontsize=9, fontweight="bold", color=color, clip_on=False)
+
+
+def sections_of(plan_json: dict) -> list[tuple[str, float, float]]:
+    """(label, start, end) of each section of a NAME.plan.json."""
+    out, t = [], 0.0
+    for s in plan_json.get("sections", []):
+        out.append((str(s["label"]), t, t + float(s["seconds"])))
+        t += float(s["seconds"])
+    return out
 
 
 def _save_png(fig, out_path: Path) -> None:

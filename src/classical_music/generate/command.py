@@ -11,12 +11,14 @@ re-run over a window. Same --seed and arguments -> the same notes.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .. import conditions
 from .. import threads as cpu_threads
@@ -24,7 +26,9 @@ from ..errors import UserError
 from ..files import atomic_path, staged_paths, writable_folder
 from ..notes import Notes, notes_to_score
 from .checkpoint import check_device, condition_codes, list_conditions, load_model
+from .conductor import Conductor, perform
 from .config import MAX_EVENTS, MAX_SECONDS, PRECISIONS, GenerateConfig
+from .form import ENDINGS
 from .primer import MAX_PRIMER_EVENTS, parse_primer_notes, primer_from_midi, primer_tokens
 from .sampling import END_AFTER, MAX_NOTE_SECONDS, sample, steering
 
@@ -69,12 +73,19 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
         from ..audio import find_soundfont
 
         find_soundfont(cfg.soundfont)  # a bad --soundfont stops us before composing, not after
+    seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+    plan = cfg.piece_plan(seed)  # a bad plan stops us before the model loads
     model = load_model(cfg.checkpoint, cfg.device)
     cond, style = condition_codes(model, cfg.style())
     tok = model.tokenizer
     prefix = primer_tokens(tok, primer)
     primer_end = 0.0 if primer is None else float(primer.offset.max())
-    seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+    conductor, codes = _conductor(cfg, plan, model, prefix)
+    seconds = cfg.seconds
+    if conductor is not None:
+        seconds = plan.seconds
+        if codes is not None:
+            cond, style = codes[0], condition_codes(model, _section_style(cfg, plan.sections[0], model))[1]
 
     bar = None
     if progress and sys.stderr.isatty():
@@ -91,10 +102,12 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
                 bar.refresh()
 
     t0 = time.perf_counter()
-    rows = sample(model, tok, prefix, num_samples=cfg.num_samples, seconds=cfg.seconds, events=cfg.events,
-                  temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p, seed=seed,
+    steer = steering(cfg.style(), cfg.steer) if conductor is None else {"steer": cfg.steer}
+    rows = sample(model, tok, prefix, num_samples=cfg.num_samples, events=cfg.events, temperature=cfg.temperature,
+                  seconds=cfg.seconds if conductor is None else conductor.seconds,
+                  top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p, seed=seed,
                   device=cfg.device, progress=report, max_note_seconds=cfg.max_note_seconds, release=cfg.release,
-                  min_seconds=cfg.min_seconds, cond=cond, guidance=cfg.guidance, **steering(cfg.style(), cfg.steer),
+                  min_seconds=cfg.min_seconds, cond=cond, guidance=cfg.guidance, conductor=conductor, **steer,
                   # asked in events, the piece may end itself in the last fifth, as one asked in seconds
                   min_events=math.ceil(END_AFTER * cfg.events) if cfg.events and cfg.min_seconds is None else 0,
                   int8=None if cfg.precision == "auto" else cfg.precision == "int8")
@@ -104,25 +117,28 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
 
     pieces = []
     for path, new in zip(paths, rows):
-        whole = tok.decode(np.concatenate([prefix, new]))
+        whole, pedals = tok.decode(np.concatenate([prefix, new])), []
+        if conductor is not None:
+            whole, pedals = perform(whole, plan, tok.steps_per_second, primer_end)
         if not cfg.primer_in_output and primer is not None:
             keep = whole.onset >= primer_end - 1e-9
             whole = Notes(whole.onset[keep] - primer_end, whole.offset[keep] - primer_end, whole.pitch[keep],
                           whole.velocity[keep])
-        if cfg.seconds and not cfg.events:
-            limit = cfg.seconds + (primer_end if cfg.primer_in_output else 0.0)
+            pedals = [(a - primer_end, b - primer_end) for a, b in pedals]
+        if seconds and not cfg.events:
+            limit = seconds + (primer_end if cfg.primer_in_output else 0.0)
             keep = whole.onset < limit
             whole = Notes(whole.onset[keep], np.minimum(whole.offset[keep], limit), whole.pitch[keep], whole.velocity[keep])
         if len(whole) == 0:
             raise UserError(f"the model composed no notes for {path.name} in {len(new)} events: "
                             "ask for more --events or --seconds, or try another --seed")
-        pieces.append((path, whole, new))
+        pieces.append((path, whole, new, pedals))
 
     # Every variation's MIDI, audio and picture land together or not at all.
     made = [f for f in (folder, *folder.parents) if not f.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        results = _write_pieces(cfg, pieces, seed, wall)
+        results = _write_pieces(cfg, pieces, seed, wall, plan if conductor is not None else None)
         for r in results:
             r["conditions"] = style
         return results
@@ -137,13 +153,43 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
         raise
 
 
-def _write_pieces(cfg: GenerateConfig, pieces, seed: int, wall: float) -> list[dict]:
+def _conductor(cfg: GenerateConfig, plan, model, prefix):
+    """The hook that composes `plan` (None where the plan is today's through piece with no ending),
+    and each section's condition indices ([sections, n], or None for an unconditioned model)."""
+    if plan is None or (plan.through and plan.ending == "none"):
+        return None, None
+    tok = model.tokenizer
+    if not all(hasattr(tok, a) for a in ("steps_per_second", "note_on", "shift_steps")):
+        if cfg.form is None and cfg.plan is None and cfg.ending is None:
+            return None, None  # a tokenizer without time (REMI) composes as it always has
+        raise UserError(f"--form, --plan and --ending cadence need a tokenizer with time shifts; this checkpoint's "
+                        f"is {getattr(tok, 'name', type(tok).__name__)}")
+    codes = [condition_codes(model, _section_style(cfg, s, model))[0] for s in plan.sections]
+    codes = None if codes[0] is None else torch.stack(codes)
+    return Conductor(plan, tok, prefix, cfg.num_samples, codes, cfg.steer), codes
+
+
+def _section_style(cfg: GenerateConfig, section, model) -> dict:
+    """A section's conditions for the model; a key or density the plan chose (not the user) that
+    the model has no condition for is left to steering alone."""
+    style = section.style(cfg.style())
+    for name in ("key", "density"):
+        if name not in model.config.conditions and getattr(cfg, name) is None:
+            style[name] = None
+    return style
+
+
+def _write_pieces(cfg: GenerateConfig, pieces, seed: int, wall: float, plan=None) -> list[dict]:
     results = []
     with staged_paths() as stage:
-        for path, whole, new in pieces:
+        for path, whole, new, pedals in pieces:
             midi = stage(path)
-            write_midi(notes_to_score(whole), midi, path)
+            write_midi(notes_to_score(whole, pedals=pedals), midi, path)
             files = {"midi": path}
+            if plan is not None and not plan.through:  # a through piece's plan is the command line
+                plan_path = path.with_suffix(".plan.json")
+                stage(plan_path).write_text(plan.dumps(), encoding="utf-8")
+                files["plan"] = plan_path
             audio = [path.with_suffix(ext) for ext, wanted in ((".wav", cfg.wav), (".mp3", cfg.mp3)) if wanted]
             if audio:
                 from ..audio import render
@@ -153,10 +199,11 @@ def _write_pieces(cfg: GenerateConfig, pieces, seed: int, wall: float) -> list[d
             if cfg.plot:
                 from ..plot import piano_roll
 
-                piano_roll(midi, stage(path.with_suffix(".png")), title=path.stem)
+                piano_roll(midi, stage(path.with_suffix(".png")), title=path.stem,
+                           sections=None if plan is None or plan.through else plan.bands())
                 files["png"] = path.with_suffix(".png")
             results.append({"files": files, "notes": len(whole), "events": len(new), "seconds": whole.seconds,
-                            "seed": seed, "wall_seconds": wall})
+                            "seed": seed, "wall_seconds": wall, "plan": None if plan is None else plan.to_json()})
     return results
 
 
@@ -207,6 +254,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="also hold --density and --key while sampling, at this strength (0 = the model alone)")
     style.add_argument("--list_conditions", action="store_true",
                        help="print the styles the checkpoint knows (composers with their training hours) and exit")
+    form = p.add_argument_group("the whole piece (a form, themes that return, an ending)")
+    form.add_argument("--form", default=None,
+                      help="section letters such as ABA, AABA, ABACA (rondo), AB, A (A' = a varied return), or "
+                           "through (one section); default: through under 45 s, ABA for longer pieces")
+    form.add_argument("--plan", type=Path, default=None,
+                      help='PLAN.json: [{"label": "A", "seconds": 40, "key": "D", "density": 6, "dynamics": "mf", '
+                           '"tempo": 1.0, "composer": ..., "period": ...}, ...]')
+    form.add_argument("--ending", choices=ENDINGS, default=None,
+                      help="cadence (default): each section closes on dominant then tonic, the piece on the home "
+                           "tonic with a ritardando and diminuendo; none: it stops where the time runs out")
+    form.add_argument("--print_plan", action="store_true", help="print the plan used (also written as NAME.plan.json)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     cpu_threads.add_argument(p)  # decoding steps still run on one: see sampling._one_thread_on_cpu
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -241,8 +299,13 @@ def _run(args) -> int:
         soundfont=args.soundfont, device=args.device, max_note_seconds=args.max_note_seconds, release=args.release,
         min_seconds=args.min_seconds, precision=args.precision, composer=args.composer, period=args.period,
         kind=args.kind, density=args.density, key=args.key, guidance=args.guidance, steer=args.steer,
+        form=args.form, plan=args.plan, ending=args.ending,
     )
-    for r in compose(cfg, progress=True):
+    results = compose(cfg, progress=True)
+    if args.print_plan:
+        plan = results[0]["plan"]
+        print(json.dumps(plan, indent=2, ensure_ascii=False) if plan else "plan: through, no ending (today's piece)")
+    for r in results:
         names = ", ".join(str(p) for p in r["files"].values())
         style = "".join(f", {k} {v}" for k, v in r["conditions"].items())
         if r["conditions"] and cfg.guidance != 1:

@@ -12,6 +12,7 @@ import torch
 from .. import conditions
 from ..errors import UserError
 from .checkpoint import check_device
+from .form import ENDINGS, THROUGH, resolve_plan
 from .sampling import MAX_NOTE_SECONDS, use_int8
 
 PRECISIONS = ("auto", "float32", "int8")
@@ -57,6 +58,12 @@ class GenerateConfig:
     key: str | None = None
     guidance: float = 1.0  # classifier-free guidance: 1 = off, > 1 follows the conditions harder
     steer: float = 1.0  # hold --density and --key while sampling too (0 = the model's conditions alone)
+    # the whole piece (form.py): a form such as "ABA" or "through" (None: through under 45 s, else
+    # form.DEFAULT_LONG_FORM), or a plan file; the ending "cadence" or "none" (None: cadence when
+    # the length is in seconds)
+    form: str | None = None
+    plan: Path | None = None
+    ending: str | None = None
 
     def validate(self) -> None:
         if not 0 < self.temperature < math.inf:
@@ -107,6 +114,19 @@ class GenerateConfig:
             raise UserError(f"--guidance must be between 0 and 10 (1 = off), got {self.guidance}")
         if self.key is not None:
             conditions.parse_key(self.key)  # a malformed key fails before the model loads
+        if self.ending is not None and self.ending not in ENDINGS:
+            raise UserError(f"--ending must be cadence or none, got {self.ending!r}")
+        if self.form is not None and self.plan is not None:
+            raise UserError("give either --form or --plan, not both")
+        if self.events and (self.plan is not None or self.ending == "cadence"
+                            or (self.form or THROUGH).strip().lower() != THROUGH):
+            raise UserError("--form, --plan and --ending cadence plan a piece in seconds: use --seconds, not --events")
+
+    def piece_plan(self, seed: int):
+        """The plan this run composes (form.resolve_plan); None for a plain --events run."""
+        if self.events:
+            return None
+        return resolve_plan(self.form, self.plan, self.seconds, self.key, self.density, self.ending, seed)
 
     def style(self) -> dict:
         return {n: getattr(self, n) for n in conditions.NAMES}

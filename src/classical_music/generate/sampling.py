@@ -42,6 +42,25 @@ def steering(style: dict | None, strength: float = 1.0) -> dict:
             "steer_key": None if key in (None, "") else conditions.parse_key(key)}
 
 
+def key_bonus(key: int, strength: float = 1.0) -> np.ndarray:
+    """The logit bonus over the 128 key-downs that holds a key (conditions.KEYS index): its
+    Krumhansl profile as z-scores."""
+    z = conditions.PROFILES[key] * math.sqrt(12)
+    return (strength * STEER_KEY_GAIN * z[np.arange(128) % 12]).astype(np.float32)
+
+
+def density_push(onsets: int, want: float, strength: float = 1.0) -> float:
+    """The density controller's logit push on key-downs and velocities (minus on waits) for a piece
+    with `onsets` key-downs where `want` were due: -inf (wait for time to pass) well ahead of it."""
+    gap = min(max(math.log((want + 1) / (onsets + 1)), -4.0), 4.0)
+    push = strength * STEER_DENSITY_GAIN * gap
+    # Well ahead of the schedule, no new key-down until time catches up: a soft malus alone let a
+    # model in full flow overshoot 2 notes/s by half again.
+    if onsets > STEER_AHEAD * want + 2:
+        push = -np.inf
+    return push
+
+
 def filter_logits(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0) -> torch.Tensor:
     """Temperature, then top-k, nucleus (top-p) and min-p truncation; returns log-probabilities."""
     logits = logits.float() / temperature
@@ -200,7 +219,7 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
            top_k=0, top_p=1.0, min_p=0.0, seed=None, device="cpu", progress=None,
            max_note_seconds=MAX_NOTE_SECONDS, min_seconds=None, int8: bool | None = None, cond=None,
            guidance: float = 1.0, steer_density: float | None = None, steer_key: int | None = None,
-           steer: float = 1.0, release: float = 1.0, min_events: int = 0) -> list[np.ndarray]:
+           steer: float = 1.0, release: float = 1.0, min_events: int = 0, conductor=None) -> list[np.ndarray]:
     """Continue `prefix` in num_samples variations; returns each one's new tokens (no prefix).
 
     With Performance events, keys are released only if down, and none is held over
@@ -216,6 +235,9 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
     strength `steer` (0 = the model alone): key-downs get the key's Krumhansl profile as a logit
     bonus, and a bonus or malus that follows the gap between the onsets so far and the density
     asked for (an integral controller, so a piece's average lands on the request).
+
+    conductor: a planned piece's hook (conductor.Conductor): it shapes each step's scores (its
+    sections' steering, the tokens it replays or forces) and may change the conditions.
 
     The model runs on `device`; choosing each next event runs on the CPU in NumPy and plain
     Python, where a step's bookkeeping costs ~20 us instead of ~100 us as PyTorch calls.
@@ -265,11 +287,8 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
     if steer and (steer_density or steer_key is not None) and keys is not None:
         steering = np.zeros((num_samples, vocab), np.float32)
         on = slice(tokenizer.note_on, tokenizer.note_on + 128)
-        key_bonus = np.zeros(128, np.float32)
-        if steer_key is not None:
-            z = conditions.PROFILES[steer_key] * math.sqrt(12)  # the key's profile as z-scores
-            key_bonus = (steer * STEER_KEY_GAIN * z[np.arange(128) % 12]).astype(np.float32)
-        steering[:, on] = key_bonus
+        bonus = np.zeros(128, np.float32) if steer_key is None else key_bonus(steer_key, steer)
+        steering[:, on] = bonus
         # A velocity token all but forces a key-down and a time shift postpones one: the density
         # term pushes both ends, or a model deep in a chord would play on through any malus.
         vel = slice(tokenizer.velocity, vocab)
@@ -278,6 +297,8 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
     out: list[list[int]] = [[] for _ in range(num_samples)]
     elapsed = [0] * num_samples
     done = [False] * num_samples
+    if conductor is not None:
+        conductor.start(keys)
     with _one_thread_on_cpu(device):
         for n in range(max_events):
             scores = logits.float().cpu().numpy() + bias
@@ -287,6 +308,8 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
                 keys.force_overdue(scores, elapsed)
             if n < min_events:
                 scores[:, eos] = -np.inf
+            if conductor is not None:
+                conductor.shape(scores, elapsed)
             if plain:
                 if temperature != 1:
                     scores *= 1.0 / temperature
@@ -302,23 +325,23 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
                     elapsed[row] += shift[tok]
                 if keys is not None:
                     keys.update(row, tok, elapsed[row])
+                if conductor is not None:
+                    conductor.update(row, tok, elapsed[row])
                 done[row] = tok == eos or elapsed[row] >= limit
                 if steering is not None and steer_density:
                     onsets[row] += on.start <= tok < on.stop
-                    want = steer_density * max(elapsed[row] / steps_per_second, 1.0)
-                    gap = min(max(math.log((want + 1) / (onsets[row] + 1)), -4.0), 4.0)
-                    push = steer * STEER_DENSITY_GAIN * gap
-                    # Well ahead of the schedule, no new key-down until time catches up: a soft
-                    # malus alone let a model in full flow overshoot 2 notes/s by half again.
-                    if onsets[row] > STEER_AHEAD * want + 2:
-                        push = -np.inf
-                    steering[row, on] = key_bonus + push
+                    push = density_push(onsets[row], steer_density * max(elapsed[row] / steps_per_second, 1.0),
+                                        steer)
+                    steering[row, on] = bonus + push
                     steering[row, vel] = push
                     steering[row, wait] = 0.0 if push == -np.inf else -push
             if progress:
                 progress(n + 1, max_events, min(elapsed) / steps_per_second if shift is not None else None)
             if all(done):
                 break
+            if conductor is not None and (changed := conductor.cond()) is not None:
+                cond = changed.to(device)
+                terms = decoder.conditioning(torch.cat([cond, torch.zeros_like(cond)]) if guided else cond)
             logits, state = step(torch.from_numpy(nxt).to(device), state)
     return [np.array(row[:-1] if row and row[-1] == eos else row, dtype=np.int64) for row in out]
 

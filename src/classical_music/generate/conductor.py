@@ -1,0 +1,359 @@
+"""Composing a plan (form.py): sample()'s hook that walks each variation through its sections, and
+the performance applied to the notes afterwards (tempo, ritardando, dynamics, the final pedal).
+
+While sampling (Conductor, per row, in the model's own time):
+  * each section asks the model for its conditions and steers its key and density (the same
+    key bonus and density controller as --steer, sampling.key_bonus / density_push);
+  * a section whose letter was heard before opens with that section's opening phrase, transposed
+    to its key, fed to the LSTM token by token (so its state is primed by it), then composes on;
+  * each section's last seconds steer toward its dominant, then its tonic; the piece ends on the
+    home tonic as the lowest note of a root-position chord, held, every other key released.
+Afterwards (perform): each section's tempo and a ritardando over its cadence stretch the time
+shifts (up to RITARDANDO), its dynamics scale the velocities with a diminuendo into each cadence,
+and the pedal holds the last chord.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import conditions
+from ..notes import Notes
+from .form import DYNAMICS, Plan
+from .sampling import density_push, key_bonus
+
+RITARDANDO = 1.5  # time-shift stretch reached at the piece's end
+INNER_RITARDANDO = 1.2  # at the end of the other sections
+CADENCE_SECONDS = 4.0  # of the last section; others: INNER_CADENCE_SECONDS (each at most a fifth of it)
+INNER_CADENCE_SECONDS = 2.5
+DOMINANT_SHARE = 0.55  # of a cadence spent on the dominant before the tonic
+CADENCE_GAIN = 1.2  # chord-tone bonus in a cadence, in units of the key bonus at --steer 1
+DIMINUENDO = 0.7  # velocity scale reached at the piece's end (inner cadences: INNER_DIMINUENDO)
+INNER_DIMINUENDO = 0.85
+FINAL_HOLD = 1.8  # seconds the last chord rings (after the ritardando: at least 1.5 s with the pedal)
+FINAL_VELOCITY = 72
+RECALL_SECONDS = 8.0  # opening phrase a return recalls; a varied return (A') half of it
+RECALL_SHARE = 0.25  # at most this share of the section recalled
+VARIED_TEMPERATURE = 1.15  # a varied return composes on a little warmer
+PEDAL_LATE = 0.06  # seconds after the last chord's onset the pedal goes down
+DYNAMICS_FADE = 1.5  # seconds over which one section's dynamics turn into the next's
+
+
+@dataclass
+class Span:
+    """One section in the model's time: starts at `start` steps, lasts `length`, its last
+    `cadence` steps a cadence; its real time is `tempo` x (ramping to `ritard` over the cadence)."""
+    start: int
+    length: int
+    cadence: int
+    tempo: float
+    ritard: float
+    key: int | None
+    density: float | None
+    dynamics: float
+    diminuendo: float
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+def timeline(plan: Plan, steps_per_second: int) -> list[Span]:
+    """Each section's span of model time, so that after tempo and ritardando it lasts its seconds."""
+    spans, t = [], 0
+    cadence_on = plan.ending == "cadence"
+    for i, s in enumerate(plan.sections):
+        last = i == len(plan.sections) - 1
+        c = min(CADENCE_SECONDS if last else INNER_CADENCE_SECONDS, 0.2 * s.seconds) if cadence_on else 0.0
+        r = (RITARDANDO if last else INNER_RITARDANDO) if cadence_on else 1.0
+        # real seconds = tempo * (L - k) + tempo * k * (1 + r) / 2, with k = c / tempo the cadence's steps
+        k = round(c / s.tempo * steps_per_second)
+        length = max(round(s.seconds / s.tempo * steps_per_second - k * (r - 1) / 2), k + 10)
+        spans.append(Span(t, length, k, s.tempo, r,
+                          None if s.key is None else conditions.parse_key(s.key), s.density, DYNAMICS[s.dynamics],
+                          (DIMINUENDO if last else INNER_DIMINUENDO) if cadence_on else 1.0))
+        t += spans[-1].length
+    return spans
+
+
+def _ramp(x: np.ndarray, span: Span) -> np.ndarray:
+    """0 before the cadence, rising to 1 at the span's end (x: steps into the span)."""
+    if span.cadence <= 0:
+        return np.zeros_like(x, dtype=np.float64)
+    return np.clip((x - (span.length - span.cadence)) / span.cadence, 0.0, 1.0)
+
+
+def warp(t: np.ndarray, spans: list[Span], steps_per_second: int) -> np.ndarray:
+    """Model time (seconds after the primer) -> real seconds, with each span's tempo and ritardando."""
+    t = np.asarray(t, np.float64) * steps_per_second
+    out = np.zeros_like(t)
+    real = 0.0
+    for i, s in enumerate(spans):
+        x = np.clip(t - s.start, 0, None if i == len(spans) - 1 else s.length)
+        inside = (t >= s.start) if i else np.ones_like(t, bool)
+        flat = np.minimum(x, s.length - s.cadence)
+        ramped = np.clip(x - (s.length - s.cadence), 0, s.cadence)
+        over = np.clip(x - s.length, 0, None)
+        local = s.tempo * (flat + ramped + (s.ritard - 1) * ramped ** 2 / max(2 * s.cadence, 1)
+                           + (s.ritard - 1) * over)
+        out = np.where(inside, real + local, out)
+        real += s.tempo * (s.length + (s.ritard - 1) * s.cadence / 2)
+    out = np.where(t < 0, t, out)  # the primer keeps its own time
+    return out / steps_per_second
+
+
+def perform(notes: Notes, plan: Plan, steps_per_second: int, primer_end: float = 0.0) -> tuple[Notes, list]:
+    """The plan's tempo, ritardandi and dynamics applied to composed notes (times after
+    primer_end are the model's); returns the notes and the pedal intervals [(down, up)] to add."""
+    spans = timeline(plan, steps_per_second)
+    rel_on = notes.onset - primer_end
+    onset = np.where(rel_on >= 0, primer_end + warp(rel_on, spans, steps_per_second), notes.onset)
+    rel_off = notes.offset - primer_end
+    offset = np.where(rel_off >= 0, primer_end + warp(rel_off, spans, steps_per_second), notes.offset)
+    # dynamics: each section's level, faded into the next, times its diminuendo
+    u = rel_on * steps_per_second
+    level = np.ones(len(notes))
+    for i, s in enumerate(spans):
+        x = u - s.start
+        target = s.dynamics * (1 - (1 - s.diminuendo) * _ramp(x, s))
+        if i:
+            prev = spans[i - 1]
+            end_level = prev.dynamics * prev.diminuendo
+            fade = np.clip(x / (DYNAMICS_FADE * steps_per_second), 0, 1)
+            target = end_level + (target - end_level) * fade
+        level = np.where((u >= s.start) | (i == 0), target, level)
+    level = np.where(u >= 0, level, 1.0)
+    velocity = np.clip(np.round(notes.velocity * level), 1, 127).astype(np.int16)
+    out = Notes(onset, np.maximum(offset, onset), notes.pitch, velocity)
+    pedal = []
+    if plan.ending == "cadence" and len(out):
+        # down just after the last chord is struck (a legato pedal), so the keys let go at that
+        # instant are not caught by it
+        last = out.onset.max()
+        pedal.append((float(last) + PEDAL_LATE, float(out.offset[out.onset >= last - 1e-6].max())))
+    return out, pedal
+
+
+def final_chord(key: int) -> list[int]:
+    """The home tonic in root position: the root low (C2 .. B2), its octave, fifth and third above."""
+    root = 36 + key % 12
+    third = 3 if key >= 12 else 4
+    return [root, root + 12, root + 19, root + 24 + third]
+
+
+def chord_profile(pitch_classes, gain: float) -> np.ndarray:
+    """A logit bonus over the 128 keys for these pitch classes (z-scored, like a key profile)."""
+    v = np.zeros(12)
+    v[list(pitch_classes)] = 1.0
+    z = (v - v.mean()) / v.std() * gain
+    return z[np.arange(128) % 12].astype(np.float32)
+
+
+def transpose_phrase(tokens: list[int], tokenizer, semitones: int, lo: int = 21, hi: int = 108) -> list[int]:
+    """A phrase's tokens with every key moved by `semitones` (an octave back where that would leave
+    the piano), key-ups of keys it never struck dropped and no end token: ready to be replayed."""
+    on, off = tokenizer.note_on, tokenizer.note_off
+    down, out = set(), []
+    for t in tokens:
+        if on <= t < off or off <= t < off + 128:
+            base = on if t < off else off
+            p = t - base + semitones
+            while p > hi and p - 12 >= 0:
+                p -= 12
+            while p < lo and p + 12 <= 127:
+                p += 12
+            if base == off:
+                if p not in down:
+                    continue
+                down.discard(p)
+            else:
+                down.add(p)
+            out.append(base + p)
+        elif t != tokenizer.eos_id and t != tokenizer.bos_id and t != tokenizer.pad_id:
+            out.append(t)
+    return out
+
+
+def opening_phrase(history: list[int], start: int, tokenizer, steps: int) -> list[int]:
+    """The tokens from the first key-down at or after history[start] until `steps` of time have
+    passed, led by the velocity in force there (so the phrase sounds as it did)."""
+    on = tokenizer.note_on
+    start = next((i for i in range(start, len(history)) if on <= history[i] < on + 128), len(history))
+    shift = tokenizer.shift_steps(np.asarray(history[start:], np.int64))
+    n = int(np.searchsorted(np.cumsum(shift), steps, side="left")) + 1 if len(shift) else 0
+    phrase = history[start:start + n]
+    vel = tokenizer.velocity
+    for t in reversed(history[:start]):
+        if vel <= t < tokenizer.vocab_size:
+            phrase = [t, *phrase]
+            break
+    return phrase
+
+
+class Conductor:
+    """sample()'s hook for a plan: start(keys), then per step shape(scores, elapsed) before the draw,
+    update(row, token, elapsed) after it, and cond() for a changed style (None: unchanged)."""
+
+    def __init__(self, plan: Plan, tokenizer, prefix: np.ndarray, num_samples: int, codes=None, steer: float = 1.0):
+        self.plan, self.tok = plan, tokenizer
+        self.sps = tokenizer.steps_per_second
+        self.spans = timeline(plan, self.sps)
+        self.total = self.spans[-1].end
+        self.codes = codes  # [sections, n] condition indices, or None
+        self.steer = steer
+        self.cadence = plan.ending == "cadence"
+        n = num_samples
+        primer = [int(t) for t in np.asarray(prefix).tolist() if t != tokenizer.bos_id]
+        self.history = [list(primer) for _ in range(n)]
+        self.starts = [[0] for _ in range(n)]  # per row: history index where each section began
+        self.section = [0] * n
+        self.queue = [deque() for _ in range(n)]
+        self.forced = [False] * n
+        self.warm = [False] * n  # a varied return composing on at VARIED_TEMPERATURE
+        self.phase = [None] * n  # None, "V" or "I": where in its section's cadence a row is
+        self.keys_of = [[s.key for s in self.spans] for _ in range(n)]  # a through piece finds its key
+        self.onsets, self.since_onsets, self.since = [0] * n, [0] * n, [0] * n
+        self.final_from = self.total - math.ceil((FINAL_HOLD / (self.spans[-1].tempo * RITARDANDO) + 1.2) * self.sps)
+        self.ended = [False] * n
+        self.changed = False
+        vocab = tokenizer.vocab_size
+        self.on = slice(tokenizer.note_on, tokenizer.note_on + 128)
+        self.vel = slice(tokenizer.velocity, vocab)
+        self.wait = slice(tokenizer.time_shift, tokenizer.time_shift + tokenizer.max_shift_steps)
+        self.bonus = np.zeros((n, vocab), np.float32)
+        self.keybonus = [np.zeros(128, np.float32) for _ in range(n)]
+        self.keys = None
+        for row in range(n):
+            self._enter(row, 0, 0)
+
+    @property
+    def seconds(self) -> float:
+        """sample()'s length in the model's time; with an ending a second more, so every row ends
+        on its final chord's end token rather than on the clock."""
+        return self.total / self.sps + (1.0 if self.cadence else 0.0)
+
+    # -- sample()'s hook ------------------------------------------------------------------------
+
+    def start(self, keys) -> None:
+        self.keys = keys  # KeyTracker: which keys are down, to release them before a recall
+
+    def shape(self, scores: np.ndarray, elapsed: list[int]) -> None:
+        for row in range(len(scores)):
+            if self.queue[row]:
+                scores[row] = -np.inf
+                scores[row, self.queue[row][0]] = 0.0
+                continue
+            scores[row] += self.bonus[row]
+            if self.cadence:
+                scores[row, self.tok.eos_id] = -np.inf  # the piece ends with its final chord
+            if self.warm[row]:
+                scores[row] *= 1.0 / VARIED_TEMPERATURE
+
+    def update(self, row: int, token: int, now: int) -> None:
+        self.history[row].append(token)
+        if self.queue[row] and self.queue[row][0] == token:
+            self.queue[row].popleft()
+        if self.ended[row]:
+            return
+        i = self.section[row]
+        while i + 1 < len(self.spans) and now >= self.spans[i + 1].start:
+            i += 1
+            self._enter(row, i, now)
+        if self.on.start <= token < self.on.stop:
+            self.onsets[row] += 1
+        if self.cadence and now >= self.final_from and not self.queue[row]:
+            self._final(row, now)
+            return
+        self._steer(row, now)
+
+    def cond(self):
+        """The rows' condition indices [rows, n] after a section change, else None."""
+        if not self.changed or self.codes is None:
+            self.changed = False
+            return None
+        self.changed = False
+        return self.codes[self.section]
+
+    # -- sections -------------------------------------------------------------------------------
+
+    def _enter(self, row: int, i: int, now: int) -> None:
+        self.section[row] = i
+        self.changed = self.changed or i > 0
+        self.since[row], self.since_onsets[row] = now, self.onsets[row]
+        self.phase[row] = None
+        self.warm[row] = False
+        if i == 0:
+            self.starts[row][0] = 0
+        else:
+            self.starts[row].append(len(self.history[row]))
+        self._set_key(row, self.keys_of[row][i])
+        s = self.plan.sections[i]
+        first = next(j for j, o in enumerate(self.plan.sections) if o.letter == s.letter)
+        if first < i:
+            self._recall(row, i, first)
+            self.warm[row] = s.varied
+
+    def _recall(self, row: int, i: int, src: int) -> None:
+        seconds = min(RECALL_SECONDS / (2 if self.plan.sections[i].varied else 1),
+                      RECALL_SHARE * self.plan.sections[i].seconds)
+        steps = round(seconds / self.spans[i].tempo * self.sps)
+        phrase = opening_phrase(self.history[row], self.starts[row][src], self.tok, steps)
+        a, b = self.keys_of[row][src], self.keys_of[row][i]
+        semis = 0 if a is None or b is None else ((b - a) % 12 + 5) % 12 - 5  # the nearer way, -5 ... +6
+        held = [] if self.keys is None else sorted(self.keys.since[row])
+        self.queue[row].extend([self.tok.note_off + k for k in held] + transpose_phrase(phrase, self.tok, semis))
+
+    def _set_key(self, row: int, key: int | None) -> None:
+        self.keybonus[row] = (key_bonus(key, self.steer) if key is not None and self.steer
+                              else np.zeros(128, np.float32))
+        self.bonus[row, self.on] = self.keybonus[row]
+
+    def _steer(self, row: int, now: int) -> None:
+        span = self.spans[self.section[row]]
+        if self.cadence and span.cadence and now >= span.end - span.cadence:
+            phase = "V" if now < span.end - span.cadence * (1 - DOMINANT_SHARE) else "I"
+            if phase != self.phase[row]:
+                self.phase[row] = phase
+                key = self._key_now(row)
+                if key is not None:
+                    tonic = key % 12
+                    pcs = [(tonic + d) % 12 for d in ((7, 11, 2, 5) if phase == "V" else (0, 3 if key >= 12 else 4, 7))]
+                    self.keybonus[row] = chord_profile(pcs, CADENCE_GAIN * max(self.steer, 1.0))
+                    self.bonus[row, self.on] = self.keybonus[row]
+        if span.density and self.steer:
+            want = span.density * max((now - self.since[row]) / self.sps, 1.0)
+            push = density_push(self.onsets[row] - self.since_onsets[row], want, self.steer)
+            self.bonus[row, self.on] = self.keybonus[row] + push
+            self.bonus[row, self.vel] = push
+            self.bonus[row, self.wait] = 0.0 if push == -np.inf else -push
+
+    def _key_now(self, row: int) -> int | None:
+        """The section's key, or (a through piece asked for none) the key of the last 16 s."""
+        i = self.section[row]
+        if self.keys_of[row][i] is None:
+            toks = np.asarray(self.history[row][self.starts[row][i]:], np.int64)
+            t = np.cumsum(self.tok.shift_steps(toks))
+            on = (toks >= self.on.start) & (toks < self.on.stop) & (t >= t[-1] - conditions.KEY_WINDOW * self.sps)
+            self.keys_of[row][i] = conditions.estimate_key(toks[on] - self.on.start)
+        return self.keys_of[row][i]
+
+    def _final(self, row: int, now: int) -> None:
+        """Every key up, the home tonic chord, held to the end, released; then the end token."""
+        home = self.plan.home_key
+        key = conditions.parse_key(home) if home else self._key_now(row)
+        if key is None:
+            key = 0
+        held = [] if self.keys is None else sorted(self.keys.since[row])
+        tok = self.tok
+        chord = final_chord(key)
+        wait = max(self.total - now - 1, math.ceil(FINAL_HOLD / (self.spans[-1].tempo * RITARDANDO) * self.sps))
+        shifts = [tok.max_shift_steps] * (wait // tok.max_shift_steps) + ([wait % tok.max_shift_steps] if wait % tok.max_shift_steps else [])
+        self.queue[row].extend([tok.note_off + k for k in held] + [tok.velocity + int(tok.velocity_to_bin(FINAL_VELOCITY))]
+                               + [tok.note_on + p for p in chord] + [tok.time_shift + s - 1 for s in shifts]
+                               + [tok.note_off + p for p in chord] + [tok.eos_id])
+        self.ended[row] = True
+        self.bonus[row] = 0.0

@@ -1,0 +1,256 @@
+"""Whole pieces: plans (--form, --plan), themes that return, the cadence ending, and that a through
+piece with no ending is today's piece."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import symusic
+import torch
+
+from classical_music import conditions
+from classical_music.generate import GenerateConfig, compose, main
+from classical_music.generate.conductor import final_chord, opening_phrase, timeline, transpose_phrase, warp
+from classical_music.generate.form import default_plan, plan_from_json, resolve_plan
+from classical_music.model import ComposerLSTM, ModelConfig
+from classical_music.tokenizer import get_tokenizer
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    # The same tiny model as tests/test_generate.py's, which the reference hashes below were made with.
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=2))
+    with torch.no_grad():
+        model.head.bias[tok.eos_id] = -20
+    path = tmp_path_factory.mktemp("ck") / "best"
+    model.save_pretrained(path, tokenizer=tok)
+    return path
+
+
+@pytest.fixture(scope="module")
+def styled(tmp_path_factory):
+    """A tiny model with style conditions whose embeddings matter."""
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=2,
+                                     conditions=conditions.vocabularies({"chopin": 5.0, "bach": 3.0})))
+    with torch.no_grad():
+        model.head.bias[tok.eos_id] = -20
+        model.head.bias[tok.note_on + 48:tok.note_on + 84] = 3.0
+        for emb in model.cond_embed.values():
+            emb.weight.normal_(0, 2.0)
+    path = tmp_path_factory.mktemp("styled") / "best"
+    model.save_pretrained(path, tokenizer=tok)
+    return path
+
+
+def notes_of(path):
+    s = symusic.Score(str(path), ttype="second")
+    return sorted(((round(n.time, 3), n.pitch, round(n.end, 3), n.velocity) for n in s.tracks[0].notes))
+
+
+# -- plans ----------------------------------------------------------------------------------------
+
+
+def test_default_plans_share_the_length_and_move_b_to_a_related_key():
+    plan = default_plan("ABA", 120, conditions.parse_key("D major"), density=8)
+    assert [s.label for s in plan.sections] == ["A", "B", "A"]
+    assert sum(s.seconds for s in plan.sections) == pytest.approx(120)
+    assert plan.sections[2].seconds < plan.sections[0].seconds  # a return is shorter
+    assert [s.key for s in plan.sections] == ["D major", "A major", "D major"]  # B on the dominant
+    assert plan.sections[1].density != 8 and plan.sections[1].dynamics != plan.sections[0].dynamics
+    minor = default_plan("AABA", 90, conditions.parse_key("A minor"))
+    assert [s.key for s in minor.sections] == ["A minor", "A minor", "C major", "A minor"]  # relative major
+    rondo = default_plan("ABACA'", 100, 0)
+    assert len({s.key for s in rondo.sections}) == 3 and rondo.sections[-1].label == "A'"
+    assert resolve_plan(None, None, 30, None, None, None, seed=1).through  # short pieces: through
+    assert resolve_plan(None, None, 120, None, None, None, seed=1).form != "through"
+    # the home key a seed draws is the seed's
+    assert resolve_plan("ABA", None, 60, None, None, None, 4).home_key == resolve_plan("AB", None, 60, None, None, None, 4).home_key
+
+
+def test_a_plan_file_round_trips_through_plan_json():
+    raw = [{"label": "A", "seconds": 20, "key": "Eb", "dynamics": "p", "tempo": 1.2},
+           {"label": "B", "seconds": 10, "density": 4, "composer": "chopin"}, {"label": "A'", "seconds": 8}]
+    plan = plan_from_json(raw)
+    again = plan_from_json(plan.to_json())
+    assert again.to_json() == plan.to_json() and plan.seconds == 38 and plan.home_key == "Eb major"
+
+
+BAD_PLANS = [
+    ([{"label": "X1", "seconds": 10}], "unknown label"),
+    ([{"label": "verse", "seconds": 10}], "unknown label"),
+    ([{"label": "A", "seconds": 0}], "more than 0"),
+    ([{"label": "A", "seconds": -5}], "more than 0"),
+    ([{"label": "A", "seconds": 10, "key": "H major"}], "does not parse"),
+    ([{"label": "A", "seconds": 2000}, {"label": "B", "seconds": 1700}], "one hour"),
+    ([{"label": "A'", "seconds": 10}], "varied return"),
+    ([{"label": "A", "seconds": 10, "dynamics": "loud"}], "dynamics"),
+    ([{"label": "A", "seconds": 10, "tempo": 0}], "tempo"),
+    ([{"label": "A", "seconds": "ten"}], "must be a number"),
+    ([{"label": "A", "seconds": 10, "mood": "sad"}], "unknown field"),
+    ([], "expected a list"),
+]
+
+
+@pytest.mark.parametrize("plan,message", BAD_PLANS)
+def test_bad_plans_are_one_line_exit_2_and_write_nothing(checkpoint, tmp_path, capsys, plan, message):
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    out = tmp_path / "out" / "song.mid"
+    assert main(["--checkpoint", str(checkpoint), "--plan", str(path), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--form", "AbA"], "section letters"), (["--form", "A'BA"], "varied return"),
+    (["--plan", "missing.json"], "not found"), (["--form", "ABA", "--events", "100"], "--seconds"),
+    (["--form", "ABA", "--plan", "p.json"], "not both"),
+])
+def test_bad_forms_are_one_line_exit_2(checkpoint, tmp_path, capsys, flags, message):
+    assert main(["--checkpoint", str(checkpoint), *flags, "--output", str(tmp_path / "o" / "s.mid")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_not_json_is_one_line(checkpoint, tmp_path, capsys):
+    (tmp_path / "p.json").write_text("{sections: [")
+    assert main(["--checkpoint", str(checkpoint), "--plan", str(tmp_path / "p.json"), "--output",
+                 str(tmp_path / "s.mid")]) == 2
+    assert "is not JSON" in capsys.readouterr().err
+
+
+# -- time -----------------------------------------------------------------------------------------
+
+
+def test_tempo_and_ritardando_keep_each_section_its_seconds():
+    plan = plan_from_json([{"label": "A", "seconds": 20, "tempo": 1.25}, {"label": "B", "seconds": 12}])
+    spans = timeline(plan, 100)
+    ends = warp(np.array([s.end / 100 for s in spans]), spans, 100)
+    assert ends == pytest.approx([20, 32], abs=0.02)
+    t = np.linspace(0, spans[-1].end / 100, 500)
+    w = warp(t, spans, 100)
+    slope = np.diff(w) / np.diff(t)
+    assert (slope > 0).all() and slope.max() <= 1.5 * 1.25 + 1e-6  # monotone, stretched at most 1.5x
+
+
+# -- themes that return ---------------------------------------------------------------------------
+
+
+def test_recall_transposes_the_phrase_and_drops_key_ups_it_never_struck():
+    tok = get_tokenizer("performance")
+    on, off, ts = tok.note_on, tok.note_off, tok.time_shift
+    phrase = [off + 50, on + 60, ts + 49, on + 64, off + 60, ts + 9, tok.eos_id]
+    assert transpose_phrase(phrase, tok, 2) == [on + 62, ts + 49, on + 66, off + 62, ts + 9]
+    assert transpose_phrase([on + 107, off + 107], tok, 5) == [on + 100, off + 100]  # an octave back in range
+    history = [ts + 99, tok.velocity + 20, ts + 9, on + 60, ts + 99, on + 62, ts + 99, on + 64]
+    got = opening_phrase(history, 0, tok, 150)  # from the first key-down, 1.5 s, its velocity first
+    assert got == [tok.velocity + 20, on + 60, ts + 99, on + 62, ts + 99]
+
+
+def test_a_returning_section_opens_with_the_first_ones_phrase_transposed(checkpoint, tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps([{"label": "A", "seconds": 16, "key": "C"}, {"label": "B", "seconds": 8, "key": "G"},
+                                {"label": "A", "seconds": 12, "key": "D"}]))
+    out = tmp_path / "aba.mid"
+    r = compose(GenerateConfig(output=out, checkpoint=checkpoint, plan=plan, seed=3, precision="float32"))[0]
+    assert r["files"]["plan"] == tmp_path / "aba.plan.json"
+    assert json.loads(r["files"]["plan"].read_text())["sections"][2]["key"] == "D major"
+    notes = notes_of(out)
+    t0 = notes[0][0]
+    r0 = min(t for t, *_ in notes if t >= 24.0)
+    # the return opens with the opening's notes two semitones up, at the same distances in time
+    # (10-ms steps), and recalls at most a quarter of its 12 s
+    def up(p):  # two semitones, then octaves back onto the piano's 88 keys
+        p += 2
+        return p - 12 * max(0, -(-(p - 108) // 12)) + 12 * max(0, -(-(21 - p) // 12))
+
+    opening = [(round(t - t0, 2), up(p)) for t, p, _, _ in notes if t0 <= t < t0 + 2.9]
+    ret = [(round(t - r0, 2), p) for t, p, _, _ in notes if r0 <= t < r0 + 2.9]
+    assert len(opening) >= 4 and ret == opening
+    later = [(round(t - r0, 2), p) for t, p, _, _ in notes if r0 + 3.05 <= t < r0 + 6]
+    copied = {(round(t - t0, 2), up(p)) for t, p, _, _ in notes if t0 + 3.05 <= t < t0 + 6}
+    assert later and set(later) != copied
+
+
+# -- the ending -----------------------------------------------------------------------------------
+
+
+def _ending(path):
+    s = symusic.Score(str(path), ttype="second")
+    notes = s.tracks[0].notes
+    last = max(n.time for n in notes)
+    chord = [n for n in notes if n.time >= last - 0.02]
+    pedal = [(c.time, c.value) for c in s.tracks[0].controls if c.number == 64]
+    return notes, chord, pedal
+
+
+@pytest.mark.parametrize("sections", [[("through", 12, "E minor")], [("A", 7, "Bb"), ("B", 5, "F")]])
+def test_a_piece_ends_on_its_home_tonic_held_with_the_pedal(checkpoint, tmp_path, sections):
+    out = tmp_path / "end.mid"
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps([{"label": a, "seconds": b, "key": k} for a, b, k in sections]))
+    assert main(["--checkpoint", str(checkpoint), "--plan", str(plan), "--seed", "4", "--output", str(out)]) == 0
+    key = conditions.parse_key(sections[0][2])
+    notes, chord, pedal = _ending(out)
+    bass = min(n.pitch for n in chord)
+    assert bass % 12 == key % 12  # the home tonic is the lowest note
+    assert {(n.pitch - bass) % 12 for n in chord} <= {0, 3, 4, 7}  # a root-position consonance
+    assert sorted(n.pitch for n in chord) == final_chord(key)
+    assert min(n.duration for n in chord) >= 1.5
+    assert pedal and pedal[0][1] == 127 and pedal[-1][1] == 0 and pedal[-1][0] - pedal[0][0] >= 1.5
+    assert chord[0].time < pedal[0][0] <= chord[0].time + 0.1  # just after the chord: it catches nothing else
+    end = max(n.end for n in notes)
+    assert end <= 12.0 + 1e-6 and all(n.end <= chord[0].time + 1e-6 for n in notes if n not in chord)  # nothing hangs
+    # and the ending slows: the chord comes later than the model's time would put it
+    assert chord[0].time > 12 - 3.0
+
+
+def test_ending_none_keeps_a_through_piece_as_it_was_and_cadence_changes_it(checkpoint, tmp_path):
+    base = ["--checkpoint", str(checkpoint), "--seconds", "6", "--seed", "5", "--precision", "float32"]
+    assert main([*base, "--output", str(tmp_path / "a.mid")]) == 0  # default: through, cadence (under 45 s)
+    assert main([*base, "--form", "through", "--ending", "none", "--output", str(tmp_path / "b.mid")]) == 0
+    assert notes_of(tmp_path / "a.mid") != notes_of(tmp_path / "b.mid")
+
+
+# SHA-256 of the MIDI files main's generate wrote before forms existed (commit 477ab79), with this
+# tiny model, float32 decoding (the int8 kernels pick different notes on different CPU families)
+# and 6 s: seed 5 alone; seed 9 in two variations after typed chords.
+REFERENCE = {
+    "s5.mid": "606746de2b62a82b17371a37af8f305184667dda4c2d3cfa7b4052cb57b511ea",
+    "s9_1.mid": "ff3e6fc705a257a2006765dec6cb61d8dffb307261c4269cadc8f247d244302a",
+    "s9_2.mid": "dd948a5257a04c63c9c645d7b349a80e40a699bbb4928ad01862a6691b3aa29b",
+}
+
+
+def test_through_with_no_ending_reproduces_todays_output_byte_for_byte(checkpoint, tmp_path):
+    got = {}
+    for seed, extra in ((5, {}), (9, {"num_samples": 2, "primer_notes": "C4 E4 G4, F4 A4 C5"})):
+        cfg = GenerateConfig(output=tmp_path / f"s{seed}.mid", checkpoint=checkpoint, seconds=6, seed=seed,
+                             precision="float32", form="through", ending="none", **extra)
+        for r in compose(cfg):
+            got[r["files"]["midi"].name] = hashlib.sha256(r["files"]["midi"].read_bytes()).hexdigest()
+            assert set(r["files"]) == {"midi"}
+    assert got == REFERENCE
+
+
+@pytest.mark.parametrize("guidance", ["1", "2"])
+def test_forms_work_with_styles_variations_primers_and_print_plan(styled, tmp_path, capsys, guidance):
+    out = tmp_path / "v.mid"
+    assert main(["--checkpoint", str(styled), "--form", "ABA'", "--seconds", "20", "--seed", "2", "--num_samples",
+                 "2", "--primer_notes", "C4 E4 G4, F4 A4 C5", "--key", "C", "--composer", "chopin", "--guidance",
+                 guidance, "--print_plan", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    plan = json.loads(printed[:printed.index("\n}") + 2])
+    assert [s["label"] for s in plan["sections"]] == ["A", "B", "A'"] and plan["home_key"] == "C major"
+    for i in (1, 2):
+        notes = notes_of(tmp_path / f"v_{i}.mid")
+        assert notes[0][1] in (60, 64, 67) and notes[0][0] == 0  # the primer opens A
+        assert (tmp_path / f"v_{i}.plan.json").exists()
+    assert notes_of(tmp_path / "v_1.mid") != notes_of(tmp_path / "v_2.mid")
