@@ -19,6 +19,7 @@ from .errors import UserError
 STAGES = [
     "classical_music.data.cli",
     "classical_music.train",
+    "classical_music.train.finetune",
     "classical_music.generate",
     "classical_music.audio",
     "classical_music.evaluate",

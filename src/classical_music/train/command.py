@@ -188,8 +188,17 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for the repo-root `train.py` and `python -m classical_music.train`: the exit code."""
+    import sys
+
     from ..cli import Parser, run as run_stage
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for i, a in enumerate(argv):  # `python train.py --finetune FOLDER ...` is `classical-music finetune`
+        if a == "--finetune" or a.startswith("--finetune="):
+            from .finetune import main as finetune_main
+
+            folder = argv[i + 1: i + 2] if a == "--finetune" else [a.split("=", 1)[1]]
+            return finetune_main(folder + argv[:i] + argv[i + 1 + (a == "--finetune"):])
     p = Parser(prog="train.py", description=__doc__.split("\n\n")[0],
                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     add_arguments(p)

@@ -1,0 +1,156 @@
+"""`classical-music finetune`: a folder of MIDI in, an ordinary checkpoint out, judged on held-out pieces."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from classical_music import conditions
+from classical_music.cli import main
+from classical_music.model import ComposerLSTM, ModelConfig
+from classical_music.tokenizer import get_tokenizer
+from classical_music.train.finetune import FinetuneConfig, finetune
+
+from conftest import scale, write_midi
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_model(path: Path, conditioned: bool = True) -> Path:
+    tok = get_tokenizer("performance")
+    vocab = conditions.vocabularies({"chopin": 2.0}, 1.0) if conditioned else {}
+    ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=24, num_layers=2,
+                             conditions=vocab)).save_pretrained(path, tok)
+    return path
+
+
+def folder_of(path: Path, n: int = 8) -> Path:
+    for i in range(n):
+        write_midi(path / f"piece{i}.mid", scale(160, base=48 + i % 4, step=0.2 + 0.01 * i))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def cfg(folder, out, tiny, tmp_path, **kw):
+    kw = {"minutes": 0.04, "lr": 0.01, "batch_size": 8, "seq_len": 64, "threads": 1, "no_progress": True,
+          "reference": str(tmp_path / "no-corpus"), **kw}
+    return FinetuneConfig(folder=str(folder), out=str(out), init_from=str(tiny), **kw)
+
+
+def test_tiny_folder_finetunes_and_held_out_falls(tmp_path, tiny, capsys):
+    folder = folder_of(tmp_path / "midi")
+    out = tmp_path / "models" / "mine"
+    out.parent.mkdir()
+    r = finetune(cfg(folder, out, tiny, tmp_path, composer="Hildegard von Bingen"))
+    assert r["held_out"]["pieces"] == 2 and r["data"]["train_pieces"] == 6  # a fifth of 8 pieces, by piece
+    assert r["held_out"]["yours"] < r["held_out"]["shipped"] - 0.05
+    assert r["steps"] > 0 and r["stop_reason"]
+    line = capsys.readouterr().out
+    assert "held-out nats/event: base " in line and "on 2 pieces; valid of the shipped corpus not measured" in line
+    # an ordinary checkpoint, with its card and curve beside it; no prepared cache left behind
+    model = ComposerLSTM.from_pretrained(out)
+    assert {"config.json", "model.safetensors", "tokenizer.json", "MODEL_CARD.md", "learning_curve.png"} <= {
+        p.name for p in out.iterdir()}
+    assert (out / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "held-out nats/event" in (out / "MODEL_CARD.md").read_text()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".finetune-")]
+    # the new composer name is a new vocabulary entry, known to --list_conditions and generate
+    assert model.config.conditions["composer"][-1] == "bingen"
+    from classical_music.generate import condition_codes, list_conditions
+
+    assert "bingen" in list_conditions(model)
+    codes, labels = condition_codes(model, {"composer": "bingen"})
+    assert labels["composer"] == "bingen"
+    # the held-out score the run reports is what `evaluate` would find (int8 or float32: within 2e-3)
+    from classical_music.evaluate import evaluate
+
+    held = [folder / k for k in r["data"]["held_out"]]
+    assert abs(evaluate(model, held, progress=False)["nats_per_event"] - r["held_out"]["yours"]) < 2e-3
+
+
+def test_bad_folders_one_line_exit_2(tmp_path, tiny, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one = folder_of(tmp_path / "one", n=1)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    for i in range(3):
+        (junk / f"x{i}.mid").write_bytes(os.urandom(200))
+    plain = tiny_model(tmp_path / "plain", conditioned=False)
+    two = folder_of(tmp_path / "two", n=3)
+    cases = [
+        ([str(empty)], "no MIDI files"),
+        ([str(one)], "at least 2 pieces"),
+        ([str(junk)], "no usable MIDI file"),
+        ([str(tmp_path / "missing")], "no such folder"),
+        ([str(two), "--composer", "chopin", "--init_from", str(plain)], "no composer condition"),
+    ]
+    for argv, message in cases:
+        out = tmp_path / "models" / "x"
+        args = ["finetune", *argv, "--out", str(out), "--minutes", "0.02", "--no_progress",
+                "--reference", str(tmp_path / "none")]
+        if "--init_from" not in argv:
+            args += ["--init_from", str(tiny)]
+        (tmp_path / "models").mkdir(exist_ok=True)
+        assert main(args) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
+        assert not out.exists() and not list((tmp_path / "models").iterdir())  # nothing half-written
+    # python train.py --finetune takes the same path
+    from classical_music.train import main as train_main
+
+    assert train_main(["--finetune", str(empty), "--out", str(tmp_path / "models" / "y")]) == 2
+    assert "no MIDI files" in capsys.readouterr().err
+
+
+def test_out_refuses_a_different_model_unless_overwrite(tmp_path, tiny, capsys):
+    a, b = folder_of(tmp_path / "a"), folder_of(tmp_path / "b", n=5)
+    out = tmp_path / "mine"
+    args = ["finetune", str(a), "--out", str(out), "--init_from", str(tiny), "--minutes", "0.02", "--no_progress",
+            "--reference", str(tmp_path / "none"), "--batch_size", "4", "--seq_len", "32"]
+    assert main(args) == 0
+    first = (out / "model.safetensors").read_bytes()
+    assert main(args) == 0  # the same folder again: replacing its own model is fine
+    other = [str(b) if x == str(a) else x for x in args]
+    capsys.readouterr()
+    assert main(other) == 2
+    err = capsys.readouterr().err
+    assert "already holds a model fine-tuned on" in err and "--overwrite" in err
+    assert main(other + ["--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text())["finetune"]["folder"] == str(b.resolve())
+    assert first  # a checkpoint that is not a fine-tune is "something else"
+    tiny_model(tmp_path / "trained")
+    capsys.readouterr()
+    assert main([*other[:3], str(tmp_path / "trained"), *other[4:]]) == 2
+    assert "already holds something else" in capsys.readouterr().err
+
+
+def test_sigterm_keeps_the_best_so_far(tmp_path, tiny):
+    folder = folder_of(tmp_path / "midi")
+    out = tmp_path / "mine"
+    cmd = [sys.executable, "-m", "classical_music.cli", "finetune", str(folder), "--out", str(out),
+           "--init_from", str(tiny), "--minutes", "5", "--lr", "0.01", "--no_progress", "--threads", "1",
+           "--reference", str(tmp_path / "none"), "--batch_size", "8", "--seq_len", "64"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in p.stdout:
+        if line.startswith("recipe "):
+            break
+    import time
+
+    time.sleep(3)  # long enough for a held-out check (every 30 s of a 5-min budget: none) - see below
+    p.send_signal(signal.SIGTERM)
+    rest, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted" in (out / "MODEL_CARD.md").read_text() and "held-out nats/event" in rest
+    ComposerLSTM.from_pretrained(out)
