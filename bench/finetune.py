@@ -108,8 +108,10 @@ def run_recipes(args, corpus: Path, out: Path) -> None:
     folder = make_folder(corpus, "sequenced", out)
     print(f"machine: {machine()}\n")
     rows = []
-    for recipe in ("full", "top", "lora"):
-        r = finetune(folder, out / f"recipe-{recipe}", args.recipe_minutes, corpus, ["--recipe", recipe])
+    for spec in args.recipe_list.split(","):
+        recipe, _, lr = spec.partition(":")
+        extra = ["--recipe", recipe] + (["--lr", lr] if lr else [])
+        r = finetune(folder, out / f"recipe-{recipe}-{lr or 'default'}", args.recipe_minutes, corpus, extra)
         h = r["held_out"]
         gain = h["shipped"] - h["yours"]
         rows.append((recipe, r["lr"], r["trainable"], r["steps"], r["train_tokens"], r["minutes"], h["shipped"],
@@ -128,6 +130,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--recipes", action="store_true", help="compare the recipes instead")
     ap.add_argument("--recipe_minutes", type=float, default=3.0)
+    ap.add_argument("--recipe_list", default="full,top,lora", help="recipes to try, RECIPE or RECIPE:LR, comma-separated")
     ap.add_argument("--kinds", default="performance,sequenced")
     ap.add_argument("--out", type=Path, default=HERE / "bench-out" / "finetune")
     args = ap.parse_args()

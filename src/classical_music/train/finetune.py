@@ -37,7 +37,7 @@ from . import adapt as recipes
 from . import finetune_data as fd
 from .finetune_card import learning_curve_png, model_card, summary_line
 
-CHECKS = 10  # held-out checks over the budget (the first is the starting model's)
+CHECKS = 8  # held-out checks over the budget, besides the starting model's
 PATIENCE = 3  # checks without a better held-out score before stopping
 WARMUP_STEPS = 10
 MIN_LR_RATIO = 0.1  # cosine over the budget's time, down to lr times this

@@ -19,7 +19,7 @@ HOLD_OUT = 0.2  # the share of pieces held out when the folder gives no split of
 # up to these many events in all, each file getting an equal share: the report at the end, and the
 # smaller check between training stretches that picks the best weights and stops early.
 REPORT_EVENTS = 100_000
-CHECK_EVENTS = 24_000
+CHECK_EVENTS = 12_000
 # The shipped corpus's valid split, as a forgetting check: a fixed subset, scored in int8.
 REFERENCE = Path("../shared/data/classical-piano")
 REFERENCE_FILES = 16
