@@ -135,7 +135,7 @@ def test_out_refuses_a_different_model_unless_overwrite(tmp_path, tiny, capsys):
     assert "already holds something else" in capsys.readouterr().err
 
 
-def test_sigterm_keeps_the_best_so_far(tmp_path, tiny):
+def test_sigterm_keeps_the_best_so_far_and_out_is_locked(tmp_path, tiny, capsys):
     folder = folder_of(tmp_path / "midi")
     out = tmp_path / "mine"
     cmd = [sys.executable, "-m", "classical_music.cli", "finetune", str(folder), "--out", str(out),
@@ -146,9 +146,9 @@ def test_sigterm_keeps_the_best_so_far(tmp_path, tiny):
     for line in p.stdout:
         if line.startswith("recipe "):
             break
-    import time
-
-    time.sleep(3)  # long enough for a held-out check (every 30 s of a 5-min budget: none) - see below
+    # a second run into the same --out meanwhile: one line, exit 2, naming the first
+    assert main(cmd[3:]) == 2
+    assert "in use by pid" in capsys.readouterr().err
     p.send_signal(signal.SIGTERM)
     rest, err = p.communicate(timeout=60)
     assert p.returncode == 130, err

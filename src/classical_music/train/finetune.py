@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from .. import conditions
 from .. import threads as cpu_threads
 from ..errors import UserError
+from ..locks import folder_lock
 from . import adapt as recipes
 from . import finetune_data as fd
 from .finetune_card import learning_curve_png, model_card, summary_line
@@ -95,21 +96,24 @@ def finetune(cfg: FinetuneConfig, log=print) -> dict:
     folder, out = Path(cfg.folder), Path(cfg.out)
     if not folder.is_dir():
         raise UserError(f"no such folder: {folder}" if not folder.exists() else f"{folder} is not a folder")
-    check_out(out, folder, cfg.overwrite)
     if not out.parent.exists():
         raise UserError(f"cannot write --out {out}: folder {out.parent} does not exist")
-    threads = cpu_threads.apply(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    base = load_model(None if cfg.init_from == "default" else cfg.init_from).float()
-    base_name = "shipped" if cfg.init_from == "default" else "base"
-    composer_key, vocab = _vocabulary(base, cfg.composer)
-    cache_dir = Path(cfg.cache) if cfg.cache else Path(tempfile.mkdtemp(prefix=".finetune-", dir=out.parent))
-    try:
-        data = fd.prepare_folder(folder, cache_dir, base.tokenizer, progress=not cfg.no_progress)
-        return _run(cfg, base, base_name, composer_key, vocab, data, threads, log)
-    finally:
-        if not cfg.cache:
-            shutil.rmtree(cache_dir, ignore_errors=True)
+    # One run per --out: the lock lives in a working folder beside it (OUT itself is swapped in
+    # whole at the end), which also holds the prepared folder unless --cache keeps it elsewhere.
+    with folder_lock(out.parent / f".{out.name}.finetune", "finetune") as lock:
+        check_out(out, folder, cfg.overwrite)
+        threads = cpu_threads.apply(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        base = load_model(None if cfg.init_from == "default" else cfg.init_from).float()
+        base_name = "shipped" if cfg.init_from == "default" else "base"
+        composer_key, vocab = _vocabulary(base, cfg.composer)
+        cache_dir = Path(cfg.cache) if cfg.cache else Path(tempfile.mkdtemp(prefix="cache-", dir=lock.parent))
+        try:
+            data = fd.prepare_folder(folder, cache_dir, base.tokenizer, progress=not cfg.no_progress)
+            return _run(cfg, base, base_name, composer_key, vocab, data, threads, log)
+        finally:
+            if not cfg.cache:
+                shutil.rmtree(cache_dir, ignore_errors=True)
 
 
 def _vocabulary(base, composer: str | None) -> tuple[str | None, dict]:
