@@ -42,7 +42,7 @@ def tiny(tmp_path_factory):
 
 
 def cfg(folder, out, tiny, tmp_path, **kw):
-    kw = {"minutes": 0.04, "lr": 0.01, "batch_size": 8, "seq_len": 64, "threads": 1, "no_progress": True,
+    kw = {"minutes": 5, "max_steps": 30, "lr": 0.01, "batch_size": 8, "seq_len": 64, "threads": 1, "no_progress": True,
           "reference": str(tmp_path / "no-corpus"), **kw}
     return FinetuneConfig(folder=str(folder), out=str(out), init_from=str(tiny), **kw)
 

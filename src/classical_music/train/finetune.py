@@ -56,6 +56,7 @@ class FinetuneConfig:
     seq_len: int = 256
     batch_size: int = 16
     seed: int = 1337
+    max_steps: int = 0  # 0 = the time budget alone decides
     threads: int | None = None
     reference: str | None = None  # the shipped corpus (default: ../shared/data/classical-piano)
     cache: str | None = None  # keep the prepared folder here (default: a temporary folder)
@@ -65,6 +66,8 @@ class FinetuneConfig:
     def validate(self) -> None:
         if not (math.isfinite(self.minutes) and 0 < self.minutes <= 24 * 60):
             raise UserError(f"--minutes must be more than 0 and at most 1440, got {self.minutes}")
+        if self.max_steps < 0:
+            raise UserError(f"--max_steps must not be negative, got {self.max_steps}")
         for name in ("seq_len", "batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -214,7 +217,7 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log) -> dict:
     interrupted = False
     try:
         with StopOnSignal() as signal:
-            while stop_reason == "time budget" and not interrupted:
+            while stop_reason == "time budget" and not interrupted and not (cfg.max_steps and steps >= cfg.max_steps):
                 ds.set_epoch(epoch)
                 loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0,
                                                      generator=torch.Generator().manual_seed(cfg.seed + epoch))
@@ -241,7 +244,7 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log) -> dict:
                     if signal.signum is not None:
                         interrupted, stop_reason = True, "interrupted (Ctrl-C or SIGTERM): kept the best so far"
                         break
-                    out_of_time = now - start >= budget
+                    out_of_time = now - start >= budget or (cfg.max_steps and steps >= cfg.max_steps)
                     if now - last_check >= check_every or out_of_time:
                         model.eval()
                         val = _score(model, check_items, ad)
@@ -259,7 +262,7 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log) -> dict:
                             stop_reason = f"held-out score stopped improving ({PATIENCE} checks)"
                             break
                     if out_of_time:
-                        stop_reason = "time budget"
+                        stop_reason = "time budget" if now - start >= budget else "max steps"
                         break
                 else:
                     epoch += 1
@@ -391,6 +394,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch_size", type=int, default=16, help="windows per step (default: 16)")
     p.add_argument("--seq_len", type=int, default=256, help="events per window (default: 256)")
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (default 0: the budget decides)")
     cpu_threads.add_argument(p)
     p.add_argument("--reference", default=None, metavar="DIR",
                    help=f"the shipped corpus, whose valid split checks what was forgotten (default: {fd.REFERENCE})")
@@ -411,7 +415,7 @@ def add_parser(subparsers) -> None:
 def config_from_args(args) -> FinetuneConfig:
     return FinetuneConfig(folder=args.folder, out=args.out, minutes=args.minutes, composer=args.composer,
                           init_from=args.init_from, recipe=args.recipe, lr=args.lr, seq_len=args.seq_len,
-                          batch_size=args.batch_size, seed=args.seed, threads=args.threads,
+                          batch_size=args.batch_size, seed=args.seed, max_steps=args.max_steps, threads=args.threads,
                           reference=args.reference, cache=args.cache, overwrite=args.overwrite,
                           no_progress=args.no_progress or not sys.stderr.isatty())
 
