@@ -32,6 +32,13 @@ def scale(n=16, start=0.0, step=0.25, base=60):
     return [(base + (i * 2) % 24, start + i * step, step * 0.9, 40 + (i * 7) % 80) for i in range(n)]
 
 
+@pytest.fixture(autouse=True)
+def no_user_instruments(tmp_path_factory, monkeypatch):
+    """Tests never play (or find damaged) a piano the developer installed in their own cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    monkeypatch.delenv("CLASSICAL_MUSIC_PIANO", raising=False)
+
+
 @pytest.fixture
 def midi_dir(tmp_path):
     """A folder of a few short, valid piano pieces."""

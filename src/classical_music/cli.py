@@ -22,6 +22,7 @@ STAGES = [
     "classical_music.train.finetune",
     "classical_music.generate",
     "classical_music.audio",
+    "classical_music.piano",
     "classical_music.evaluate",
     "classical_music.compare",
     "classical_music.web.server",

@@ -247,6 +247,36 @@ def score_to_notes(score, sort: bool = True) -> Notes:
     return notes.sorted() if sort else notes
 
 
+def long_silences(onset: np.ndarray, end: np.ndarray, max_gap: float = MAX_SILENCE_SECONDS):
+    """Every silence longer than max_gap (the opening one too) as (where, excess): the time its
+    excess begins (max_gap after the last sound stopped) and how long that excess lasts, in time order.
+
+    ``end`` is when each sound stops (a note's offset, or later where a pedal holds it).
+    """
+    if len(onset) == 0:
+        return np.zeros(0), np.zeros(0)
+    order = np.argsort(onset, kind="stable")
+    on = onset[order]
+    quiet_from = np.empty(len(on))
+    quiet_from[0] = 0.0
+    quiet_from[1:] = np.maximum.accumulate(end[order])[:-1]
+    excess = on - quiet_from - max_gap
+    sel = excess > 0
+    return quiet_from[sel] + max_gap, excess[sel]
+
+
+def squeeze_silences(t: np.ndarray, where: np.ndarray, excess: np.ndarray) -> np.ndarray:
+    """Times with the excess of each long silence (from long_silences) taken out: monotone, and an
+    event inside a removed stretch lands where that stretch began."""
+    t = np.asarray(t, dtype=np.float64)
+    if not len(where):
+        return t
+    k = np.searchsorted(where, t, side="right") - 1
+    before = np.concatenate([[0.0], np.cumsum(excess)])
+    inside = np.where(k >= 0, np.minimum(t - where[np.maximum(k, 0)], excess[np.maximum(k, 0)]), 0.0)
+    return t - before[np.maximum(k, 0)] * (k >= 0) - inside
+
+
 def collapse_silences(notes: Notes, max_gap: float = MAX_SILENCE_SECONDS) -> Notes:
     """Notes with every silence (the opening one too) longer than max_gap shortened to max_gap.
 
@@ -255,16 +285,11 @@ def collapse_silences(notes: Notes, max_gap: float = MAX_SILENCE_SECONDS) -> Not
     """
     if len(notes) == 0 or float(notes.offset.max()) <= max_gap:  # nothing that long can hide inside
         return notes
-    order = np.argsort(notes.onset, kind="stable")
-    on = notes.onset[order]
-    gap = np.empty(len(on))
-    gap[0] = on[0]
-    gap[1:] = on[1:] - np.maximum.accumulate(notes.offset[order])[:-1]
-    excess = np.maximum(gap - max_gap, 0.0)
-    if not excess.any():
+    where, excess = long_silences(notes.onset, notes.offset, max_gap)
+    if not len(where):
         return notes
-    back = np.empty(len(on))
-    back[order] = np.cumsum(excess)
+    # a note starts at or after its silence's end, so it moves back by every excess before it
+    back = np.concatenate([[0.0], np.cumsum(excess)])[np.searchsorted(where, notes.onset, side="right")]
     return Notes(notes.onset - back, notes.offset - back, notes.pitch, notes.velocity)
 
 

@@ -37,7 +37,7 @@ def piano_roll(midi, out_path=None, ax=None, title=None, max_seconds=None, secti
     from matplotlib.figure import Figure
     from mpl_toolkits.axes_grid1 import make_axes_locatable
 
-    from .audio import pedal_intervals
+    from .audio.timeline import pedal_intervals
 
     score = open_score(midi)
     on, off, pitch, vel, pedals = [], [], [], [], []
@@ -49,7 +49,8 @@ def piano_roll(midi, out_path=None, ax=None, title=None, max_seconds=None, secti
             off.append(on[-1] + np.maximum(n["duration"].astype(np.float64), 0))
             pitch.append(n["pitch"].astype(np.int16))
             vel.append(n["velocity"].astype(np.int16))
-        pedals.append(pedal_intervals(tr, end=end))
+        c = tr.controls.numpy()
+        pedals.append(pedal_intervals(c["time"], c["number"], c["value"], end=end))
     on = np.concatenate(on) if on else np.zeros(0)
     off = np.concatenate(off) if off else np.zeros(0)
     pitch = np.concatenate(pitch) if pitch else np.zeros(0, np.int16)

@@ -22,6 +22,7 @@ import torch
 
 from .. import conditions
 from .. import threads as cpu_threads
+from ..audio import add_instrument_arguments
 from ..errors import UserError
 from ..files import atomic_path, staged_paths, writable_folder
 from ..notes import Notes, notes_to_score
@@ -69,10 +70,12 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
     for path in paths:
         if path.is_dir():
             raise UserError(f"--output {path} is a folder: name a .mid file")
+    instrument = None
     if cfg.wav or cfg.mp3:
-        from ..audio import find_soundfont
+        from ..audio import check_reverb, find_instrument
 
-        find_soundfont(cfg.soundfont)  # a bad --soundfont stops us before composing, not after
+        check_reverb(cfg.reverb)
+        instrument = find_instrument(cfg.piano, cfg.soundfont)  # a bad one stops us before composing, not after
     seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
     plan = cfg.piece_plan(seed)  # a bad plan stops us before the model loads
     model = load_model(cfg.checkpoint, cfg.device)
@@ -138,7 +141,7 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
     made = [f for f in (folder, *folder.parents) if not f.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        results = _write_pieces(cfg, pieces, seed, wall, plan if conductor is not None else None)
+        results = _write_pieces(cfg, pieces, seed, wall, plan if conductor is not None else None, instrument)
         for r in results:
             r["conditions"] = style
         return results
@@ -179,7 +182,7 @@ def _section_style(cfg: GenerateConfig, section, model) -> dict:
     return style
 
 
-def _write_pieces(cfg: GenerateConfig, pieces, seed: int, wall: float, plan=None) -> list[dict]:
+def _write_pieces(cfg: GenerateConfig, pieces, seed: int, wall: float, plan=None, instrument=None) -> list[dict]:
     results = []
     with staged_paths() as stage:
         for path, whole, new, pedals in pieces:
@@ -194,7 +197,8 @@ def _write_pieces(cfg: GenerateConfig, pieces, seed: int, wall: float, plan=None
             if audio:
                 from ..audio import render
 
-                render(midi, [stage(a) for a in audio], soundfont=cfg.soundfont)  # one synthesis, every format
+                # one synthesis, every format
+                render(midi, [stage(a) for a in audio], instrument=instrument, reverb=cfg.reverb)
                 files.update({a.suffix[1:]: a for a in audio})
             if cfg.plot:
                 from ..plot import piano_roll
@@ -240,7 +244,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wav", action="store_true", help="also write NAME.wav")
     p.add_argument("--mp3", action="store_true", help="also write NAME.mp3")
     p.add_argument("--plot", action="store_true", help="also write a piano-roll NAME.png")
-    p.add_argument("--soundfont", type=Path, default=None, help="SF2 SoundFont for --wav/--mp3")
+    add_instrument_arguments(p, "--wav/--mp3")
     style = p.add_argument_group("style (see --list_conditions; each optional, default any)")
     style.add_argument("--composer", default=None, help="compose like this composer, e.g. chopin")
     style.add_argument("--period", default=None, help="baroque, classical, romantic, impressionist or modern")
@@ -296,7 +300,7 @@ def _run(args) -> int:
         seed=args.seed, num_samples=args.num_samples, primer=args.primer, primer_seconds=args.primer_seconds,
         primer_notes=args.primer_notes, primer_chord_seconds=args.primer_chord_seconds,
         primer_in_output=not args.no_primer_in_output, wav=args.wav, mp3=args.mp3, plot=args.plot,
-        soundfont=args.soundfont, device=args.device, max_note_seconds=args.max_note_seconds, release=args.release,
+        soundfont=args.soundfont, piano=args.piano, reverb=args.reverb, device=args.device, max_note_seconds=args.max_note_seconds, release=args.release,
         min_seconds=args.min_seconds, precision=args.precision, composer=args.composer, period=args.period,
         kind=args.kind, density=args.density, key=args.key, guidance=args.guidance, steer=args.steer,
         form=args.form, plan=args.plan, ending=args.ending,

@@ -48,6 +48,8 @@ class GenerateConfig:
     mp3: bool = False
     plot: bool = False
     soundfont: Path | None = None
+    piano: Path | None = None  # an SFZ instrument (default: the installed grand, see audio.instrument)
+    reverb: float = 0.3  # the hall: 0 dry .. 1 a large hall (audio.room.DEFAULT_REVERB)
     device: str = "cpu"
     precision: str = "auto"  # of the decoding matmuls: auto = int8 on the CPU, else float32
     # style (classical_music.conditions); None = any. density in notes per second, key like "D minor"

@@ -34,6 +34,7 @@ MAX_SPAN_SECONDS = 60.0  # from the first note's start to the last one's end; se
 MAX_CLOCK_SECONDS = 24 * 3600.0  # start and end times: a day of playing on the page's clock
 MIN_NOTE_SECONDS = 0.02  # shorter taps are lengthened: a 0-step note would vanish in the tokens
 LIVE_WAIT = 10.0
+LIVE_RATE = 48000  # the samples' own rate and midirenderer's: no resampling on the way to the page
 LIVE_DEFAULTS = {"seconds": 8.0, "temperature": 1.0, "top_p": 1.0, "seed": None}
 
 
@@ -163,8 +164,8 @@ class Live:
             stem = "duet" if len(parts) > 1 or "You" in parts else "answer"
             midi = job.folder / f"{stem}.mid"
             write_midi_atomic(score, midi)
-            # 48 kHz: the engine's own rate, so no resampling on the way to the page (~0.1 s of 0.3)
-            render(score, midi.with_suffix(".wav"), soundfont=studio.soundfont, sample_rate=48000)
+            render(score, midi.with_suffix(".wav"), instrument=studio.instrument, reverb=studio.reverb,
+                   sample_rate=LIVE_RATE)
         except BaseException:
             import shutil
 

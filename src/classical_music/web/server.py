@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import threads as cpu_threads
+from ..audio import add_instrument_arguments
 from ..errors import UserError
 from ..notes import Notes
 from .docs_page import api_page
@@ -70,6 +71,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
                     max_queue=max_queue, soundfont=soundfont, device=device, **studio_kw)
     if preload:
         studio.model()
+        studio.warm()
     studio_live = Live(studio)
 
     class StyleFields(BaseModel):
@@ -306,7 +308,7 @@ def add_parser(sub) -> None:
                    help=f"folder for results, one sub-folder per job (default {DEFAULT_OUTPUT_DIR})")
     p.add_argument("--keep_jobs", type=int, default=KEEP_JOBS,
                    help=f"result folders kept; older ones are deleted (default {KEEP_JOBS})")
-    p.add_argument("--soundfont", type=Path, default=None, help="SF2 SoundFont for the audio")
+    add_instrument_arguments(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--open", action="store_true", help="open the studio in the web browser once it is up")
     cpu_threads.add_argument(p)
@@ -328,7 +330,7 @@ def _run(args) -> int:
         except OSError as e:
             raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     app = create_app(args.checkpoint, args.output_dir, keep_jobs=args.keep_jobs, soundfont=args.soundfont,
-                     device=args.device, preload=True, host=args.host)
+                     piano=args.piano, reverb=args.reverb, device=args.device, preload=True, host=args.host)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"studio at http://{host}:{args.port}/  (API docs at /docs; results in {args.output_dir}; "
           "Ctrl+C stops)", flush=True)

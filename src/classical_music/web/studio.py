@@ -69,7 +69,7 @@ class Studio:
     def __init__(self, checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max_samples=MAX_SAMPLES,
                  max_upload_bytes=MAX_UPLOAD_BYTES, max_primer_seconds=MAX_PRIMER_SECONDS, keep_jobs=KEEP_JOBS,
                  max_queue=MAX_QUEUE, soundfont=None, device="cpu", keep_seconds=KEEP_SECONDS,
-                 max_age_seconds=MAX_AGE_SECONDS):
+                 max_age_seconds=MAX_AGE_SECONDS, piano=None, reverb=None):
         if keep_jobs < 1:
             raise UserError(f"keep_jobs must be >= 1, got {keep_jobs}")
         if max_queue < 1:
@@ -91,7 +91,12 @@ class Studio:
         self.keep_jobs = int(keep_jobs)
         self.keep_seconds = float(keep_seconds)
         self.max_age_seconds = float(max_age_seconds)
+        from ..audio import DEFAULT_REVERB, check_reverb, find_instrument
+
         self.soundfont = soundfont
+        # chosen once, so a missing grand is said once at start-up, not at every piece
+        self.instrument = find_instrument(piano, soundfont)
+        self.reverb = check_reverb(DEFAULT_REVERB if reverb is None else reverb)
         self.device = device
         self.jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
@@ -101,6 +106,16 @@ class Studio:
         self._worker: threading.Thread | None = None
 
     # -- the model, loaded once ------------------------------------------------------------------
+
+    def warm(self) -> None:
+        """Load the sampler now at both rates in use (pieces at 44.1 kHz, play-along at 48), so no
+        request waits for the instrument to load."""
+        from ..audio import sampler
+        from .live import LIVE_RATE
+
+        if self.instrument.kind == "sfz":
+            for rate in (44100, LIVE_RATE):
+                sampler.warm(self.instrument.path, rate)
 
     def model(self):
         with self._model_lock:
@@ -267,11 +282,11 @@ class Studio:
             write_midi_atomic(notes_to_score(notes), path)
             files = {"midi": path.name}
             if len(notes):  # a silent variation has nothing to render or draw
-                for kind in ("mp3", "wav"):
-                    render(path, path.with_suffix(SUFFIX[kind]), soundfont=self.soundfont)
-                    files[kind] = path.with_suffix(SUFFIX[kind]).name
-                    step += 1
-                    job.progress = SAMPLING_SHARE + (1 - SAMPLING_SHARE) * step / steps
+                kinds = ("mp3", "wav")  # one synthesis for both
+                render(path, [path.with_suffix(SUFFIX[k]) for k in kinds], instrument=self.instrument, reverb=self.reverb)
+                files.update({k: path.with_suffix(SUFFIX[k]).name for k in kinds})
+                step += 2
+                job.progress = SAMPLING_SHARE + (1 - SAMPLING_SHARE) * step / steps
                 piano_roll(path, path.with_suffix(".png"), title=f"Variation {i}")
                 files["png"] = path.with_suffix(".png").name
             step = 3 * i
