@@ -15,7 +15,8 @@ MKL held to SSE4.1 code (ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41
 MKL_ENABLE_INSTRUCTIONS=SSE4_2 MKL_CBWR=COMPATIBLE) instead of AVX2, the logits differed in their
 last bits (-11.314907 vs -11.314909) and all three MIDI files came out byte-identical. Not
 guaranteed on every CPU, but a flip needs a draw that close. The MP3 and PNG follow from the MIDI
-(same SoundFont and libraries). `--midi_only` writes just the MIDI, to compare quickly.
+(same instrument and libraries): the MP3s are played by the Salamander grand, which must be
+installed (`classical-music piano install`), in the default hall. `--midi_only` writes just the MIDI, to compare quickly.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from classical_music import piano  # noqa: E402
 from classical_music.generate import GenerateConfig, compose  # noqa: E402
 
 OUT = ROOT / "docs" / "samples"
@@ -50,9 +52,14 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     audio = not args.midi_only
+    grand = None
+    if audio:
+        grand, problem = piano.installed()
+        if grand is None:  # the shipped samples are the grand's: never re-render them with TimGM6mb
+            sys.exit(f"make_samples.py: {problem}")
     for name, kw in SAMPLES:
         r = compose(GenerateConfig(output=args.out / f"{name}.mid", seconds=30, mp3=audio, plot=audio,
-                                   precision=PRECISION, **kw))[0]
+                                   precision=PRECISION, piano=grand, **kw))[0]
         print(f"{name}: {r['notes']} notes, {r['seconds']:.1f} s")
 
 

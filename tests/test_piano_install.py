@@ -177,3 +177,13 @@ def test_without_npm_it_says_so_in_one_line(tmp_path, monkeypatch, capsys):
     assert len(err) == 1 and "npm" in err[0] and "--piano PATH.sfz" in err[0]
     with pytest.raises(SystemExit):  # argparse's choices
         main(["piano", "install", "--layers", "5"])
+
+
+def test_a_second_install_into_the_folder_waits_its_turn(fake_npm, tmp_path):
+    from classical_music.locks import folder_lock
+
+    folder = tmp_path / "grand"
+    with folder_lock(folder, "piano install"):  # as a first install running would hold it
+        with pytest.raises(UserError, match="in use by pid"):
+            piano.install(4, folder, log=lambda *a, **k: None)
+    assert calls(fake_npm) == []

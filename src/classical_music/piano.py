@@ -15,7 +15,6 @@ file's size and SHA-256; a re-run skips what verifies and repairs what does not.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import os
@@ -28,7 +27,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import UserError
-from .files import atomic_path, write_json, write_text
+from .files import atomic_path, file_digest, write_json, write_text
+from .locks import folder_lock
 
 CREDIT = ("Piano: Salamander Grand Piano V3 by Alexander Holm, CC BY 3.0 "
           "(https://creativecommons.org/licenses/by/3.0/), from the @audio-samples npm packages")
@@ -115,11 +115,7 @@ def sfz_text(layers: int) -> str:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "sha256").hexdigest()
 
 
 @lru_cache(maxsize=4096)
@@ -212,11 +208,7 @@ _OTHER = ("any SFZ piano plays too: --piano PATH.sfz (e.g. the full Salamander G
 def _integrity(tgz: Path) -> str:
     import base64
 
-    h = hashlib.sha512()
-    with open(tgz, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return base64.b64encode(h.digest()).decode()
+    return base64.b64encode(file_digest(tgz, "sha512").digest()).decode()
 
 
 def _unpack(tgz: Path, package: str, folder: Path) -> dict:
@@ -268,7 +260,7 @@ def install(layers: int = 16, dest=None, log=print) -> Path:
         (folder / ".download").mkdir(exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create {folder}: {e.strerror or e}") from None
-    with _lock(folder):
+    with folder_lock(folder, "piano install"):
         manifest = _manifest(folder)
         todo = packages(layers)
         for i, package in enumerate(todo, 1):
@@ -291,33 +283,6 @@ def install(layers: int = 16, dest=None, log=print) -> Path:
         shutil.rmtree(folder / ".download", ignore_errors=True)
     _verified.cache_clear()
     return folder / SFZ_NAME
-
-
-class _lock:
-    """One install per folder at a time: a second one stops with a clear line instead of racing."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / ".install.lock"
-
-    def __enter__(self):
-        import fcntl
-
-        self.f = open(self.path, "a+")
-        try:
-            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.f.seek(0)
-            who = self.f.read().strip() or "another process"
-            self.f.close()
-            raise UserError(f"another `piano install` ({who}) is writing {self.path.parent}: wait for it to finish") from None
-        self.f.truncate(0)
-        self.f.write(f"pid {os.getpid()}")
-        self.f.flush()
-        return self
-
-    def __exit__(self, *exc):
-        self.f.close()
-        return False
 
 
 def _run(args) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
-import hashlib
 import json
 import os
 import re
@@ -22,7 +21,7 @@ from typing import Iterable, Iterator
 from urllib.parse import urljoin, urlsplit
 
 from ..errors import UserError
-from ..files import write_json
+from ..files import file_digest, write_json
 from .extract import safe_extract  # noqa: F401  (aria.safe_extract is public)
 from .sources import SourceFile, assign_split
 
@@ -103,11 +102,7 @@ def _origin(url: str) -> tuple:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "sha256").hexdigest()
 
 
 def _fetch_archive(name: str, download_dir: Path, *, repo_id: str, revision: str | None, endpoint: str | None,

@@ -279,8 +279,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub) -> None:
+    from ..piano import CREDIT
+
     p = sub.add_parser("generate", help="compose a piece (MIDI, and optionally WAV, MP3 and a piano roll)",
-                       description=__doc__.split("\n\n")[0])
+                       description=__doc__.split("\n\n")[0], epilog=CREDIT)
     add_arguments(p)
 
 

@@ -296,8 +296,10 @@ def model_conditions(studio) -> dict:
 
 
 def add_parser(sub) -> None:
+    from ..piano import CREDIT
+
     p = sub.add_parser("serve", help="the browser studio: compose, listen and download on a local web page",
-                       description=__doc__.split("\n\n")[0])
+                       description=__doc__.split("\n\n")[0], epilog=CREDIT)
     p.add_argument("--host", default="127.0.0.1",
                    help="address or name to listen on (default 127.0.0.1, this machine only; 0.0.0.0 opens it to "
                         "the network). Requests must name it, or localhost, as their Host (DNS rebinding guard)")
