@@ -86,15 +86,18 @@ def speed(inst, midi: Path, tmp: Path) -> dict:
     # cold: a fresh process (the samples load as notes need them); warm: again in that process
     code = ("import json, sys, time; from classical_music import audio; from pathlib import Path;"
             "inst = audio.find_instrument(sys.argv[2] or None, sys.argv[3] or None, quiet=True); r = [];"
-            "exec('for k in range(2):\\n t = time.perf_counter(); i = audio.render(sys.argv[1], sys.argv[4], instrument=inst)"
-            "\\n r.append((i[\"seconds\"], time.perf_counter() - t, i[\"peak_dbfs\"], i[\"loudness_lufs\"]))');"
+            "exec('for k in range(2):\\n t, c = time.perf_counter(), time.process_time()"
+            "\\n i = audio.render(sys.argv[1], sys.argv[4], instrument=inst, workers=1)"
+            "\\n r.append((i[\"seconds\"], time.perf_counter() - t, time.process_time() - c, i[\"peak_dbfs\"],"
+            " i[\"loudness_lufs\"]))');"
             "print(json.dumps(r))")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
     sfz, sf2 = (str(inst.path), "") if inst.kind == "sfz" else ("", str(inst.path))
     out = subprocess.run([sys.executable, "-c", code, str(midi), sfz, sf2, str(tmp / "piece.wav")],
                          env=env, capture_output=True, text=True, check=True)
-    (s0, w0, p0, l0), (s1, w1, p1, l1) = json.loads(out.stdout)
-    return {"cold_x": s0 / w0, "warm_x": s1 / w1, "peak_dbfs": max(p0, p1), "lufs": l1, "seconds": s1}
+    (s0, w0, c0, p0, l0), (s1, w1, c1, p1, l1) = json.loads(out.stdout)
+    return {"cold_x": s0 / w0, "warm_x": s1 / w1, "cold_cpu_x": s0 / c0, "warm_cpu_x": s1 / c1,
+            "peak_dbfs": max(p0, p1), "lufs": l1, "seconds": s1}
 
 
 def loudness(inst, tmp: Path) -> list[float]:
@@ -179,11 +182,13 @@ def main(argv=None) -> None:
     rows = [("brightness A4 vel 30 -> 110 (centroid/f0)", ">= +10 %",
              lambda r: f"{r['brightness_30']:.2f} -> {r['brightness_110']:.2f} ({100 * r['brightness_rise']:+.0f} %)"),
             ("held A4 decay, 0.5-3 s", "5-12 dB/s", lambda r: f"{r['decay_db_s']:.1f} dB/s"),
-            ("pedal ring-on, 1 s after key-up", ">= 10 dB", lambda r: f"{r['pedal_ring_db']:+.1f} dB"),
+            ("pedal ring-on, 1 s after key-up", ">= 10 dB",
+             lambda r: f"{r['pedal_ring_db']:+.1f} dB" if r["pedal_ring_db"] < 100 else "+100 dB or more (silent without)"),
             ("key-up damping within 0.3 s (no pedal)", "damped", lambda r: f"-{r['damping_db_0.3s']:.1f} dB"),
-            (f"render speed, composed {args.piece_seconds:.0f}-s piece, 1 thread, cold", ">= 20x",
-             lambda r: f"{r['cold_x']:.1f}x"),
-            ("the same, warm (samples loaded: serve, play-along)", ">= 20x", lambda r: f"{r['warm_x']:.1f}x"),
+            (f"render speed, composed {args.piece_seconds:.0f}-s piece, 1 thread, cold: music s per CPU s (wall)",
+             ">= 20x", lambda r: f"{r['cold_cpu_x']:.1f}x ({r['cold_x']:.1f}x)"),
+            ("the same, warm (samples loaded: serve, play-along)", ">= 20x",
+             lambda r: f"{r['warm_cpu_x']:.1f}x ({r['warm_x']:.1f}x)"),
             ("peak", "<= -1 dBFS", lambda r: f"{r['peak_dbfs']:.2f} dBFS"),
             ("loudness of 6 pieces (pyloudnorm)", "-16 +/- 1 LU",
              lambda r: f"{min(r['loudness']):.2f} .. {max(r['loudness']):.2f} LUFS"),
