@@ -58,10 +58,17 @@ class Client:
         self.port, self.conn = port, http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
     def request(self, method, path, body=None, headers=None):
-        self.conn.request(method, path, body=body, headers=headers or {})
-        r = self.conn.getresponse()
-        data = r.read()
-        return r.status, data
+        for attempt in range(2):
+            try:
+                self.conn.request(method, path, body=body, headers=headers or {})
+                r = self.conn.getresponse()
+                return r.status, r.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError):
+                # the server closed an idle keep-alive connection (under load, past uvicorn's 5 s): reconnect
+                self.conn.close()
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+                if attempt:
+                    raise
 
 
 def post_json(c, path, obj):
@@ -130,7 +137,7 @@ def stages(studio, notes, runs=5):
         t0 = both.onset[k].min()
         c = time.thread_time()
         render(notes_to_score(Notes(both.onset[k] - t0, both.offset[k] - t0, both.pitch[k], both.velocity[k])), wav,
-               sample_rate=48000)
+               sample_rate=48000, instrument=studio.instrument, reverb=studio.reverb)
         audio = time.thread_time() - c
         if seed:
             out["forward"].append(forward)
@@ -151,6 +158,7 @@ def main():
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--peer_runs", type=int, default=5)
+    ap.add_argument("--soundfont", type=Path, default=None, help="play the answers with this SF2 (default: the grand)")
     args = ap.parse_args()
 
     import uvicorn
@@ -158,7 +166,7 @@ def main():
     from classical_music.web import create_app
 
     out = tempfile.mkdtemp(prefix="continue-bench-")
-    app = create_app(args.checkpoint, out, preload=True, keep_jobs=100)
+    app = create_app(args.checkpoint, out, preload=True, keep_jobs=100, soundfont=args.soundfont)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -170,7 +178,7 @@ def main():
     notes = playing()
     midi = midi_bytes(notes)
     load0 = os.getloadavg()
-    for seed in range(2):  # warm up: first-call costs (allocations, SoundFont pages) are not latency
+    for seed in range(2):  # warm up: first-call costs (allocations, samples loading) are not latency
         ours(c, notes, 1000 + seed)
     lat, mp3, compose, render, events, cpu_s = [], [], [], [], [], []
     for seed in range(args.runs):
@@ -191,7 +199,8 @@ def main():
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}; "
           f"load average {load0[0]:.1f} before, {load1[0]:.1f} after")
-    print(f"playing: {len(notes)} notes in 10 s; answer: 8 s, {statistics.median(events):.0f} notes (median)\n")
+    print(f"playing: {len(notes)} notes in 10 s; answer: 8 s, {statistics.median(events):.0f} notes (median); "
+          f"instrument: {app.state.studio.instrument.name}\n")
     print("| path | runs | median s | p90 s | min s | max s | note |")
     print("|---|---:|---:|---:|---:|---:|---|")
     print(row("POST /api/continue (ours): answer + WAV", lat,

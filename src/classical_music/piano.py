@@ -188,9 +188,7 @@ def _npm_pack(npm: str, package: str, into: Path) -> Path:
     except subprocess.TimeoutExpired:
         raise UserError(f"npm pack {spec} took over {NPM_TIMEOUT} s (offline?); {_OTHER}") from None
     if r.returncode != 0:
-        lines = [ln.strip() for ln in (r.stderr + r.stdout).splitlines() if ln.strip()]
-        why = next((ln for ln in lines if "ERR" in ln and "code" not in ln.lower()), lines[0] if lines else "no output")
-        raise UserError(f"npm could not fetch {spec} ({why[:200]}); offline? {_OTHER}")
+        raise UserError(f"npm could not fetch {spec} ({_npm_error(r.stdout, r.stderr)[:200]}); offline? {_OTHER}")
     try:
         name = json.loads(r.stdout)[0]["filename"]
     except (ValueError, LookupError, TypeError):
@@ -199,6 +197,20 @@ def _npm_pack(npm: str, package: str, into: Path) -> Path:
     if not tgz.is_file():
         raise UserError(f"npm pack {spec} wrote no tarball in {into}")
     return tgz
+
+
+def _npm_error(stdout: str, stderr: str) -> str:
+    """npm's own reason, from its --json error object or its `npm error` / `npm ERR!` lines."""
+    try:
+        summary = json.loads(stdout)["error"]["summary"]
+        if summary:
+            return str(summary).splitlines()[0]
+    except (ValueError, LookupError, TypeError):
+        pass
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    said = [re.sub(r"^npm (error|ERR!)\s*", "", ln) for ln in lines if re.match(r"npm (error|ERR!)", ln)]
+    said = [ln for ln in said if ln and not re.match(r"(code|errno|syscall|A complete log)\b", ln)]
+    return said[0] if said else (lines[0] if lines else "no output")
 
 
 _OTHER = ("any SFZ piano plays too: --piano PATH.sfz (e.g. the full Salamander Grand Piano from its home page), "
