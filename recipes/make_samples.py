@@ -16,7 +16,8 @@ MKL_ENABLE_INSTRUCTIONS=SSE4_2 MKL_CBWR=COMPATIBLE) instead of AVX2, the logits 
 last bits (-11.314907 vs -11.314909) and all three MIDI files came out byte-identical. Not
 guaranteed on every CPU, but a flip needs a draw that close. The MP3 and PNG follow from the MIDI
 (same instrument and libraries): the MP3s are played by the Salamander grand, which must be
-installed (`classical-music piano install`), in the default hall. `--midi_only` writes just the MIDI, to compare quickly.
+installed (`classical-music piano install`), in the default hall. `--render_only` re-renders the
+MP3s from the MIDI files already in OUT (a new instrument or room, the same notes). `--midi_only` writes just the MIDI, to compare quickly.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Compose the README's sample pieces.")
     p.add_argument("--out", type=Path, default=OUT, help=f"folder to write them to (default {OUT})")
     p.add_argument("--midi_only", action="store_true", help="only the MIDI files (to check them quickly)")
+    p.add_argument("--render_only", action="store_true", help="only re-render OUT/<name>.mp3 from OUT/<name>.mid")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     audio = not args.midi_only
@@ -57,6 +59,13 @@ def main(argv: list[str] | None = None) -> None:
         grand, problem = piano.installed()
         if grand is None:  # the shipped samples are the grand's: never re-render them with TimGM6mb
             sys.exit(f"make_samples.py: {problem}")
+    if args.render_only:
+        from classical_music.audio import render
+
+        for name, _ in SAMPLES:
+            info = render(args.out / f"{name}.mid", args.out / f"{name}.mp3", piano=grand)
+            print(f"{name}: {info['seconds']:.1f} s, {info['loudness_lufs']:.1f} LUFS, peak {info['peak_dbfs']:.1f} dBFS")
+        return
     for name, kw in SAMPLES:
         r = compose(GenerateConfig(output=args.out / f"{name}.mid", seconds=30, mp3=audio, plot=audio,
                                    precision=PRECISION, piano=grand, **kw))[0]

@@ -17,3 +17,28 @@ def test_make_samples_decodes_in_float32(tmp_path, monkeypatch):
     assert [c.seed for c in seen] == [11, 12, 13, 16, 16, 15]  # the shipped samples' seeds
     assert [c.composer for c in seen[3:]] == ["bach", "chopin", "liszt"] and seen[5].key == "D minor"
     assert all(c.precision == "float32" and not c.mp3 and c.output.parent == tmp_path for c in seen)
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("make_samples", REPO / "recipes" / "make_samples.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_make_samples_plays_the_grand_or_refuses(tmp_path, monkeypatch):
+    import pytest
+
+    from classical_music import audio, piano
+
+    mod = _module()
+    with pytest.raises(SystemExit, match="not installed"):  # never the shipped samples with TimGM6mb
+        mod.main(["--out", str(tmp_path), "--render_only"])
+    grand = tmp_path / "salamander.sfz"
+    monkeypatch.setattr(piano, "installed", lambda: (grand, ""))
+    played = []
+    monkeypatch.setattr(audio, "render", lambda mid, out, piano=None: played.append((mid.name, out.name, piano))
+                        or {"seconds": 30.0, "loudness_lufs": -16.0, "peak_dbfs": -1.1})
+    mod.main(["--out", str(tmp_path), "--render_only"])
+    assert [p[:2] for p in played] == [(f"{n}.mid", f"{n}.mp3") for n, _ in mod.SAMPLES]
+    assert all(p[2] == grand for p in played)
