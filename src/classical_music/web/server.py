@@ -42,6 +42,7 @@ from ..notes import Notes
 from .docs_page import api_page
 from .guard import Guard, allowed_hosts
 from .live import LIVE_DEFAULTS, MAX_ANSWER_SECONDS, MAX_NOTES, MAX_SPAN_SECONDS, Busy, Live, check_notes
+from .models import DEFAULT_MODELS_DIR
 from .studio import (DEFAULT_OUTPUT_DIR, DEFAULTS, KEEP_JOBS, MAX_PRIMER_SECONDS, MAX_QUEUE, MAX_SAMPLES,
                      MAX_SECONDS, MAX_UPLOAD_BYTES, MEDIA_TYPE, SAMPLING_SHARE, STATIC, QueueFull, Studio)
 
@@ -50,7 +51,8 @@ from .studio import (DEFAULT_OUTPUT_DIR, DEFAULTS, KEEP_JOBS, MAX_PRIMER_SECONDS
 
 def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max_samples=MAX_SAMPLES,
                max_upload_bytes=MAX_UPLOAD_BYTES, max_primer_seconds=MAX_PRIMER_SECONDS, keep_jobs=KEEP_JOBS,
-               max_queue=MAX_QUEUE, soundfont=None, device="cpu", preload=False, host="127.0.0.1", **studio_kw):
+               max_queue=MAX_QUEUE, soundfont=None, device="cpu", preload=False, host="127.0.0.1", models_dir=None,
+               **studio_kw):
     """The studio's FastAPI app. output_dir=None uses a fresh temporary folder; preload=True loads
     the model now (so `serve` fails at once on a bad checkpoint) instead of on the first job.
     host: the address it will listen on; requests must name it (or a loopback name) in Host."""
@@ -68,7 +70,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
 
     studio = Studio(checkpoint, output_dir, max_seconds=max_seconds, max_samples=max_samples,
                     max_upload_bytes=max_upload_bytes, max_primer_seconds=max_primer_seconds, keep_jobs=keep_jobs,
-                    max_queue=max_queue, soundfont=soundfont, device=device, **studio_kw)
+                    max_queue=max_queue, soundfont=soundfont, device=device, models_dir=models_dir, **studio_kw)
     if preload:
         studio.model()
         studio.warm()
@@ -107,6 +109,10 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
 
     class JobCreated(BaseModel):
         id: str
+
+    class ModelChoice(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        name: str = Field(min_length=1, max_length=255, description="a name listed by GET /api/models")
 
     # pitch, start_s, end_s, velocity: JSON numbers only (check_notes wants whole pitch and velocity)
     Note = Annotated[list[Union[StrictInt, StrictFloat]], Field(min_length=4, max_length=4)]
@@ -253,6 +259,18 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
                          "max_span_seconds": MAX_SPAN_SECONDS, "defaults": LIVE_DEFAULTS},
                 "conditions": model_conditions(studio)}
 
+    @app.get("/api/models", summary="The models to compose with: the startup one and those in --models_dir")
+    def models():
+        return {"current": studio.model_name, "models": studio.models()}
+
+    @app.post("/api/model", summary="Compose with this model from now on (answers its style values)")
+    def choose_model(req: ModelChoice):
+        try:
+            name = studio.select(req.name)
+        except UserError as e:
+            raise HTTPException(422, str(e)) from None
+        return {"current": name, "conditions": model_conditions(studio)}
+
     @app.get("/files/{job_id}/{name}", summary="A result file (MIDI, WAV, MP3 or PNG)")
     def result_file(job_id: str, name: str):
         path = studio.file(job_id, name)
@@ -306,6 +324,9 @@ def add_parser(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="checkpoint folder or a file inside one (default: the model shipped in the package)")
+    p.add_argument("--models_dir", type=Path, default=DEFAULT_MODELS_DIR,
+                   help=f"checkpoint folders the page's model menu offers, e.g. from `finetune --out` "
+                        f"(default {DEFAULT_MODELS_DIR}/)")
     p.add_argument("--output_dir", type=Path, default=DEFAULT_OUTPUT_DIR,
                    help=f"folder for results, one sub-folder per job (default {DEFAULT_OUTPUT_DIR})")
     p.add_argument("--keep_jobs", type=int, default=KEEP_JOBS,
@@ -332,7 +353,8 @@ def _run(args) -> int:
         except OSError as e:
             raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     app = create_app(args.checkpoint, args.output_dir, keep_jobs=args.keep_jobs, soundfont=args.soundfont,
-                     piano=args.piano, reverb=args.reverb, device=args.device, preload=True, host=args.host)
+                     piano=args.piano, reverb=args.reverb, device=args.device, preload=True, host=args.host,
+                     models_dir=args.models_dir)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"studio at http://{host}:{args.port}/  (API docs at /docs; results in {args.output_dir}; "
           "Ctrl+C stops)", flush=True)

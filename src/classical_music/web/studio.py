@@ -69,7 +69,7 @@ class Studio:
     def __init__(self, checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max_samples=MAX_SAMPLES,
                  max_upload_bytes=MAX_UPLOAD_BYTES, max_primer_seconds=MAX_PRIMER_SECONDS, keep_jobs=KEEP_JOBS,
                  max_queue=MAX_QUEUE, soundfont=None, device="cpu", keep_seconds=KEEP_SECONDS,
-                 max_age_seconds=MAX_AGE_SECONDS, piano=None, reverb=None):
+                 max_age_seconds=MAX_AGE_SECONDS, piano=None, reverb=None, models_dir=None):
         if keep_jobs < 1:
             raise UserError(f"keep_jobs must be >= 1, got {keep_jobs}")
         if max_queue < 1:
@@ -84,6 +84,9 @@ class Studio:
         except OSError as e:
             raise UserError(f"cannot create output folder {self.output_dir}: {e.strerror or e}") from None
         self.checkpoint = checkpoint
+        self.startup_checkpoint = checkpoint
+        self.models_dir = models_dir
+        self.model_name = self.models()[0]["name"]
         self.max_seconds = float(max_seconds)
         self.max_samples = int(max_samples)
         self.max_upload_bytes = int(max_upload_bytes)
@@ -129,6 +132,28 @@ class Studio:
                 model.decoder = functools.lru_cache(maxsize=2)(model.decoder)
                 self._model = model
             return self._model
+
+    def models(self) -> list[dict]:
+        from .models import list_models
+
+        return list_models(self.models_dir, self.startup_checkpoint)
+
+    def select(self, name: str) -> str:
+        """Compose with another model from now on (the studio's one menu: jobs already queued get it
+        too). It is loaded at once, so a damaged checkpoint is a UserError and the old one stays."""
+        from .models import find_model
+
+        entry = find_model(self.models(), name)
+        with self._model_lock:
+            old = (self.checkpoint, self._model, self.model_name)
+            self.checkpoint, self._model, self.model_name = entry["path"], None, entry["name"]
+        try:
+            self.model()
+        except UserError:
+            with self._model_lock:
+                self.checkpoint, self._model, self.model_name = old
+            raise
+        return entry["name"]
 
     # -- requests ---------------------------------------------------------------------------------
 

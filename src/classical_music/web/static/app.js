@@ -29,6 +29,9 @@ const STYLE_NAMES = ["composer", "period", "kind", "density", "key"];
 function showStyle(cond) {
   // menus filled from the model's own values; the fieldset stays hidden for an unconditioned model
   const names = STYLE_NAMES.filter((n) => cond && cond[n]);
+  for (const name of ["composer", "period", "kind", "key"]) {  // a model chosen later has its own values
+    for (const option of [...$(name).options]) if (option.value !== "") option.remove();
+  }
   $("style").hidden = names.length === 0;
   for (const label of document.querySelectorAll("#style [data-cond]")) label.hidden = !names.includes(label.dataset.cond);
   for (const name of ["composer", "period", "kind", "key"]) {
@@ -38,6 +41,47 @@ function showStyle(cond) {
       $(name).append(el("option", { value }, text));
     }
   }
+}
+
+let MODELS = [];
+
+function modelNote() {
+  const m = MODELS.find((x) => x.name === $("model").value);
+  const ft = m && m.finetune;
+  $("model-note").textContent = ft && ft.held_out_yours != null
+    ? t("finetuned_on", { folder: ft.folder, a: ft.held_out_shipped.toFixed(2), b: ft.held_out_yours.toFixed(2) }) : "";
+}
+
+function showModels() {
+  const select = $("model");
+  select.replaceChildren(...MODELS.map((m) => el("option", { value: m.name }, m.name === "shipped" ? t("shipped_model") : m.name)));
+  modelNote();
+}
+
+async function loadModels() {
+  // the menu shows only when there is a choice: the startup model and at least one in --models_dir
+  try {
+    const r = await (await fetch("/api/models")).json();
+    MODELS = r.models;
+    $("model-row").hidden = MODELS.length < 2;
+    showModels();
+    $("model").value = r.current;
+    modelNote();
+  } catch (e) { /* one model: nothing to choose */ }
+}
+
+async function chooseModel() {
+  const response = await fetch("/api/model", { method: "POST", headers: { "Content-Type": "application/json" },
+                                               body: JSON.stringify({ name: $("model").value }) });
+  const r = await response.json();
+  if (!response.ok) {
+    $("model-note").textContent = `${t("model_failed")}: ${r.detail}`;
+    return;
+  }
+  showStyle(r.conditions);
+  if (CONFIG) CONFIG.conditions = r.conditions;
+  document.dispatchEvent(new CustomEvent("studioconfig", { detail: CONFIG }));
+  modelNote();
 }
 
 function styleFields() {
@@ -185,6 +229,9 @@ function card(variation, number, jobId) {
 
 document.addEventListener("DOMContentLoaded", () => {
   loadConfig();
+  loadModels();
+  $("model").addEventListener("change", chooseModel);
+  document.addEventListener("languagechange", () => { if (MODELS.length) { const v = $("model").value; showModels(); $("model").value = v; modelNote(); } });
   $("compose-form").addEventListener("submit", submit);
   document.addEventListener("languagechange", showUnits);
 });

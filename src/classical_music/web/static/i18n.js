@@ -32,6 +32,8 @@ const STRINGS = {
     style: "Style", style_hint: "the values this model learned; Play along uses them too", composer: "Composer",
     period: "Period", kind: "Kind", density: "Density", density_unit: "notes per second, blank = any", key: "Key",
     guidance: "Guidance", guidance_unit: "1 = off, more = follow the style harder", any: "any",
+    model: "Model", model_hint: "yours from `finetune --out models/NAME`", shipped_model: "the shipped model",
+    finetuned_on: "fine-tuned on {folder}: held-out {a} → {b} nats/event", model_failed: "could not switch models",
   },
   ko: {
     language: "언어", title: "클래식 음악 스튜디오",
@@ -62,6 +64,8 @@ const STRINGS = {
     style: "스타일", style_hint: "이 모델이 배운 값들입니다. 함께 연주하기에도 쓰입니다", composer: "작곡가",
     period: "시대", kind: "종류", density: "밀도", density_unit: "초당 음표 수, 비우면 아무거나", key: "조성",
     guidance: "가이던스", guidance_unit: "1 = 끔, 클수록 스타일을 더 따릅니다", any: "아무거나",
+    model: "모델", model_hint: "`finetune --out models/이름`으로 만든 내 모델", shipped_model: "기본 제공 모델",
+    finetuned_on: "{folder}(으)로 미세 조정: 평가용 곡 {a} → {b} nats/event", model_failed: "모델을 바꾸지 못했습니다",
   },
 };
 
