@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from classical_music import conditions
 from classical_music.cli import main
@@ -154,3 +155,12 @@ def test_sigterm_keeps_the_best_so_far_and_out_is_locked(tmp_path, tiny, capsys)
     assert p.returncode == 130, err
     assert "interrupted" in (out / "MODEL_CARD.md").read_text() and "held-out nats/event" in rest
     ComposerLSTM.from_pretrained(out)
+
+
+def test_no_gain_keeps_the_starting_weights(tmp_path, tiny):
+    folder = folder_of(tmp_path / "midi")
+    out = tmp_path / "mine"
+    r = finetune(cfg(folder, out, tiny, tmp_path, lr=1e4, max_steps=4))  # a rate that only wrecks it
+    assert r["best_step"] == 0 and r["held_out"]["yours"] == r["held_out"]["shipped"]
+    before, after = ComposerLSTM.from_pretrained(tiny).state_dict(), ComposerLSTM.from_pretrained(out).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

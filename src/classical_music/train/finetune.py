@@ -204,7 +204,8 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log) -> dict:
     budget = cfg.minutes * 60
     check_every = budget / CHECKS
     curve = [{"minutes": 0.0, "step": 0, "held_out": round(shipped_check, 5), "train_loss": None}]
-    best = {"held_out": shipped_check, "step": 0, "weights": None}
+    # the starting weights are the best until a check beats them (and are what is saved if none does)
+    best = {"held_out": shipped_check, "step": 0, "weights": ad.weights()}
     steps = tokens = bad = 0
     losses: list[float] = []
     stop_reason = "time budget"
@@ -271,12 +272,11 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log) -> dict:
     finally:
         bar.close()
     trained = time.perf_counter() - start
-    if best["weights"] is not None:
-        model.load_state_dict(best["weights"])
+    model.load_state_dict(best["weights"])
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    kept = best["weights"] is not None
+    kept = best["step"] > 0
     if interrupted:
         yours_report, yours_ref = best["held_out"], None
         shipped_report_shown, what = shipped_check, f"{sum(len(i.tokens) - 1 for i in check_items):,} events (check subset)"
