@@ -188,20 +188,3 @@ def test_a_second_install_into_the_folder_waits_its_turn(fake_npm, tmp_path):
             piano.install(4, folder, log=lambda *a, **k: None)
     assert calls(fake_npm) == []
 
-
-def test_long_samples_are_cut_with_a_fade_and_an_older_install_is_redone(fake_npm, tmp_path):
-    x = np.full((int(12.5 * 48000), 2), 8000, np.int16)
-    cut = piano._cut(x, 48000)
-    assert len(cut) == int(piano.MAX_SAMPLE_SECONDS * 48000) and cut.dtype == np.int16
-    assert cut[0, 0] == 8000 and abs(int(cut[-1, 0])) <= 1 and 3000 < cut[-24000, 0] < 5000  # faded, no click
-    assert piano._cut(x[:48000], 48000) is not None and len(piano._cut(x[:48000], 48000)) == 48000  # short: kept
-    folder = tmp_path / "grand"
-    piano.install(4, folder, log=lambda *a, **k: None)
-    m = json.loads((folder / piano.MANIFEST).read_text())
-    m["format"] = 1  # as an install before samples were cut wrote it
-    (folder / piano.MANIFEST).write_text(json.dumps(m))
-    sfz, problem = piano.installed(folder)
-    assert sfz is None and "older version" in problem
-    before = len(calls(fake_npm))
-    piano.install(4, folder, log=lambda *a, **k: None)
-    assert calls(fake_npm)[before:] == piano.packages(4) and piano.installed(folder)[0] is not None

@@ -316,7 +316,8 @@ def add_parser(sub) -> None:
                                     "Idempotent: a re-run checks every file and fetches only what is missing "
                                     "or damaged.", epilog=CREDIT)
     i.add_argument("--layers", type=int, default=16, choices=LAYERS,
-                   help="velocity layers: 16 (~180 MB on disk), 8 or 4 (default 16)")
+                   help="velocity layers: 16 (~160 MB on disk, up to ~1.7 GB in memory once a long piece has played them all), "
+                        "8 or 4 (default 16)")
     i.add_argument("--dest", type=Path, default=None,
                    help=f"folder to install into (default {cache_dir()}, $XDG_CACHE_HOME honoured)")
     p.set_defaults(func=_run)
