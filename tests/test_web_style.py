@@ -48,6 +48,9 @@ def test_config_lists_the_models_style_values(client):
     assert cond["composer"] == ["other", "bach", "chopin"]  # liszt had too little music
     assert cond["composer_names"]["chopin"] == "Frédéric Chopin"
     assert cond["period"] == list(C.PERIODS) and "D minor" in cond["key"] and cond["density"]
+    menus = client.get("/api/config").json()["style_menus"]  # the page builds its controls from these
+    assert [m["name"] for m in menus] == list(C.NAMES)
+    assert {m["name"]: m["menu"] for m in menus} == {n: "number" if n == "density" else "select" for n in C.NAMES}
 
 
 def test_style_reaches_the_answer(client):

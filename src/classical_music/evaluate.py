@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import scoring, threads
+from . import conditions, scoring, threads
 from .errors import UserError
 from .files import output_folder, writable_folder, write_json
 from .notes import MidiReadError, has_drums_only, load_score, score_to_notes
@@ -151,9 +151,7 @@ def file_metadata(paths) -> dict[str, dict]:
 
 def condition_rows(model, files, mode: str, style: dict, metadata: dict[str, dict] | None = None):
     """Per-file condition indices for evaluate: None (all any), one style for every file, or each
-    file's own composer, period and kind from its metadata. Returns (rows or None, labels per file)."""
-    from . import conditions
-
+    file's own metadata conditions. Returns (rows or None, labels per file)."""
     vocab = model.config.conditions
     asked = {k: v for k, v in style.items() if v is not None}
     if mode == "none" and not asked:
@@ -333,9 +331,7 @@ def add_parser(sub) -> None:
                    help="metadata: score each file under its own composer, period and kind (metadata.csv or "
                         "Aria-MIDI's; --composer/--period/--kind given too win over it); none: every "
                         "condition unknown (default)")
-    p.add_argument("--composer", default=None, help="score every file as this composer's")
-    p.add_argument("--period", default=None, help="... in this period")
-    p.add_argument("--kind", default=None, help="... as a performance or sequenced")
+    conditions.add_arguments(p, scoring=True)
     p.add_argument("--no_progress", action="store_true",
                    help="no progress bar (on a terminal) or progress lines every ~10 s (in a log file or pipe)")
     p.set_defaults(func=_run)
@@ -356,7 +352,7 @@ def _run(args) -> int:
     n = threads.apply(args.threads)
     lanes = n if args.threads else threads.default_lanes()  # lanes do not fight: see there
     model = load_model(args.checkpoint, args.device)
-    style = {"composer": args.composer, "period": args.period, "kind": args.kind}
+    style = {n: getattr(args, n) for n in conditions.FILE_CONDITIONS}
     metadata = file_metadata(args.paths) if args.conditions == "metadata" else None
     rows, labels = condition_rows(model, files, args.conditions, style, metadata)
     # a terminal gets a bar; a log file or pipe a line every ~10 s (a bar there is silence, then one long line)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 from urllib.parse import urljoin, urlsplit
 
+from ..conditions import filter_form
 from ..errors import UserError
 from ..files import file_digest, write_json
 from .extract import safe_extract  # noqa: F401  (aria.safe_extract is public)
@@ -366,21 +367,21 @@ def _load_metadata(path: Path) -> dict:
         raise UserError(f"{path} is not valid JSON ({e})") from None
 
 
-def _norm(values: Iterable[str] | str | None) -> frozenset[str]:
+def _norm(name: str, values: Iterable[str] | str | None) -> frozenset[str]:
     if values is None:
         return frozenset()
     if isinstance(values, str):
         values = (values,)
-    return frozenset(v.strip().casefold() for v in values if v and v.strip())
+    return frozenset(filter_form(name, v) for v in values if v and v.strip())
 
 
-def _values(metadata: dict, keys: tuple[str, ...]) -> set[str]:
+def _values(name: str, metadata: dict, keys: tuple[str, ...]) -> set[str]:
     out = set()
     for k in keys:
         v = metadata.get(k)
         for item in v if isinstance(v, (list, tuple)) else (v,):
             if item is not None and str(item).strip():
-                out.add(str(item).strip().casefold())
+                out.add(filter_form(name, str(item)))
     return out
 
 
@@ -401,7 +402,7 @@ def iter_aria(root: str | os.PathLike, genre: Iterable[str] = (), composer: Iter
     if not roots:
         raise UserError(f"{root} is not an Aria-MIDI folder (no metadata.json mapping file ids to "
                         "{'metadata': ...})")
-    wanted = {k: _norm(v) for k, v in (("genre", genre), ("composer", composer), ("period", period))}
+    wanted = {k: _norm(k, v) for k, v in (("genre", genre), ("composer", composer), ("period", period))}
     wanted = {k: v for k, v in wanted.items() if v}
     if min_audio_score is not None:
         try:
@@ -420,7 +421,7 @@ def iter_aria(root: str | os.PathLike, genre: Iterable[str] = (), composer: Iter
             entry = table.get(file_id)
             entry = entry if isinstance(entry, dict) else {}
             metadata = entry.get("metadata") if isinstance(entry.get("metadata"), dict) else {}
-            if any(not (_values(metadata, _FILTER_KEYS[k]) & vals) for k, vals in wanted.items()):
+            if any(not (_values(k, metadata, _FILTER_KEYS[k]) & vals) for k, vals in wanted.items()):
                 continue
             scores = entry.get("audio_scores") if isinstance(entry.get("audio_scores"), dict) else {}
             score = scores.get(seg, scores.get(str(int(seg))))

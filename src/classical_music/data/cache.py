@@ -204,17 +204,18 @@ def fill_event_conditions(out: Path, files: list[dict], tokenizer) -> int:
     for shard, recs in by_shard.items():
         recs.sort(key=lambda r: r["offset"])
         path = condition_shard_path(out, shard)
-        have = path.stat().st_size // 2 if path.exists() else 0
+        width = len(cond.EVENT_CONDITIONS)
+        have = path.stat().st_size // width if path.exists() else 0
         todo = [r for r in recs if r["offset"] + r["length"] > have]
         if not todo:
             continue
         tokens = np.memmap(token_shard_path(out, shard), dtype=np.uint16, mode="r")
         with open(path, "ab") as f:
             pos = min(have, todo[0]["offset"])  # a file cut short by a crash is redone whole
-            f.truncate(pos * 2)
+            f.truncate(pos * width)
             for r in todo:
                 if r["offset"] > pos:  # bytes of a superseded copy of a file: no conditions
-                    f.write(bytes(2 * (r["offset"] - pos)))
+                    f.write(bytes(width * (r["offset"] - pos)))
                     pos = r["offset"]
                 ev = cond.event_conditions(np.asarray(tokens[r["offset"]: r["offset"] + r["length"]]), tokenizer)
                 f.write(np.ascontiguousarray(ev).tobytes())
@@ -255,7 +256,7 @@ class Cache:
             mine = self.shard == s
             need = int((self.offset[mine] + self.length[mine]).max())
             p = condition_shard_path(self.root, s)
-            if not p.exists() or p.stat().st_size < 2 * need:
+            if not p.exists() or p.stat().st_size < len(cond.EVENT_CONDITIONS) * need:
                 return False
         return True
 
@@ -277,8 +278,9 @@ class Cache:
         return out
 
     def event_conditions(self, i: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """[m, 2] uint8 (density, key) codes of file i's events start:stop."""
-        return self._slice(self._cond_maps, condition_shard_path, np.uint8, i, start, stop, width=2)
+        """[m, len(EVENT_CONDITIONS)] uint8 codes (density, key) of file i's events start:stop."""
+        return self._slice(self._cond_maps, condition_shard_path, np.uint8, i, start, stop,
+                           width=len(cond.EVENT_CONDITIONS))
 
     def files(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == SPLITS.index(split))

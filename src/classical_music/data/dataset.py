@@ -127,9 +127,9 @@ class WindowDataset(Dataset):
                 c[:, k] = self.file_codes[name][f]
             elif events is not None:
                 col = events[:, cond.EVENT_CONDITIONS.index(name)]
-                if name == "key" and semitones:  # codes are 1 + KEYS index: tonic + 12 * minor
-                    k0 = col - 1
-                    col = np.where(col > 0, (k0 % 12 + semitones) % 12 + 12 * (k0 >= 12) + 1, 0)
+                move = cond.BY_NAME[name].transpose
+                if move and semitones:
+                    col = move(col, semitones)
                 c[: len(col), k] = col
         return c
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..conditions import filter_form
 from ..errors import UserError
 from ..files import write_json
 from ..locks import folder_lock
@@ -91,9 +92,10 @@ def iter_source(cfg: PrepareConfig):
 
 def _filter_folder(cfg: PrepareConfig):
     """metadata.csv columns filter a plain folder the same way Aria metadata does."""
-    wanted = {"genre": cfg.genre, "composer": cfg.composer, "period": cfg.period}
+    wanted = {k: {filter_form(k, v) for v in vals}
+              for k, vals in (("genre", cfg.genre), ("composer", cfg.composer), ("period", cfg.period))}
     for sf in iter_folder(cfg.source):
-        ok = all(not vals or str(sf.meta.get(k, "")).lower() in {v.lower() for v in vals} for k, vals in wanted.items())
+        ok = all(not vals or filter_form(k, str(sf.meta.get(k, ""))) in vals for k, vals in wanted.items())
         if ok:
             yield sf
 

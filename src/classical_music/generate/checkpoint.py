@@ -47,10 +47,11 @@ def load_model(checkpoint=None, device="cpu"):
     return model
 
 
-def condition_codes(model, style: dict) -> tuple[torch.Tensor | None, dict[str, str]]:
-    """What was asked for, checked against what the checkpoint knows -> [n] indices and labels."""
+def condition_codes(model, style: dict, parsed: dict | None = None) -> tuple[torch.Tensor | None, dict[str, str]]:
+    """What was asked for (parsed: conditions.parse_request's, when already checked), checked against
+    what the checkpoint knows -> [n] indices and labels."""
     vocab = model.config.conditions
-    codes = conditions.encode_request(vocab, **style)
+    codes = conditions.encode_request(vocab, parsed, **style)
     if not vocab:
         return None, {}
     index = {n: codes.get(n, 0) for n in vocab}
@@ -59,24 +60,4 @@ def condition_codes(model, style: dict) -> tuple[torch.Tensor | None, dict[str, 
 
 def list_conditions(model) -> str:
     """What --list_conditions prints: each condition's values, composers with their training hours."""
-    vocab = model.config.conditions
-    if not vocab:
-        return "this checkpoint has no style conditions (it composes unconditioned)"
-    cfg = getattr(model, "checkpoint_config", {}) or {}
-    hours = cfg.get("condition_hours", {})
-    lines = []
-    for name, labels in vocab.items():
-        known = [v for v in labels if v != conditions.ANY]
-        if name == "composer":
-            h = hours.get("composer", {})
-            shown = [f"{v} ({conditions.composer_display(v)}, {h[v]:.1f} h)" if v in h else v for v in known]
-            lines.append(f"composer (at least {cfg.get('composer_min_hours', conditions.COMPOSER_MIN_HOURS):g} h of "
-                         f"training music; others are `other`):\n  " + "\n  ".join(shown))
-        elif name in hours:
-            lines.append(f"{name}: " + ", ".join(f"{v} ({hours[name][v]:.1f} h)" if v in hours[name] else v
-                                                   for v in known))
-        elif name == "density":
-            lines.append("density: notes per second, e.g. 2, 4, 8, 16 (bins: " + ", ".join(known) + ")")
-        else:
-            lines.append("key: any of the 24 major and minor keys, e.g. C, Am, F# minor, Eb major")
-    return "\n".join(lines)
+    return conditions.listing(model.config.conditions, getattr(model, "checkpoint_config", {}) or {})

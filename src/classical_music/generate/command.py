@@ -79,7 +79,7 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
     seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
     plan = cfg.piece_plan(seed)  # a bad plan stops us before the model loads
     model = load_model(cfg.checkpoint, cfg.device)
-    cond, style = condition_codes(model, cfg.style())
+    cond, style = condition_codes(model, cfg.style(), cfg.parsed_style)
     tok = model.tokenizer
     prefix = primer_tokens(tok, primer)
     primer_end = 0.0 if primer is None else float(primer.offset.max())
@@ -105,7 +105,7 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
                 bar.refresh()
 
     t0 = time.perf_counter()
-    steer = steering(cfg.style(), cfg.steer) if conductor is None else {"steer": cfg.steer}
+    steer = steering(cfg.style(), cfg.steer, cfg.parsed_style) if conductor is None else {"steer": cfg.steer}
     rows = sample(model, tok, prefix, num_samples=cfg.num_samples, events=cfg.events, temperature=cfg.temperature,
                   seconds=cfg.seconds if conductor is None else conductor.seconds,
                   top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p, seed=seed,
@@ -246,11 +246,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", action="store_true", help="also write a piano-roll NAME.png")
     add_instrument_arguments(p, "--wav/--mp3")
     style = p.add_argument_group("style (see --list_conditions; each optional, default any)")
-    style.add_argument("--composer", default=None, help="compose like this composer, e.g. chopin")
-    style.add_argument("--period", default=None, help="baroque, classical, romantic, impressionist or modern")
-    style.add_argument("--kind", default=None, help="performance (a pianist's timing) or sequenced (score-like)")
-    style.add_argument("--density", type=float, default=None, help="notes per second, e.g. 8")
-    style.add_argument("--key", default=None, help='e.g. C, Am, "F# minor", "Eb major"')
+    conditions.add_arguments(style)
     style.add_argument("--guidance", type=float, default=1.0,
                        help="classifier-free guidance: > 1 sets the style further apart from the rest, at some cost in "
                             "naturalness and twice the rows (1 = off; measured in MODEL_CARD.md, Style control)")
@@ -290,8 +286,8 @@ def _run(args) -> int:
     cpu_threads.apply(args.threads)
     if args.guidance != 1 and not args.list_conditions and all(
             getattr(args, n) is None for n in conditions.NAMES):
-        print("note: --guidance has nothing to follow without a style (--composer, --period, --kind, "
-              "--density or --key): the piece is composed unguided", file=sys.stderr)
+        print(f"note: --guidance has nothing to follow without a style ({conditions.flags()}): "
+              "the piece is composed unguided", file=sys.stderr)
     if args.list_conditions:
         check_device(args.device)
         print(list_conditions(load_model(args.checkpoint, args.device)))
@@ -302,10 +298,10 @@ def _run(args) -> int:
         seed=args.seed, num_samples=args.num_samples, primer=args.primer, primer_seconds=args.primer_seconds,
         primer_notes=args.primer_notes, primer_chord_seconds=args.primer_chord_seconds,
         primer_in_output=not args.no_primer_in_output, wav=args.wav, mp3=args.mp3, plot=args.plot,
-        soundfont=args.soundfont, piano=args.piano, reverb=args.reverb, device=args.device, max_note_seconds=args.max_note_seconds, release=args.release,
-        min_seconds=args.min_seconds, precision=args.precision, composer=args.composer, period=args.period,
-        kind=args.kind, density=args.density, key=args.key, guidance=args.guidance, steer=args.steer,
-        form=args.form, plan=args.plan, ending=args.ending,
+        soundfont=args.soundfont, piano=args.piano, reverb=args.reverb, device=args.device,
+        max_note_seconds=args.max_note_seconds, release=args.release, min_seconds=args.min_seconds,
+        precision=args.precision, guidance=args.guidance, steer=args.steer, form=args.form, plan=args.plan,
+        ending=args.ending, **{n: getattr(args, n) for n in conditions.NAMES},
     )
     results = compose(cfg, progress=True)
     if args.print_plan:

@@ -4,7 +4,7 @@ request before the model loads."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 
 import torch
@@ -24,8 +24,13 @@ MAX_EVENTS = 400 * 3600
 MAX_SAMPLES = 64
 
 
+# style (classical_music.conditions): one field per condition, None = any (density in notes per
+# second, key like "D minor")
+StyleFields = make_dataclass("StyleFields", [(c.name, c.type | None, field(default=None)) for c in conditions.CONDITIONS])
+
+
 @dataclass
-class GenerateConfig:
+class GenerateConfig(StyleFields):
     output: Path = Path("generated_song.mid")
     checkpoint: Path | None = None
     seconds: float | None = 30.0
@@ -52,12 +57,6 @@ class GenerateConfig:
     reverb: float = 0.3  # the hall: 0 dry .. 1 a large hall (audio.room.DEFAULT_REVERB)
     device: str = "cpu"
     precision: str = "auto"  # of the decoding matmuls: auto = int8 on the CPU, else float32
-    # style (classical_music.conditions); None = any. density in notes per second, key like "D minor"
-    composer: str | None = None
-    period: str | None = None
-    kind: str | None = None
-    density: float | None = None
-    key: str | None = None
     guidance: float = 1.0  # classifier-free guidance: 1 = off, > 1 follows the conditions harder
     steer: float = 1.0  # hold --density and --key while sampling too (0 = the model's conditions alone)
     # the whole piece (form.py): a form such as "ABA" or "through" (None: through under 45 s, else
@@ -114,8 +113,7 @@ class GenerateConfig:
             raise UserError(f"--steer must be between 0 and 10 (0 = off), got {self.steer}")
         if not 0 <= self.guidance <= 10:
             raise UserError(f"--guidance must be between 0 and 10 (1 = off), got {self.guidance}")
-        if self.key is not None:
-            conditions.parse_key(self.key)  # a malformed key fails before the model loads
+        self.parsed_style = conditions.parse_request(self.style())  # a malformed style fails before the model loads
         if self.ending is not None and self.ending not in ENDINGS:
             raise UserError(f"--ending must be cadence or none, got {self.ending!r}")
         if self.form is not None and self.plan is not None:

@@ -34,12 +34,13 @@ RELEASE_POLYPHONY = 8
 RELEASE_POLY_GAIN = 0.5
 
 
-def steering(style: dict | None, strength: float = 1.0) -> dict:
-    """sample()'s steer_* arguments for a style's density and key (none asked: no steering)."""
+def steering(style: dict | None, strength: float = 1.0, parsed: dict | None = None) -> dict:
+    """sample()'s steer_* arguments for a style's density and key (none asked: no steering);
+    parsed: conditions.parse_request(style), when already checked."""
     style = style or {}
-    key = style.get("key")
+    parsed = conditions.parse_request(style) if parsed is None else parsed
     return {"steer": strength, "steer_density": style.get("density"),
-            "steer_key": None if key in (None, "") else conditions.parse_key(key)}
+            "steer_key": conditions.KEYS.index(parsed["key"]) if "key" in parsed else None}
 
 
 def key_bonus(key: int, strength: float = 1.0) -> np.ndarray:

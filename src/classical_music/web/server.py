@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import conditions
 from .. import threads as cpu_threads
 from ..audio import add_instrument_arguments
 from ..errors import UserError
@@ -76,22 +77,14 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
         studio.warm()
     studio_live = Live(studio)
 
-    class StyleFields(BaseModel):
-        # Style conditions (classical_music.conditions), as `generate` takes them; each one left out
-        # (or "any") is not asked for. The model's own values are listed by GET /api/config.
-        composer: Optional[str] = Field(None, max_length=64, description="style: a composer the model knows, e.g. chopin")
-        period: Optional[str] = Field(None, max_length=32, description="style: baroque, classical, romantic, ...")
-        kind: Optional[str] = Field(None, max_length=32, description="style: performance or sequenced")
-        density: Optional[float] = Field(None, gt=0, le=100, description="style: notes per second")
-        key: Optional[str] = Field(None, max_length=16, description='style: a key, e.g. "D minor", "F#", "Eb major"')
-        guidance: float = Field(1.0, ge=0, le=10, description="classifier-free guidance: 1 = off, > 1 follows the style harder")
+    StyleFields = style_fields()
 
     def check_style(fields) -> dict:
         """{"guidance"} plus, when a style is asked for, {"style": asked, "style_labels": what the model
         understood}; UserError for names the model does not know (or a model without conditions)."""
         from ..generate import condition_codes
 
-        asked = {n: getattr(fields, n) for n in STYLE_NAMES if getattr(fields, n, None) not in (None, "")}
+        asked = conditions.asked({n: getattr(fields, n, None) for n in conditions.NAMES})
         out = {"guidance": float(fields.guidance)}
         if asked:
             _, labels = condition_codes(studio.model(), asked)
@@ -180,6 +173,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
 
     @app.post("/api/generate_with_primer", status_code=202, response_model=JobCreated,
               summary="Compose a piece that continues the opening of an uploaded MIDI file")
+    @with_style_form
     def generate_with_primer(
         primer: Annotated[UploadFile, File(description=f"a MIDI file (at most {max_upload_bytes / 2**20:g} MB)")],
         seconds: Annotated[float, Form()] = DEFAULTS["seconds"],
@@ -189,17 +183,12 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
         num_samples: Annotated[int, Form()] = DEFAULTS["num_samples"],
         primer_seconds: Annotated[float, Form(description="use the primer's first seconds")] = DEFAULTS[
             "primer_seconds"],
-        composer: Annotated[Optional[str], Form(max_length=64)] = None,
-        period: Annotated[Optional[str], Form(max_length=32)] = None,
-        kind: Annotated[Optional[str], Form(max_length=32)] = None,
-        density: Annotated[Optional[float], Form(gt=0, le=100)] = None,
-        key: Annotated[Optional[str], Form(max_length=16)] = None,
         guidance: Annotated[float, Form(ge=0, le=10)] = 1.0,
+        **style,
     ):
         try:
             params = studio.check(seconds, temperature, top_p, seed, num_samples)
-            params.update(check_style(SimpleNamespace(composer=composer, period=period, kind=kind, density=density,
-                                                      key=key, guidance=guidance)))
+            params.update(check_style(SimpleNamespace(guidance=guidance, **style)))
             data = primer.file.read(studio.max_upload_bytes + 1)
             if len(data) > studio.max_upload_bytes:
                 raise HTTPException(413, f"the primer is larger than {studio.max_upload_bytes / 2**20:g} MB")
@@ -257,7 +246,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
                 "max_queue": studio._queue.maxsize, "keep_jobs": studio.keep_jobs, "defaults": DEFAULTS,
                 "live": {"max_seconds": min(MAX_ANSWER_SECONDS, studio.max_seconds), "max_notes": MAX_NOTES,
                          "max_span_seconds": MAX_SPAN_SECONDS, "defaults": LIVE_DEFAULTS},
-                "conditions": model_conditions(studio)}
+                "conditions": model_conditions(studio), "style_menus": conditions.menus()}
 
     @app.get("/api/models", summary="The models to compose with: the startup one and those in --models_dir")
     def models():
@@ -293,20 +282,47 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
     return app
 
 
-STYLE_NAMES = ("composer", "period", "kind", "density", "key")
+def style_fields():
+    """The style fields of a JSON request, one per condition (classical_music.conditions), and
+    guidance; each one left out (or "any") is not asked for. GET /api/config lists the model's values."""
+    from typing import Optional
+
+    from pydantic import BaseModel, Field, create_model
+
+    fields = {c.name: (Optional[c.type], Field(None, description=f"style: {c.help}", **c.limits))
+              for c in conditions.CONDITIONS}
+    return create_model("StyleFields", __base__=BaseModel, **fields, guidance=(float, Field(
+        1.0, ge=0, le=10, description="classifier-free guidance: 1 = off, > 1 follows the style harder")))
+
+
+def with_style_form(endpoint):
+    """The endpoint with a multipart form field per condition (before the catch-all **style it takes
+    them in), so FastAPI parses and documents them like the others."""
+    import inspect
+    from typing import Annotated, Optional
+
+    from fastapi import Form
+
+    sig = inspect.signature(endpoint)
+    fixed = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    style = [inspect.Parameter(c.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                               annotation=Annotated[Optional[c.type], Form(**c.limits)]) for c in conditions.CONDITIONS]
+    endpoint.__signature__ = sig.replace(parameters=[
+        *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in fixed), *style])
+    return endpoint
 
 
 def model_conditions(studio) -> dict:
     """The model's style values for the page's menus ({} when unconditioned or not loadable)."""
-    from ..conditions import ANY, composer_display
-
     try:
         vocab = studio.model().config.conditions
     except (UserError, OSError):
         return {}
-    out = {name: [v for v in labels if v != ANY] for name, labels in vocab.items()}
-    if "composer" in out:
-        out["composer_names"] = {c: composer_display(c) for c in out["composer"]}
+    out = {name: [v for v in labels if v != conditions.ANY] for name, labels in vocab.items()}
+    for name in list(out):
+        display = conditions.BY_NAME[name].display if name in conditions.BY_NAME else None
+        if display:  # composer_names: "chopin" -> "Frédéric Chopin"
+            out[f"{name}_names"] = {v: display(v) for v in out[name]}
     return out
 
 

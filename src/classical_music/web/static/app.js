@@ -12,7 +12,7 @@ async function loadConfig() {
   try {
     const cfg = await (await fetch("/api/config")).json();
     CONFIG = cfg;
-    showStyle(cfg.conditions);
+    showStyle(cfg.conditions, cfg.style_menus);
     document.dispatchEvent(new CustomEvent("studioconfig", { detail: cfg }));
     $("seconds").max = cfg.max_seconds;
     $("num_samples").max = cfg.max_samples;
@@ -24,22 +24,34 @@ async function loadConfig() {
   } catch (e) { /* the built-in values in the form still work */ }
 }
 
-const STYLE_NAMES = ["composer", "period", "kind", "density", "key"];
+let STYLE_MENUS = [];  // the conditions' controls, in the server's order (/api/config style_menus)
+let STYLE_NAMES = [];  // those the current model has
 
-function showStyle(cond) {
-  // menus filled from the model's own values; the fieldset stays hidden for an unconditioned model
-  const names = STYLE_NAMES.filter((n) => cond && cond[n]);
-  for (const name of ["composer", "period", "kind", "key"]) {  // a model chosen later has its own values
-    for (const option of [...$(name).options]) if (option.value !== "") option.remove();
-  }
-  $("style").hidden = names.length === 0;
-  for (const label of document.querySelectorAll("#style [data-cond]")) label.hidden = !names.includes(label.dataset.cond);
-  for (const name of ["composer", "period", "kind", "key"]) {
-    if (!names.includes(name)) continue;
-    for (const value of cond[name]) {
-      const text = name === "composer" && cond.composer_names ? cond.composer_names[value] || value : value;
-      $(name).append(el("option", { value }, text));
+function showStyle(cond, menus) {
+  // One control per condition the model has, filled from its own values (a menu, or a number for
+  // density); the fieldset stays hidden for an unconditioned model. Labels are i18n keys by name.
+  if (menus) STYLE_MENUS = menus;
+  for (const label of [...document.querySelectorAll("#style [data-cond]")]) label.remove();  // a model chosen later has its own
+  const have = STYLE_MENUS.filter((m) => cond && cond[m.name]);
+  STYLE_NAMES = have.map((m) => m.name);
+  $("style").hidden = have.length === 0;
+  const guidance = $("guidance").closest("label");
+  for (const m of have) {
+    const label = el("label", { "data-cond": m.name });
+    label.append(el("span", { "data-i18n": m.name }, t(m.name)));
+    let input;
+    if (m.menu === "number") {
+      label.append(" ", el("span", { class: "unit", "data-i18n": `${m.name}_unit` }, t(`${m.name}_unit`)));
+      input = el("input", { id: m.name, type: "number", min: m.gt ?? m.ge ?? "", max: m.le ?? m.lt ?? "",
+                            step: "any", placeholder: t("any") });
+    } else {
+      input = el("select", { id: m.name });
+      input.append(el("option", { value: "", "data-i18n": "any" }, t("any")));
+      const names = cond[`${m.name}_names`] || {};
+      for (const value of cond[m.name]) input.append(el("option", { value }, names[value] || value));
     }
+    label.append(input);
+    guidance.before(label);
   }
 }
 
@@ -90,7 +102,7 @@ function styleFields() {
   if ($("style").hidden) return out;
   for (const name of STYLE_NAMES) {
     const raw = $(name).value.trim();
-    if (raw !== "" && !$(name).closest("label").hidden) out[name] = name === "density" ? Number(raw) : raw;
+    if (raw !== "") out[name] = $(name).type === "number" ? Number(raw) : raw;
   }
   const guidance = Number($("guidance").value);
   if (Object.keys(out).length && guidance !== 1 && !Number.isNaN(guidance)) out.guidance = guidance;

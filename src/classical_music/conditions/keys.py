@@ -1,0 +1,89 @@
+"""The key condition's vocabulary and estimation: 24 major/minor keys, Krumhansl-Schmuckler."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..errors import UserError
+from .names import fold
+
+KEY_WINDOW = 16.0  # seconds around each event
+_MAJOR_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_MINOR_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
+KEYS = tuple(f"{n} major" for n in _MAJOR_NAMES) + tuple(f"{n} minor" for n in _MINOR_NAMES)
+_PC = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
+# Krumhansl & Kessler (1982) probe-tone profiles.
+_KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+_KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+def _profiles() -> np.ndarray:
+    rows = [np.roll(_KK_MAJOR, t) for t in range(12)] + [np.roll(_KK_MINOR, t) for t in range(12)]
+    p = np.array(rows)
+    p = p - p.mean(1, keepdims=True)
+    return p / np.linalg.norm(p, axis=1, keepdims=True)
+
+
+PROFILES = _profiles()  # [24, 12], zero-mean unit rows, in KEYS order
+
+
+def parse_key(text: str) -> int:
+    """KEYS index of "C", "Am", "F# minor", "Eb major", "bb min", "D-flat major"; UserError otherwise."""
+    t = fold(text).replace("-flat", "b").replace("-sharp", "#").replace("♭", "b").replace("♯", "#")
+    m = re.fullmatch(r"([a-g])\s*([#b]?)\s*(major|maj|minor|min|m|)", t.replace(" ", "")) if t else None
+    if not m:
+        raise UserError(f"key {text!r}: expected a key like C, Am, F# minor or Eb major")
+    pc = (_PC[m[1]] + {"#": 1, "b": -1, "": 0}[m[2]]) % 12
+    minor = m[3] in ("minor", "min", "m")
+    return pc + 12 * minor
+
+
+def key_name(index: int) -> str:
+    return KEYS[index]
+
+
+def relative_key(index: int) -> int:
+    """The relative minor of a major key and the other way round."""
+    return (index + 9) % 12 + 12 if index < 12 else (index - 12 + 3) % 12
+
+
+def transpose_key(index: int, semitones: int) -> int:
+    return (index % 12 + semitones) % 12 + 12 * (index >= 12)
+
+
+def estimate_key(pitch, weight=None) -> int | None:
+    """Krumhansl-Schmuckler: the KEYS index whose profile best matches the notes, None without notes."""
+    pitch = np.asarray(pitch, np.int64)
+    if len(pitch) == 0:
+        return None
+    hist = np.bincount(pitch % 12, weights=None if weight is None else np.asarray(weight, float), minlength=12)
+    if not hist.any() or np.allclose(hist, hist[0]):
+        return None
+    return int(np.argmax(PROFILES @ (hist - hist.mean())))
+
+
+def note_durations(notes, cap: float = 2.0) -> np.ndarray:
+    """Key-profile weights: each note's length, capped so one held chord cannot outweigh a passage."""
+    return np.clip(np.asarray(notes.offset) - np.asarray(notes.onset), 0.05, cap)
+
+
+
+def key_codes(o) -> np.ndarray:
+    """Each second's key code (1 + KEYS index; 0 with no notes, or all twelve equally, nearby):
+    a duration-weighted pitch-class histogram over the window (o: events.Onsets)."""
+    from .events import window_sum
+
+    hist = np.bincount(o.second * 12 + o.pitch % 12, weights=o.weight, minlength=o.seconds * 12)
+    win = window_sum(hist.reshape(o.seconds, 12), int(KEY_WINDOW // 2))
+    centred = win - win.mean(1, keepdims=True)
+    keys = np.argmax(centred @ PROFILES.T, axis=1) + 1
+    keys[~(np.abs(centred).sum(1) > 1e-9)] = 0
+    return keys
+
+
+def transpose_codes(codes: np.ndarray, semitones: int) -> np.ndarray:
+    """Key codes (1 + KEYS index: tonic + 12 * minor; 0 = any) of music moved by semitones."""
+    k0 = codes - 1
+    return np.where(codes > 0, (k0 % 12 + semitones) % 12 + 12 * (k0 >= 12) + 1, 0)
