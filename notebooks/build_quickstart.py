@@ -3,7 +3,7 @@ on the web too. Run from the repository root, then commit the notebook:
 
     .venv/bin/python notebooks/build_quickstart.py
 
-Executing takes about a minute on a CPU. It keeps the file small (a 15-second MP3, two piano
+Executing takes about a minute on a CPU. It keeps the file small (a 15-second MP3, a few piano
 rolls) and drops execution timings, so a rebuild only changes what the code printed.
 """
 
@@ -91,13 +91,24 @@ nb.cells = [
          "    print(f\"{who}: {p['notes']} notes, {p['notes'] / 10:.1f} notes/s, sounds like {key}\")\n"
          "    display(Audio(filename=str(p['files']['mp3'])))\n"
          "    display(Image(filename=str(p['files']['png'])))"),
-    md("## 5. The tiny model, continuing a typed opening\n"
+    md("## 5. A whole piece: ABA\n"
+       "`--form ABA` plans sections: A in a home key, B in a related key, softer, then A again, opening "
+       "with A's first phrase; each section closes on a cadence and the piece on its home tonic "
+       "(`classical-music generate --form ABA --seconds 120 --mp3 --plot`). The bands over the piano roll "
+       "are the sections:"),
+    code("whole = compose(GenerateConfig(output=work / 'aba.mid', seconds=4 * SECONDS, seed=5, form='ABA', key='G',\n"
+         "                               plot=True))[0]\n"
+         "for s in whole['plan']['sections']:\n"
+         "    print(f\"{s['label']}: {s['seconds']:.1f} s in {s['key']}, {s['dynamics']}\")\n"
+         "print('written beside the MIDI:', whole['files']['plan'].name)\n"
+         "display(Image(filename=str(whole['files']['png'])))"),
+    md("## 6. The tiny model, continuing a typed opening\n"
        "Still babbling after a few seconds of training: compare it with the shipped one."),
     code("tiny = compose(GenerateConfig(output=work / 'tiny.mid', checkpoint=work / 'tiny' / 'best', seconds=10, seed=1,\n"
          "                              primer_notes='C4 E4 G4, F4 A4 C5', plot=True))[0]\n"
          "print(tiny['notes'], 'notes')\n"
          "display(Image(filename=str(tiny['files']['png'])))"),
-    md("## 6. Clean up\nThe pictures and the audio above live in the notebook now; the temporary folder goes."),
+    md("## 7. Clean up\nThe pictures and the audio above live in the notebook now; the temporary folder goes."),
     code("import shutil\n"
          "work = Path.cwd()\n"
          "os.chdir(start)\n"

@@ -4,7 +4,9 @@
 
 Writes OUT/<name>.mid, .mp3 and .png: two pieces from scratch at temperatures 0.9 and 1.0, one
 continuing the opening of Chopin's Prelude Op. 28 No. 1 (piano-midi.de, valid split: the model
-never trained on it), and three asked for a style (composer; composer, key and density).
+never trained on it), three asked for a style (composer; composer, key and density), all 30 s and
+composed through as before forms existed (--form through --ending none, so they stay the files
+they were), and two whole pieces with a form (their .plan.json too): ABA over 120 s, AABA over 96 s.
 
 What is reproducible: the MIDI files, on any CPU. The pieces are decoded with float32 weights
 (--precision float32), not with the int8 kernels `generate` uses on a CPU by default: those
@@ -35,6 +37,7 @@ from classical_music.generate import GenerateConfig, compose  # noqa: E402
 OUT = ROOT / "docs" / "samples"
 PRIMER = ROOT.parent / "shared" / "data" / "classical-piano" / "piano-midi" / "Chopin" / "chpn-p1.mid"
 PRECISION = "float32"  # the same notes on every CPU (see above)
+THROUGH = dict(seconds=30, form="through", ending="none")
 SAMPLES = [
     ("temperature-0.9", dict(temperature=0.9, seed=11)),
     ("temperature-1.0", dict(temperature=1.0, seed=12)),
@@ -44,12 +47,18 @@ SAMPLES = [
     ("style-chopin", dict(temperature=0.95, seed=16, composer="chopin")),
     ("style-liszt-d-minor-12", dict(temperature=0.95, seed=15, composer="liszt", key="D minor", density=12)),
 ]
+SAMPLES = [(name, {**THROUGH, **kw}) for name, kw in SAMPLES] + [
+    # whole pieces: sections, a theme that returns, cadences and a final tonic (issue 23)
+    ("form-aba-g-major", dict(temperature=0.95, seed=21, seconds=120, form="ABA", key="G major")),
+    ("form-aaba-c-minor", dict(temperature=0.95, seed=22, seconds=96, form="AABA", key="C minor")),
+]
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Compose the README's sample pieces.")
     p.add_argument("--out", type=Path, default=OUT, help=f"folder to write them to (default {OUT})")
     p.add_argument("--midi_only", action="store_true", help="only the MIDI files (to check them quickly)")
+    p.add_argument("--only", default=None, help="comma-separated names: compose just these (e.g. form-aba-g-major)")
     p.add_argument("--render_only", action="store_true", help="only re-render OUT/<name>.mp3 from OUT/<name>.mid")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -67,7 +76,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: {info['seconds']:.1f} s, {info['loudness_lufs']:.1f} LUFS, peak {info['peak_dbfs']:.1f} dBFS")
         return
     for name, kw in SAMPLES:
-        r = compose(GenerateConfig(output=args.out / f"{name}.mid", seconds=30, mp3=audio, plot=audio,
+        if args.only and name not in args.only.split(","):
+            continue
+        r = compose(GenerateConfig(output=args.out / f"{name}.mid", mp3=audio, plot=audio,
                                    precision=PRECISION, piano=grand, **kw))[0]
         print(f"{name}: {r['notes']} notes, {r['seconds']:.1f} s")
 

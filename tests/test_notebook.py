@@ -53,8 +53,8 @@ def test_the_stored_notebook_has_its_outputs_and_says_what_it_does():
     assert not [o for o in outputs if o.get("output_type") == "error"]
     pngs = [o["data"]["image/png"] for o in outputs if "image/png" in o.get("data", {})]
     audio = [o["data"]["text/html"] for o in outputs if "<audio" in o.get("data", {}).get("text/html", "")]
-    # the shipped model's piece, Bach then Chopin (style), and the tiny model's roll
-    assert len(pngs) == 4 and len(audio) == 3 and all("audio/mpeg;base64," in a for a in audio)
+    # the shipped model's piece, Bach then Chopin (style), an ABA piece, and the tiny model's roll
+    assert len(pngs) == 5 and len(audio) == 3 and all("audio/mpeg;base64," in a for a in audio)
     assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert NOTEBOOK.stat().st_size < 1.5e6
     # built from a clean state: no developer's folders, temporary folders or library paths in it
@@ -62,4 +62,4 @@ def test_the_stored_notebook_has_its_outputs_and_says_what_it_does():
     assert not re.search(r"(/work/|/home/|/Users/|/tmp/|[A-Z]:\\\\|site-packages|\.py:\d+:)", printed), printed
     text = " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "about a minute" not in text and "One MIDI file" not in text and "20 files" in text
-    assert "one composer against another" in text
+    assert "one composer against another" in text and "A whole piece: ABA" in text

@@ -14,8 +14,11 @@ def test_make_samples_decodes_in_float32(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(mod, "compose", lambda cfg: seen.append(cfg) or [{"notes": 1, "seconds": 30.0}])
     mod.main(["--out", str(tmp_path), "--midi_only"])
-    assert [c.seed for c in seen] == [11, 12, 13, 16, 16, 15]  # the shipped samples' seeds
-    assert [c.composer for c in seen[3:]] == ["bach", "chopin", "liszt"] and seen[5].key == "D minor"
+    assert [c.seed for c in seen] == [11, 12, 13, 16, 16, 15, 21, 22]  # the shipped samples' seeds
+    # the six from before forms stay as they were; two whole pieces of 90-120 s have a form
+    assert all(c.form == "through" and c.ending == "none" and c.seconds == 30 for c in seen[:6])
+    assert [c.form for c in seen[6:]] == ["ABA", "AABA"] and all(90 <= c.seconds <= 120 for c in seen[6:])
+    assert [c.composer for c in seen[3:6]] == ["bach", "chopin", "liszt"] and seen[5].key == "D minor"
     assert all(c.precision == "float32" and not c.mp3 and c.output.parent == tmp_path for c in seen)
 
 

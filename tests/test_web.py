@@ -353,3 +353,22 @@ def test_serve_open_opens_the_browser_once_the_port_answers(monkeypatch):
         s.listen()
         t.join(10)
     assert opened == [f"http://127.0.0.1:{port}/"]
+
+
+def test_the_form_menu_composes_sections_a_return_and_an_ending(client):
+    assert client.get("/api/config").json()["forms"] == ["through", "ABA", "AABA", "ABACA"]
+    r = client.post("/api/generate", json={"seconds": 12, "seed": 4, "form": "ABA", "num_samples": 2})
+    assert r.status_code == 202, r.text
+    job = wait(client, r.json()["id"])
+    assert job["status"] == "done", job
+    assert job["params"]["form"] == "ABA"
+    for v in job["variations"]:
+        assert [s["label"] for s in v["sections"]] == ["A", "B", "A"]
+        assert v["sections"][-1]["end"] == pytest.approx(12, abs=0.05)
+        midi = symusic.Score.from_midi(client.get(v["files"]["midi"]).content, ttype="second")
+        pedal = [c for c in midi.tracks[0].controls if c.number == 64]
+        assert pedal and pedal[-1].time - pedal[0].time >= 1.4  # the last chord, held
+    through = wait(client, client.post("/api/generate", json={"seconds": 3, "seed": 4}).json()["id"])
+    assert through["params"]["form"] == "through" and through["variations"][0]["sections"] == []
+    r = client.post("/api/generate", json={"seconds": 5, "form": "ABCD"})
+    assert r.status_code == 422 and "form must be one of" in r.json()["detail"]

@@ -141,15 +141,6 @@ def draw_sections(ax, sections) -> None:
                 fontsize=9, fontweight="bold", color=color, clip_on=False)
 
 
-def sections_of(plan_json: dict) -> list[tuple[str, float, float]]:
-    """(label, start, end) of each section of a NAME.plan.json."""
-    out, t = [], 0.0
-    for s in plan_json.get("sections", []):
-        out.append((str(s["label"]), t, t + float(s["seconds"])))
-        t += float(s["seconds"])
-    return out
-
-
 def _save_png(fig, out_path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import conditions
 from .. import threads as cpu_threads
@@ -27,7 +26,7 @@ from ..errors import UserError
 from ..files import atomic_path, staged_paths, writable_folder
 from ..notes import Notes, notes_to_score
 from .checkpoint import check_device, condition_codes, list_conditions, load_model
-from .conductor import Conductor, perform
+from .conductor import conduct, perform
 from .config import MAX_EVENTS, MAX_SECONDS, PRECISIONS, GenerateConfig
 from .form import ENDINGS
 from .primer import MAX_PRIMER_EVENTS, parse_primer_notes, primer_from_midi, primer_tokens
@@ -77,18 +76,19 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
         check_reverb(cfg.reverb)
         instrument = find_instrument(cfg.piano, cfg.soundfont)  # a bad one stops us before composing, not after
     seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
-    plan = cfg.piece_plan(seed)  # a bad plan stops us before the model loads
+    plans = cfg.piece_plans(seed)  # a bad plan stops us before the model loads
     model = load_model(cfg.checkpoint, cfg.device)
     cond, style = condition_codes(model, cfg.style(), cfg.parsed_style)
     tok = model.tokenizer
     prefix = primer_tokens(tok, primer)
     primer_end = 0.0 if primer is None else float(primer.offset.max())
-    conductor, codes = _conductor(cfg, plan, model, prefix)
+    conductor, codes, labels = conduct(plans, model, prefix, cfg.style(), cfg.steer,
+                                       asked=cfg.form is not None or cfg.plan is not None or cfg.ending is not None)
     seconds = cfg.seconds
     if conductor is not None:
-        seconds = plan.seconds
+        seconds = plans[0].seconds
         if codes is not None:
-            cond, style = codes[0], condition_codes(model, _section_style(cfg, plan.sections[0], model))[1]
+            cond, style = codes[:, 0], labels
 
     bar = None
     if progress and sys.stderr.isatty():
@@ -119,10 +119,10 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
         bar.close()
 
     pieces = []
-    for path, new in zip(paths, rows):
+    for i, (path, new) in enumerate(zip(paths, rows)):
         whole, pedals = tok.decode(np.concatenate([prefix, new])), []
         if conductor is not None:
-            whole, pedals = perform(whole, plan, tok.steps_per_second, primer_end)
+            whole, pedals = perform(whole, plans[i], tok.steps_per_second, primer_end)
         if not cfg.primer_in_output and primer is not None:
             keep = whole.onset >= primer_end - 1e-9
             whole = Notes(whole.onset[keep] - primer_end, whole.offset[keep] - primer_end, whole.pitch[keep],
@@ -141,7 +141,8 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
     made = [f for f in (folder, *folder.parents) if not f.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        results = _write_pieces(cfg, pieces, seed, wall, plan if conductor is not None else None, instrument)
+        results = _write_pieces(cfg, pieces, seed, wall, plans if conductor is not None else None,
+                                primer_end if cfg.primer_in_output else 0.0, instrument)
         for r in results:
             r["conditions"] = style
         return results
@@ -156,36 +157,14 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
         raise
 
 
-def _conductor(cfg: GenerateConfig, plan, model, prefix):
-    """The hook that composes `plan` (None where the plan is today's through piece with no ending),
-    and each section's condition indices ([sections, n], or None for an unconditioned model)."""
-    if plan is None or (plan.through and plan.ending == "none"):
-        return None, None
-    tok = model.tokenizer
-    if not all(hasattr(tok, a) for a in ("steps_per_second", "note_on", "shift_steps")):
-        if cfg.form is None and cfg.plan is None and cfg.ending is None:
-            return None, None  # a tokenizer without time (REMI) composes as it always has
-        raise UserError(f"--form, --plan and --ending cadence need a tokenizer with time shifts; this checkpoint's "
-                        f"is {getattr(tok, 'name', type(tok).__name__)}")
-    codes = [condition_codes(model, _section_style(cfg, s, model))[0] for s in plan.sections]
-    codes = None if codes[0] is None else torch.stack(codes)
-    return Conductor(plan, tok, prefix, cfg.num_samples, codes, cfg.steer), codes
-
-
-def _section_style(cfg: GenerateConfig, section, model) -> dict:
-    """A section's conditions for the model; a key or density the plan chose (not the user) that
-    the model has no condition for is left to steering alone."""
-    style = section.style(cfg.style())
-    for name in ("key", "density"):
-        if name not in model.config.conditions and getattr(cfg, name) is None:
-            style[name] = None
-    return style
-
-
-def _write_pieces(cfg: GenerateConfig, pieces, seed: int, wall: float, plan=None, instrument=None) -> list[dict]:
+def _write_pieces(cfg: GenerateConfig, pieces, seed: int, wall: float, plans=None, primer: float = 0.0,
+                  instrument=None) -> list[dict]:
+    """Each variation's files; plans: each one's plan (None: no plan); primer: seconds of primer
+    the MIDI opens with (sections start after it)."""
     results = []
     with staged_paths() as stage:
-        for path, whole, new, pedals in pieces:
+        for i, (path, whole, new, pedals) in enumerate(pieces):
+            plan = None if plans is None else plans[i]
             midi = stage(path)
             write_midi(notes_to_score(whole, pedals=pedals), midi, path)
             files = {"midi": path}
@@ -204,7 +183,7 @@ def _write_pieces(cfg: GenerateConfig, pieces, seed: int, wall: float, plan=None
                 from ..plot import piano_roll
 
                 piano_roll(midi, stage(path.with_suffix(".png")), title=path.stem,
-                           sections=None if plan is None or plan.through else plan.bands())
+                           sections=None if plan is None or plan.through else plan.bands(primer))
                 files["png"] = path.with_suffix(".png")
             results.append({"files": files, "notes": len(whole), "events": len(new), "seconds": whole.seconds,
                             "seed": seed, "wall_seconds": wall, "plan": None if plan is None else plan.to_json()})
@@ -305,8 +284,11 @@ def _run(args) -> int:
     )
     results = compose(cfg, progress=True)
     if args.print_plan:
-        plan = results[0]["plan"]
-        print(json.dumps(plan, indent=2, ensure_ascii=False) if plan else "plan: through, no ending (today's piece)")
+        for r in results:
+            if len(results) > 1:
+                print(f"{r['files']['midi']}:")
+            plan = r["plan"]
+            print(json.dumps(plan, indent=2, ensure_ascii=False) if plan else "plan: through, no ending (today's piece)")
     for r in results:
         names = ", ".join(str(p) for p in r["files"].values())
         style = "".join(f", {k} {v}" for k, v in r["conditions"].items())

@@ -20,9 +20,12 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .. import conditions
+from ..errors import UserError
 from ..notes import Notes
+from .checkpoint import condition_codes
 from .form import DYNAMICS, Plan
 from .sampling import density_push, key_bonus
 
@@ -31,10 +34,14 @@ INNER_RITARDANDO = 1.2  # at the end of the other sections
 CADENCE_SECONDS = 4.0  # of the last section; others: INNER_CADENCE_SECONDS (each at most a fifth of it)
 INNER_CADENCE_SECONDS = 2.5
 DOMINANT_SHARE = 0.55  # of a cadence spent on the dominant before the tonic
+# A planned section's key is held at this share of --steer (a --key through piece at all of it):
+# at full strength 8 ABA pieces' pitch-class overlap with real music fell from 0.90 (through) to
+# 0.76, at half to 0.84 (docs/benchmarks.md, "Whole pieces").
+SECTION_KEY_STEER = 0.5
 CADENCE_GAIN = 1.2  # chord-tone bonus in a cadence, in units of the key bonus at --steer 1
 DIMINUENDO = 0.7  # velocity scale reached at the piece's end (inner cadences: INNER_DIMINUENDO)
 INNER_DIMINUENDO = 0.85
-FINAL_HOLD = 1.8  # seconds the last chord rings (after the ritardando: at least 1.5 s with the pedal)
+FINAL_HOLD = 1.6  # seconds the last chord rings at least (with the pedal down from just after it is struck)
 FINAL_VELOCITY = 72
 RECALL_SECONDS = 8.0  # opening phrase a return recalls; a varied return (A') half of it
 RECALL_SHARE = 0.25  # at most this share of the section recalled
@@ -134,7 +141,9 @@ def perform(notes: Notes, plan: Plan, steps_per_second: int, primer_end: float =
         # down just after the last chord is struck (a legato pedal), so the keys let go at that
         # instant are not caught by it
         last = out.onset.max()
-        pedal.append((float(last) + PEDAL_LATE, float(out.offset[out.onset >= last - 1e-6].max())))
+        up = min(float(out.offset[out.onset >= last - 1e-6].max()), primer_end + plan.seconds)  # the piece's end
+        if last + PEDAL_LATE < up:
+            pedal.append((float(last) + PEDAL_LATE, up))
     return out, pedal
 
 
@@ -184,8 +193,11 @@ def opening_phrase(history: list[int], start: int, tokenizer, steps: int) -> lis
     on = tokenizer.note_on
     start = next((i for i in range(start, len(history)) if on <= history[i] < on + 128), len(history))
     shift = tokenizer.shift_steps(np.asarray(history[start:], np.int64))
-    n = int(np.searchsorted(np.cumsum(shift), steps, side="left")) + 1 if len(shift) else 0
+    elapsed = np.cumsum(shift)
+    n = int(np.searchsorted(elapsed, steps, side="left")) + 1 if len(shift) else 0
     phrase = history[start:start + n]
+    if phrase and elapsed[n - 1] > steps:  # its last wait cut to the phrase's length
+        phrase[-1] -= int(elapsed[n - 1] - steps)
     vel = tokenizer.velocity
     for t in reversed(history[:start]):
         if vel <= t < tokenizer.vocab_size:
@@ -198,15 +210,17 @@ class Conductor:
     """sample()'s hook for a plan: start(keys), then per step shape(scores, elapsed) before the draw,
     update(row, token, elapsed) after it, and cond() for a changed style (None: unchanged)."""
 
-    def __init__(self, plan: Plan, tokenizer, prefix: np.ndarray, num_samples: int, codes=None, steer: float = 1.0):
-        self.plan, self.tok = plan, tokenizer
+    def __init__(self, plans: list[Plan], tokenizer, prefix: np.ndarray, codes=None, steer: float = 1.0):
+        # one plan per row: the same sections and timing, each its own keys
+        self.plans, self.tok = plans, tokenizer
+        self.plan = plan = plans[0]
         self.sps = tokenizer.steps_per_second
         self.spans = timeline(plan, self.sps)
         self.total = self.spans[-1].end
-        self.codes = codes  # [sections, n] condition indices, or None
+        self.codes = codes  # [rows, sections, n] condition indices, or None
         self.steer = steer
         self.cadence = plan.ending == "cadence"
-        n = num_samples
+        n = len(plans)
         primer = [int(t) for t in np.asarray(prefix).tolist() if t != tokenizer.bos_id]
         self.history = [list(primer) for _ in range(n)]
         self.starts = [[0] for _ in range(n)]  # per row: history index where each section began
@@ -215,9 +229,12 @@ class Conductor:
         self.forced = [False] * n
         self.warm = [False] * n  # a varied return composing on at VARIED_TEMPERATURE
         self.phase = [None] * n  # None, "V" or "I": where in its section's cadence a row is
-        self.keys_of = [[s.key for s in self.spans] for _ in range(n)]  # a through piece finds its key
+        # each row's section keys (a through piece asked for none finds its own)
+        self.keys_of = [[None if s.key is None else conditions.parse_key(s.key) for s in p.sections] for p in plans]
         self.onsets, self.since_onsets, self.since = [0] * n, [0] * n, [0] * n
-        self.final_from = self.total - math.ceil((FINAL_HOLD / (self.spans[-1].tempo * RITARDANDO) + 1.2) * self.sps)
+        # the last chord is struck at least FINAL_HOLD before the end (in real time: the ritardando only lengthens it)
+        self.hold = math.ceil(FINAL_HOLD / self.spans[-1].tempo * self.sps)
+        self.final_from = self.total - self.hold - math.ceil(1.2 * self.sps)
         self.ended = [False] * n
         self.changed = False
         vocab = tokenizer.vocab_size
@@ -265,7 +282,8 @@ class Conductor:
             self._enter(row, i, now)
         if self.on.start <= token < self.on.stop:
             self.onsets[row] += 1
-        if self.cadence and now >= self.final_from and not self.queue[row]:
+        if self.cadence and now >= self.final_from:
+            self.queue[row].clear()  # a recall still playing gives way to the ending
             self._final(row, now)
             return
         self._steer(row, now)
@@ -276,7 +294,7 @@ class Conductor:
             self.changed = False
             return None
         self.changed = False
-        return self.codes[self.section]
+        return self.codes[torch.arange(len(self.section)), torch.tensor(self.section)]
 
     # -- sections -------------------------------------------------------------------------------
 
@@ -308,7 +326,8 @@ class Conductor:
         self.queue[row].extend([self.tok.note_off + k for k in held] + transpose_phrase(phrase, self.tok, semis))
 
     def _set_key(self, row: int, key: int | None) -> None:
-        self.keybonus[row] = (key_bonus(key, self.steer) if key is not None and self.steer
+        strength = self.steer * (1.0 if self.plan.through else SECTION_KEY_STEER)
+        self.keybonus[row] = (key_bonus(key, strength) if key is not None and strength
                               else np.zeros(128, np.float32))
         self.bonus[row, self.on] = self.keybonus[row]
 
@@ -343,17 +362,47 @@ class Conductor:
 
     def _final(self, row: int, now: int) -> None:
         """Every key up, the home tonic chord, held to the end, released; then the end token."""
-        home = self.plan.home_key
+        home = self.plans[row].home_key
         key = conditions.parse_key(home) if home else self._key_now(row)
         if key is None:
             key = 0
         held = [] if self.keys is None else sorted(self.keys.since[row])
         tok = self.tok
         chord = final_chord(key)
-        wait = max(self.total - now - 1, math.ceil(FINAL_HOLD / (self.spans[-1].tempo * RITARDANDO) * self.sps))
+        wait = max(self.total - now - 1, self.hold)
         shifts = [tok.max_shift_steps] * (wait // tok.max_shift_steps) + ([wait % tok.max_shift_steps] if wait % tok.max_shift_steps else [])
         self.queue[row].extend([tok.note_off + k for k in held] + [tok.velocity + int(tok.velocity_to_bin(FINAL_VELOCITY))]
                                + [tok.note_on + p for p in chord] + [tok.time_shift + s - 1 for s in shifts]
                                + [tok.note_off + p for p in chord] + [tok.eos_id])
         self.ended[row] = True
         self.bonus[row] = 0.0
+
+
+def conduct(plans: list[Plan] | None, model, prefix, style: dict, steer: float = 1.0, asked: bool = True):
+    """The Conductor that composes each variation's plan for sample(), each one's sections'
+    condition indices ([variations, sections, n], None for an unconditioned model) and the first
+    one's first section's condition labels; (None, None, {}) where the plan is the through piece
+    with no ending (sample() as it always ran). style: the
+    conditions asked for the whole run; asked: whether the user asked for a form, plan or ending
+    (a tokenizer without time then is an error rather than composing as before)."""
+    if plans is None or (plans[0].through and plans[0].ending == "none"):
+        return None, None, {}
+    tok = model.tokenizer
+    if not all(hasattr(tok, a) for a in ("steps_per_second", "note_on", "shift_steps")):
+        if not asked:
+            return None, None, {}  # a tokenizer without time (REMI) composes as it always has
+        raise UserError(f"--form, --plan and --ending cadence need a tokenizer with time shifts; this checkpoint's "
+                        f"is {getattr(tok, 'name', type(tok).__name__)}")
+    coded = [[condition_codes(model, _section_style(s, style, model)) for s in p.sections] for p in plans]
+    codes = None if coded[0][0][0] is None else torch.stack([torch.stack([c for c, _ in row]) for row in coded])
+    return Conductor(plans, tok, prefix, codes, steer), codes, coded[0][0][1]
+
+
+def _section_style(section, style: dict, model) -> dict:
+    """A section's conditions for the model; a key or density the plan chose (not the user) that
+    the model has no condition for is left to steering alone."""
+    out = section.style(style)
+    for name in ("key", "density"):
+        if name not in model.config.conditions and style.get(name) is None:
+            out[name] = None
+    return out

@@ -122,11 +122,12 @@ class GenerateConfig(StyleFields):
                             or (self.form or THROUGH).strip().lower() != THROUGH):
             raise UserError("--form, --plan and --ending cadence plan a piece in seconds: use --seconds, not --events")
 
-    def piece_plan(self, seed: int):
-        """The plan this run composes (form.resolve_plan); None for a plain --events run."""
+    def piece_plans(self, seed: int) -> list | None:
+        """Each variation's plan (form.resolve_plan); None for a plain --events run."""
         if self.events:
             return None
-        return resolve_plan(self.form, self.plan, self.seconds, self.key, self.density, self.ending, seed)
+        return [resolve_plan(self.form, self.plan, self.seconds, self.key, self.density, self.ending, seed, i)
+                for i in range(self.num_samples)]
 
     def style(self) -> dict:
         return {n: getattr(self, n) for n in conditions.NAMES}

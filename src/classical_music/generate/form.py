@@ -27,14 +27,15 @@ ENDINGS = ("cadence", "none")
 # Pieces shorter than this are composed through by default; longer ones in DEFAULT_LONG_FORM,
 # the form bench/form.py measured best (docs/benchmarks.md, "Whole pieces").
 THROUGH_UNDER_SECONDS = 45.0
-DEFAULT_LONG_FORM = "ABA"
+DEFAULT_LONG_FORM = "AABA"
 MAX_PLAN_SECONDS = 3600.0
 MAX_SECTIONS = 64
 # Velocity scale of each dynamic relative to what the model plays (mf).
 DYNAMICS = {"pp": 0.5, "p": 0.66, "mp": 0.83, "mf": 1.0, "f": 1.17, "ff": 1.33}
 TEMPO_RANGE = (0.5, 2.0)  # time-stretch factors a section may ask for (> 1 slower)
-# A return's share of a first hearing's length, and of the variation (A').
-RETURN_WEIGHT = 0.8
+# A return's share of a first hearing's length, and of a varied return's (A'): a full-length
+# return recalls more (up to RECALL_SHARE of it), and recurrence was what forms lacked most.
+RETURN_WEIGHT = 1.0
 VARIED_WEIGHT = 0.7
 _LABEL = re.compile(r"^[A-Z]'*$")
 _FORM = re.compile(r"^([A-Z]'*)+$")
@@ -91,11 +92,12 @@ class Plan:
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n"
 
-    def bands(self) -> list[tuple[str, float, float]]:
-        """(label, start, end) of each section in seconds of music, for piano rolls."""
-        out, t = [], 0.0
+    def bands(self, primer: float = 0.0) -> list[tuple[str, float, float]]:
+        """(label, start, end) of each section in seconds, for piano rolls: after `primer` seconds of
+        primer, which opens the first section."""
+        out, t = [], primer
         for s in self.sections:
-            out.append((s.label, t, t + s.seconds))
+            out.append((s.label, 0.0 if not out else t, t + s.seconds))
             t += s.seconds
         return out
 
@@ -115,10 +117,9 @@ def related_keys(home: int) -> list[int]:
     return [conditions.relative_key(home), conditions.transpose_key(home, 5), conditions.transpose_key(home, 7)]
 
 
-def draw_home_key(seed: int) -> int:
-    """A home key drawn by the seed, from the keys most piano music is in."""
-    common = ["C", "G", "D", "A", "F", "Bb", "Eb", "E", "Am", "Em", "Dm", "Gm", "Cm", "Bm", "F#m", "Fm"]
-    return conditions.parse_key(common[np.random.default_rng([int(seed) % 2**32, 23]).integers(len(common))])
+def draw_home_key(seed: int, variation: int = 0) -> int:
+    """A home key drawn by the seed (each variation its own): any of the 24."""
+    return int(np.random.default_rng([int(seed) % 2**32, 23, variation]).integers(len(conditions.KEYS)))
 
 
 def _contrast(density: float | None, i: int) -> float | None:
@@ -263,18 +264,16 @@ def _number(value, where: str) -> float:
 
 
 def resolve_plan(form: str | None, plan_path: Path | None, seconds: float | None, key: str | None,
-                 density: float | None, ending: str | None, seed: int) -> Plan:
+                 density: float | None, ending: str | None, seed: int, variation: int = 0) -> Plan:
     """What a run composes: --plan, else --form (default: through under THROUGH_UNDER_SECONDS,
-    DEFAULT_LONG_FORM above), with the home key from --key or drawn by the seed."""
+    DEFAULT_LONG_FORM above), with the home key from --key or drawn by the seed (each variation
+    its own: they share the form and the timing, not the key)."""
     ending = ending or "cadence"
     if plan_path is not None:
-        plan = load_plan(plan_path, ending)
-        if plan.home_key is None and not plan.through:  # a section without a key follows the model
-            pass
-        return plan
+        return load_plan(plan_path, ending)
     if form is None:
         form = THROUGH if not seconds or seconds < THROUGH_UNDER_SECONDS else DEFAULT_LONG_FORM
     home = conditions.parse_key(key) if key is not None else None
     if form.strip().lower() != THROUGH and home is None:
-        home = draw_home_key(seed)
+        home = draw_home_key(seed, variation)
     return default_plan(form, seconds or 30.0, home, density, ending)

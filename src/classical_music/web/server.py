@@ -5,7 +5,7 @@
 FastAPI serves one hand-written page (web/static/, no build step) and a JSON API, documented by
 OpenAPI at /docs:
 
-    POST /api/generate              JSON {seconds, temperature, top_p, seed, num_samples} -> 202 {"id"}
+    POST /api/generate              JSON {seconds, temperature, top_p, seed, num_samples, form} -> 202 {"id"}
     POST /api/generate_with_primer  the same fields as multipart form fields, plus the MIDI file
                                     `primer` and `primer_seconds` (how much of its opening to continue)
     GET  /api/jobs/{id}             {"status": queued|running|done|error, "progress": 0..1, "files":
@@ -45,7 +45,8 @@ from .guard import Guard, allowed_hosts
 from .live import LIVE_DEFAULTS, MAX_ANSWER_SECONDS, MAX_NOTES, MAX_SPAN_SECONDS, Busy, Live, check_notes
 from .models import DEFAULT_MODELS_DIR
 from .studio import (DEFAULT_OUTPUT_DIR, DEFAULTS, KEEP_JOBS, MAX_PRIMER_SECONDS, MAX_QUEUE, MAX_SAMPLES,
-                     MAX_SECONDS, MAX_UPLOAD_BYTES, MEDIA_TYPE, SAMPLING_SHARE, STATIC, QueueFull, Studio)
+                     MAX_SECONDS, MAX_UPLOAD_BYTES, MEDIA_TYPE, SAMPLING_SHARE, STATIC, STUDIO_FORMS, QueueFull,
+                     Studio)
 
 # -- the app ----------------------------------------------------------------------------------
 
@@ -99,6 +100,8 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
         top_p: float = Field(DEFAULTS["top_p"], gt=0, le=1, description="nucleus sampling mass (1 = off)")
         seed: Optional[int] = Field(DEFAULTS["seed"], ge=0, lt=2**31, description="omit for a random one")
         num_samples: int = Field(DEFAULTS["num_samples"], ge=1, le=studio.max_samples, description="variations")
+        form: str = Field(DEFAULTS["form"], max_length=16,
+                          description=f"the piece's form: {', '.join(STUDIO_FORMS)} (ABACA is a rondo)")
 
     class JobCreated(BaseModel):
         id: str
@@ -165,7 +168,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
     @app.post("/api/generate", status_code=202, response_model=JobCreated, summary="Compose a piece")
     def generate(req: GenerateRequest):
         try:
-            params = studio.check(req.seconds, req.temperature, req.top_p, req.seed, req.num_samples)
+            params = studio.check(req.seconds, req.temperature, req.top_p, req.seed, req.num_samples, req.form)
             params.update(check_style(req))
         except UserError as e:
             raise HTTPException(422, str(e)) from None
@@ -184,10 +187,11 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
         primer_seconds: Annotated[float, Form(description="use the primer's first seconds")] = DEFAULTS[
             "primer_seconds"],
         guidance: Annotated[float, Form(ge=0, le=10)] = 1.0,
+        form: Annotated[str, Form(max_length=16)] = DEFAULTS["form"],
         **style,
     ):
         try:
-            params = studio.check(seconds, temperature, top_p, seed, num_samples)
+            params = studio.check(seconds, temperature, top_p, seed, num_samples, form)
             params.update(check_style(SimpleNamespace(guidance=guidance, **style)))
             data = primer.file.read(studio.max_upload_bytes + 1)
             if len(data) > studio.max_upload_bytes:
@@ -246,7 +250,8 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
                 "max_queue": studio._queue.maxsize, "keep_jobs": studio.keep_jobs, "defaults": DEFAULTS,
                 "live": {"max_seconds": min(MAX_ANSWER_SECONDS, studio.max_seconds), "max_notes": MAX_NOTES,
                          "max_span_seconds": MAX_SPAN_SECONDS, "defaults": LIVE_DEFAULTS},
-                "conditions": model_conditions(studio), "style_menus": conditions.menus()}
+                "conditions": model_conditions(studio), "style_menus": conditions.menus(),
+                "forms": list(STUDIO_FORMS)}
 
     @app.get("/api/models", summary="The models to compose with: the startup one and those in --models_dir")
     def models():

@@ -32,7 +32,8 @@ KEEP_JOBS = 10  # finished result folders kept (a 2-minute WAV is ~20 MB); older
 KEEP_SECONDS = 300.0  # ...but never one finished less than this ago (its page may still be fetching files)
 MAX_AGE_SECONDS = 24 * 3600.0  # and none older than this, however few there are
 DEFAULTS = {"seconds": 20.0, "temperature": 1.0, "top_p": 1.0, "seed": None, "num_samples": 1,
-            "primer_seconds": 10.0}
+            "primer_seconds": 10.0, "form": "through"}
+STUDIO_FORMS = ("through", "ABA", "AABA", "ABACA")  # the Form menu (ABACA: a rondo); any plan ends on a cadence
 DEFAULT_OUTPUT_DIR = Path("outputs/studio")
 
 STATIC = Path(__file__).with_name("static")
@@ -157,8 +158,10 @@ class Studio:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def check(self, seconds, temperature, top_p, seed, num_samples) -> dict:
+    def check(self, seconds, temperature, top_p, seed, num_samples, form=DEFAULTS["form"]) -> dict:
         """The parameters of one request, or UserError naming the first bad one."""
+        if form not in STUDIO_FORMS:
+            raise UserError(f"form must be one of {', '.join(STUDIO_FORMS)}, got {form!r}")
         if not 0 < seconds <= self.max_seconds:
             raise UserError(f"seconds must be > 0 and at most {self.max_seconds:g}, got {seconds:g}")
         if not 0 < temperature <= 100:
@@ -172,7 +175,7 @@ class Studio:
         if seed is None:  # chosen here so the page can show it and the piece can be made again
             seed = int(np.random.SeedSequence().entropy % 2**31)
         return {"seconds": float(seconds), "temperature": float(temperature), "top_p": float(top_p),
-                "seed": int(seed), "num_samples": int(num_samples)}
+                "seed": int(seed), "num_samples": int(num_samples), "form": form}
 
     def read_primer(self, data: bytes, primer_seconds: float):
         """Uploaded bytes -> Notes of the opening, or UserError (no server paths in the message)."""
@@ -273,6 +276,8 @@ class Studio:
         # drives sample() itself with the model it keeps, then writes files the way compose() does.
         from ..audio import render
         from ..generate import condition_codes, output_paths, primer_tokens, sample, steering, write_midi_atomic
+        from ..generate.conductor import conduct, perform
+        from ..generate.form import resolve_plan
         from ..notes import Notes, notes_to_score
         from ..plot import piano_roll
 
@@ -288,23 +293,36 @@ class Studio:
             job.progress = SAMPLING_SHARE * min(max(done, 0.0), 1.0)
 
         job.stage = "composing"
-        cond = condition_codes(model, p["style"])[0] if p.get("style") else None
-        rows = sample(model, tok, prefix, num_samples=p["num_samples"], seconds=p["seconds"],
+        style = p.get("style") or {}
+        cond = condition_codes(model, style)[0] if style else None
+        # the plan, as `generate --form` makes it: sections, returns, cadences and a final tonic
+        plans = [resolve_plan(p.get("form", DEFAULTS["form"]), None, p["seconds"], style.get("key"),
+                              style.get("density"), "cadence", p["seed"], i) for i in range(p["num_samples"])]
+        conductor, codes, _ = conduct(plans, model, prefix, style, asked=False)
+        if codes is not None:
+            cond = codes[:, 0]
+        rows = sample(model, tok, prefix, num_samples=p["num_samples"],
+                      seconds=p["seconds"] if conductor is None else conductor.seconds,
                       temperature=p["temperature"], top_p=p["top_p"], seed=p["seed"], device=self.device,
-                      progress=progress, cond=cond, guidance=p.get("guidance", 1.0),
-                      **steering(p.get("style")))  # density and key held as `generate` holds them
+                      progress=progress, cond=cond, guidance=p.get("guidance", 1.0), conductor=conductor,
+                      # density and key held as `generate` holds them (by the plan's sections, if any)
+                      **(steering(style) if conductor is None else {}))
 
         job.stage = "rendering"
         job.folder.mkdir(parents=True, exist_ok=True)
+        # the sections' bands on the piano roll and the page, on the piece's clock (after the primer)
+        bands = None if plans[0].through else plans[0].bands(primer_end)
         limit = p["seconds"] + primer_end  # the primer stays in the piece, as in `generate`
         steps, step = 3 * len(rows), 0
         variations = []
         for i, (path, new) in enumerate(zip(output_paths(job.folder / "piece.mid", len(rows)), rows), 1):
-            notes = tok.decode(np.concatenate([prefix, new]))
+            notes, pedals = tok.decode(np.concatenate([prefix, new])), []
+            if conductor is not None:
+                notes, pedals = perform(notes, plans[i - 1], tok.steps_per_second, primer_end)
             keep = notes.onset < limit
             notes = Notes(notes.onset[keep], np.minimum(notes.offset[keep], limit), notes.pitch[keep],
                           notes.velocity[keep])
-            write_midi_atomic(notes_to_score(notes), path)
+            write_midi_atomic(notes_to_score(notes, pedals=pedals), path)
             files = {"midi": path.name}
             if len(notes):  # a silent variation has nothing to render or draw
                 kinds = ("mp3", "wav")  # one synthesis for both
@@ -312,11 +330,13 @@ class Studio:
                 files.update({k: path.with_suffix(SUFFIX[k]).name for k in kinds})
                 step += 2
                 job.progress = SAMPLING_SHARE + (1 - SAMPLING_SHARE) * step / steps
-                piano_roll(path, path.with_suffix(".png"), title=f"Variation {i}")
+                piano_roll(path, path.with_suffix(".png"), title=f"Variation {i}", sections=bands)
                 files["png"] = path.with_suffix(".png").name
             step = 3 * i
             job.progress = SAMPLING_SHARE + (1 - SAMPLING_SHARE) * step / steps
-            variations.append({"files": files, "seconds": round(notes.seconds, 3), "notes": len(notes)})
+            variations.append({"files": files, "seconds": round(notes.seconds, 3), "notes": len(notes),
+                               "sections": [{"label": a, "start": round(b, 2), "end": round(c, 2)}
+                                            for a, b, c in bands or ()]})
         return variations
 
     def _prune(self) -> None:

@@ -147,6 +147,7 @@ async function submit(event) {
     fields[name] = Number(raw);
   }
   Object.assign(fields, styleFields());
+  if ($("form").value !== "through") fields.form = $("form").value;
   let request;
   const file = $("primer").files[0];
   if (file) {
@@ -206,6 +207,7 @@ function showJob(job) {
   const bits = [`${p.seconds} s`, `temperature ${p.temperature}`, `top-p ${p.top_p}`, `seed ${p.seed}`,
                 ...Object.values(p.style_labels || {})];
   if (p.primer_seconds) bits.push(t("continuing", { n: p.primer_seconds }));
+  if (p.form && p.form !== "through") bits.push(t("form_of", { form: p.form }));
   section.append(el("h2", {}, bits.join(" · ")));
   const cards = el("div", { class: "cards" });
   job.variations.forEach((v, i) => cards.append(card(v, i + 1, job.id)));
@@ -229,6 +231,12 @@ function card(variation, number, jobId) {
     article.append(el("p", { class: "meta" }, t("silent")));
   }
   if (f.png) article.append(el("img", { src: f.png, alt: t("piano_roll_of", { n: number }) }));
+  if (variation.sections && variation.sections.length) {
+    // the plan's sections, as the bands over the piano roll show them
+    const bands = el("p", { class: "meta sections" }, `${t("sections")}: `);
+    bands.append(variation.sections.map((s) => `${s.label} ${s.start.toFixed(0)}–${s.end.toFixed(0)} s`).join(" · "));
+    article.append(bands);
+  }
   const links = el("nav", { class: "downloads", "aria-label": "Downloads" });
   for (const [kind, label] of [["midi", "MIDI"], ["wav", "WAV"], ["mp3", "MP3"]]) {
     if (!f[kind]) continue;

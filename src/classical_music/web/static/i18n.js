@@ -34,6 +34,9 @@ const STRINGS = {
     guidance: "Guidance", guidance_unit: "1 = off, more = follow the style harder", any: "any",
     model: "Model", model_hint: "yours from `finetune --out models/NAME`", shipped_model: "the shipped model",
     finetuned_on: "fine-tuned on {folder}: held-out {a} → {b} nats/event", model_failed: "could not switch models",
+    form: "Form", form_hint: "sections, a theme that returns, an ending", form_through: "through-composed",
+    form_aba: "ABA (ternary)", form_aaba: "AABA (song form)", form_rondo: "rondo (ABACA)", sections: "Sections",
+    form_of: "form {form}",
   },
   ko: {
     language: "언어", title: "클래식 음악 스튜디오",
@@ -66,6 +69,9 @@ const STRINGS = {
     guidance: "가이던스", guidance_unit: "1 = 끔, 클수록 스타일을 더 따릅니다", any: "아무거나",
     model: "모델", model_hint: "`finetune --out models/이름`으로 만든 내 모델", shipped_model: "기본 제공 모델",
     finetuned_on: "{folder}(으)로 미세 조정: 평가용 곡 {a} → {b} nats/event", model_failed: "모델을 바꾸지 못했습니다",
+    form: "형식", form_hint: "여러 부분, 되돌아오는 주제, 마침", form_through: "통작 형식",
+    form_aba: "ABA (세도막 형식)", form_aaba: "AABA (가요 형식)", form_rondo: "론도 (ABACA)", sections: "부분",
+    form_of: "{form} 형식",
   },
 };
 
