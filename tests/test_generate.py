@@ -393,3 +393,31 @@ def test_release_pressure_keeps_keys_from_piling_up():
     assert pressed[1] < free[1] / 2
     assert pressed[0] < free[0] / 2
     assert pressed[2] > free[2] / 2  # releasing keys does not silence the piece
+
+
+# The shipped model's default pieces for these seeds (6 s, float32 decoding, which is the same on
+# every CPU) as they were before issue 27 item 10; none opens with over 1 s of silence
+UNCHANGED = {
+    1: "04b07418718d67e2f08873ff64e2dffacdcead490fdabeb5a3ee36af1245c428",
+    2: "222734f53e143617426002497c5b68c6be2e677bd58dc178f35972ac1ec4c3b3",
+}
+
+
+def test_a_leading_silence_over_a_second_is_trimmed_and_other_pieces_stay_byte_identical(tmp_path, monkeypatch):
+    import hashlib
+
+    from classical_music.generate import command
+
+    for seed, digest in UNCHANGED.items():
+        out = tmp_path / f"s{seed}.mid"
+        assert main(["--seconds", "6", "--seed", str(seed), "--precision", "float32", "--output", str(out)]) == 0
+        assert hashlib.sha256(out.read_bytes()).hexdigest() == digest, seed
+    # seed 3 used to wait 1.42 s before its first note: now it starts with it, the notes otherwise the same
+    assert main(["--seconds", "6", "--seed", "3", "--precision", "float32", "--output", str(tmp_path / "t.mid")]) == 0
+    monkeypatch.setattr(command, "trim_leading_silence", lambda notes: notes)
+    assert main(["--seconds", "6", "--seed", "3", "--precision", "float32", "--output", str(tmp_path / "u.mid")]) == 0
+    trimmed, untrimmed = notes_of(tmp_path / "t.mid"), notes_of(tmp_path / "u.mid")
+    lead = untrimmed[0][1]
+    assert lead > 1.0 and min(n[1] for n in trimmed) == 0.0 and len(trimmed) == len(untrimmed)
+    assert [(p, round(t + lead, 2), round(d, 2), v) for p, t, d, v in trimmed] == \
+        [(p, round(t, 2), round(d, 2), v) for p, t, d, v in untrimmed]

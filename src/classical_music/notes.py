@@ -293,6 +293,19 @@ def collapse_silences(notes: Notes, max_gap: float = MAX_SILENCE_SECONDS) -> Not
     return Notes(notes.onset - back, notes.offset - back, notes.pitch, notes.velocity)
 
 
+LEAD_SECONDS = 1.0  # a composed piece that would open with a longer silence starts at its first note
+
+
+def trim_leading_silence(notes: Notes, longer_than: float = LEAD_SECONDS) -> Notes:
+    """The notes moved to start at 0 when the first one comes more than `longer_than` seconds in
+    (a model may wait before its first note: one 6-s piece began with 3.26 s of silence);
+    otherwise the very same notes, so pieces that start promptly are unchanged to the byte."""
+    if not len(notes) or not notes.onset.min() > longer_than:
+        return notes
+    lead = float(notes.onset.min())
+    return Notes(notes.onset - lead, notes.offset - lead, notes.pitch, notes.velocity)
+
+
 def has_drums_only(score) -> bool:
     return any(len(t.notes) for t in score.tracks if t.is_drum) and not any(
         len(t.notes) for t in score.tracks if not t.is_drum

@@ -24,7 +24,7 @@ from .. import threads as cpu_threads
 from ..audio import add_instrument_arguments
 from ..errors import UserError
 from ..files import atomic_path, staged_paths, writable_folder
-from ..notes import Notes, notes_to_score
+from ..notes import Notes, notes_to_score, trim_leading_silence
 from .checkpoint import check_device, condition_codes, list_conditions, load_model
 from .conductor import conduct, perform
 from .config import MAX_EVENTS, MAX_SECONDS, PRECISIONS, GenerateConfig
@@ -132,6 +132,8 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
             limit = seconds + (primer_end if cfg.primer_in_output else 0.0)
             keep = whole.onset < limit
             whole = Notes(whole.onset[keep], np.minimum(whole.offset[keep], limit), whole.pitch[keep], whole.velocity[keep])
+        if primer is None:  # a primer's own opening stays as it is
+            whole = trim_leading_silence(whole)
         if len(whole) == 0:
             raise UserError(f"the model composed no notes for {path.name} in {len(new)} events: "
                             "ask for more --events or --seconds, or try another --seed")

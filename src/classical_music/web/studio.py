@@ -278,7 +278,7 @@ class Studio:
         from ..generate import condition_codes, output_paths, primer_tokens, sample, steering, write_midi_atomic
         from ..generate.conductor import conduct, perform
         from ..generate.form import resolve_plan
-        from ..notes import Notes, notes_to_score
+        from ..notes import Notes, notes_to_score, trim_leading_silence
         from ..plot import piano_roll
 
         p = job.params
@@ -322,6 +322,8 @@ class Studio:
             keep = notes.onset < limit
             notes = Notes(notes.onset[keep], np.minimum(notes.offset[keep], limit), notes.pitch[keep],
                           notes.velocity[keep])
+            if job.primer is None and conductor is None:  # as `generate`: no piece opens with seconds of silence
+                notes = trim_leading_silence(notes)
             write_midi_atomic(notes_to_score(notes, pedals=pedals), path)
             files = {"midi": path.name}
             if len(notes):  # a silent variation has nothing to render or draw
