@@ -39,10 +39,15 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 @pytest.fixture
 def studio_url(tmp_path):
+    yield from serve(tmp_path, {"chopin": 5.0, "bach": 3.0})  # style menus
+
+
+def serve(tmp_path, composer_hours):
+    """A studio on a free port with a tiny model knowing these composers; yields its URL."""
     tok = get_tokenizer("performance")
     torch.manual_seed(0)
     model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=2,
-                                     conditions=vocabularies({"chopin": 5.0, "bach": 3.0})))  # style menus
+                                     conditions=vocabularies(composer_hours)))
     with torch.no_grad():  # an untrained model would otherwise stop at once, or only wait
         model.head.bias[tok.eos_id] = -20
         model.head.bias[tok.note_on + 48:tok.note_on + 84] = 3.0
@@ -78,10 +83,10 @@ def test_compose_and_play_in_chromium(studio_url, tmp_path):
             assert page.title() == "Classical Music Studio"
             # the status row (display: flex) must honour `hidden`: no empty progress bar on load...
             assert not page.locator("#status").is_visible() and not page.locator("#progress").is_visible()
-            page.fill("#seconds", "500")  # over the limit: the server's message is shown, nothing runs
+            page.fill("#seconds", "500")  # over the server's limit (from /api/config): a message, nothing runs
             page.click("#compose")
             page.wait_for_selector("#message:not([hidden])", timeout=10_000)
-            assert "seconds" in page.inner_text("#message")
+            assert "Length" in page.inner_text("#message") and "120" in page.inner_text("#message")
             # ...and no "Sending..." with a moving bar left beside the error
             assert not page.locator("#status").is_visible() and not page.locator("#progress").is_visible()
 

@@ -332,7 +332,7 @@ class Studio:
                 files.update({k: path.with_suffix(SUFFIX[k]).name for k in kinds})
                 step += 2
                 job.progress = SAMPLING_SHARE + (1 - SAMPLING_SHARE) * step / steps
-                piano_roll(path, path.with_suffix(".png"), title=f"Variation {i}", sections=bands)
+                piano_roll(path, path.with_suffix(".png"), sections=bands)
                 files["png"] = path.with_suffix(".png").name
             step = 3 * i
             job.progress = SAMPLING_SHARE + (1 - SAMPLING_SHARE) * step / steps

@@ -43,12 +43,11 @@ function showStyle(cond, menus) {
     if (m.menu === "number") {
       label.append(" ", el("span", { class: "unit", "data-i18n": `${m.name}_unit` }, t(`${m.name}_unit`)));
       input = el("input", { id: m.name, type: "number", min: m.gt ?? m.ge ?? "", max: m.le ?? m.lt ?? "",
-                            step: "any", placeholder: t("any") });
+                            step: "any", placeholder: t("any"), "data-i18n-placeholder": "any" });
     } else {
       input = el("select", { id: m.name });
       input.append(el("option", { value: "", "data-i18n": "any" }, t("any")));
-      const names = cond[`${m.name}_names`] || {};
-      for (const value of cond[m.name]) input.append(el("option", { value }, names[value] || value));
+      for (const value of cond[m.name]) input.append(styleValue("option", m.name, value, { value }, cond));
     }
     label.append(input);
     guidance.before(label);
@@ -90,10 +89,26 @@ async function chooseModel() {
     $("model-note").textContent = `${t("model_failed")}: ${r.detail}`;
     return;
   }
+  if (CONFIG) CONFIG.conditions = r.conditions;  // first: the menus read the composers' names from it
   showStyle(r.conditions);
-  if (CONFIG) CONFIG.conditions = r.conditions;
   document.dispatchEvent(new CustomEvent("studioconfig", { detail: CONFIG }));
   modelNote();
+}
+
+function styleValue(tag, name, value, attrs = {}, cond = null) {
+  // a style value as the reader's language says it: composers by their own names, the rest translated
+  if (name === "composer") {
+    if (value === "other") return tr(tag, "composer_other", null, attrs);
+    const names = (cond || (CONFIG && CONFIG.conditions) || {}).composer_names || {};
+    return el(tag, attrs, names[value] || value);
+  }
+  if (name === "key") {
+    const [tonic, mode] = String(value).split(" ");
+    const pretty = tonic.slice(0, 1) + tonic.slice(1).replace("b", "\u266d").replace("#", "\u266f");
+    return tr(tag, mode === "minor" ? "key_minor" : "key_major", { n: pretty }, attrs);
+  }
+  if (name === "density") return tr(tag, "density_value", { n: value }, attrs);
+  return STRINGS.en[`${name}_${value}`] ? tr(tag, `${name}_${value}`, null, attrs) : el(tag, attrs, value);
 }
 
 function styleFields() {
@@ -128,12 +143,42 @@ function setStatus(text, progress) {
 }
 
 async function errorText(response) {
+  // the server's one-line reason, said in the page's language where it is one the page knows
+  let detail = `${response.status} ${response.statusText}`;
   try {
     const body = await response.json();
-    return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
-  } catch (e) {
-    return `${response.status} ${response.statusText}`;
+    detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+  } catch (e) { /* not JSON: the status line */ }
+  return reason(detail, response.status);
+}
+
+function reason(detail, status = 422) {
+  const mb = CONFIG ? CONFIG.max_upload_bytes / 2 ** 20 : 2;
+  if (status === 413) return t("primer_too_large", { n: mb });
+  if (status === 429) return t("busy");
+  if (/^unknown (composer|period|kind|key)|no .* condition|expected a key|density/.test(detail)) return t("unknown_style");
+  if (/primer.*(not a MIDI|not a usable)/.test(detail)) return t("primer_bad");
+  if (/primer has no notes/.test(detail)) return t("primer_empty");
+  if (/^composing failed/.test(detail)) return t("composing_failed");
+  return t("failed_detail", { detail });
+}
+
+function checkFields(fields) {
+  // the server's limits (GET /api/config), checked here so the message is in the page's language
+  const c = CONFIG || { max_seconds: 120, max_samples: 4, max_primer_seconds: 60 };
+  const limits = { seconds: ["length", 0, c.max_seconds], temperature: ["temperature", 0, 100],
+                   top_p: ["top_p", 0, 1], num_samples: ["variations", 1, c.max_samples, true],
+                   seed: ["seed", 0, 2 ** 31 - 1, true], primer_seconds: ["use_first", 0, c.max_primer_seconds],
+                   density: ["density", 0, 100], guidance: ["guidance", 0, 10] };
+  for (const [field, value] of Object.entries(fields)) {
+    if (!(field in limits)) continue;
+    const [label, min, max, whole] = limits[field];
+    if (whole && !Number.isInteger(value)) return t("must_be_whole", { name: t(label) });
+    if (!(whole ? value >= min : value > min || (field === "guidance" && value === 0)) || value > max) {
+      return t("must_be_between", { name: t(label), min, max });
+    }
   }
+  return "";
 }
 
 async function submit(event) {
@@ -143,13 +188,16 @@ async function submit(event) {
   for (const name of ["seconds", "temperature", "top_p", "seed", "num_samples"]) {
     const raw = $(name).value.trim();
     if (raw === "" && name === "seed") continue;
-    if (raw === "" || Number.isNaN(Number(raw))) { showMessage(t("must_be_number", { name })); return; }
+    if (raw === "" || Number.isNaN(Number(raw))) { showMessage(t("must_be_number", { name: t(LABELS[name]) })); return; }
     fields[name] = Number(raw);
   }
   Object.assign(fields, styleFields());
   if ($("form").value !== "through") fields.form = $("form").value;
-  let request;
   const file = $("primer").files[0];
+  const bad = checkFields({ ...fields, ...(file && $("primer_seconds").value.trim() !== ""
+    ? { primer_seconds: Number($("primer_seconds").value) } : {}) });
+  if (bad) { showMessage(bad); return; }
+  let request;
   if (file) {
     const form = new FormData();
     for (const [k, v] of Object.entries(fields)) form.append(k, String(v));
@@ -168,12 +216,14 @@ async function submit(event) {
     const { id } = await response.json();
     await follow(id);
   } catch (e) {
-    showMessage(e.message);
+    showMessage(e instanceof TypeError ? t("network") : e.message);  // fetch throws TypeError offline
     $("status").hidden = true;
   } finally {
     $("compose").disabled = false;
   }
 }
+
+const LABELS = { seconds: "length", temperature: "temperature", top_p: "top_p", seed: "seed", num_samples: "variations" };
 
 async function follow(id) {
   for (;;) {
@@ -185,7 +235,7 @@ async function follow(id) {
       showJob(job);
       return;
     }
-    if (job.status === "error") throw new Error(job.error || t("composing_failed"));
+    if (job.status === "error") throw new Error(job.error ? reason(job.error) : t("composing_failed"));
     let text = STAGES.includes(job.stage) ? t(job.stage) : STAGES.includes(job.status) ? t(job.status) : job.status;
     if (job.status === "queued" && job.queue_position) text += ` (${t("position", { n: job.queue_position })})`;
     if (job.status === "running") text += ` ${Math.round(100 * job.progress)}%`;
@@ -201,26 +251,49 @@ function el(tag, attrs = {}, text = "") {
   return node;
 }
 
+function summary(p) {
+  // what was asked and used: the density asked (the model's nearest bin is only how it learned it)
+  // and the guidance, each part translated
+  const bits = [tr("span", "seconds_value", { n: p.seconds }), tr("span", "temperature_value", { n: p.temperature }),
+                tr("span", "top_p_value", { n: p.top_p }), tr("span", "seed_value", { n: p.seed })];
+  const labels = p.style_labels || {};
+  for (const name of STYLE_NAMES) {
+    if (name === "density" && p.style && p.style.density != null) bits.push(styleValue("span", name, p.style.density));
+    else if (labels[name] != null) bits.push(styleValue("span", name, labels[name]));
+  }
+  if (p.style && p.guidance != null && p.guidance !== 1) bits.push(tr("span", "guidance_value", { n: p.guidance }));
+  if (p.primer_seconds) bits.push(tr("span", "continuing", { n: p.primer_seconds }));
+  if (p.form && p.form !== "through") bits.push(tr("span", `form_${p.form}`));
+  const h2 = el("h2", { class: "summary" });
+  bits.forEach((b, i) => { if (i) h2.append(" · "); h2.append(b); });
+  return h2;
+}
+
 function showJob(job) {
-  const p = job.params;
   const section = el("section", { class: "job", "data-job": job.id });
-  const bits = [`${p.seconds} s`, `temperature ${p.temperature}`, `top-p ${p.top_p}`, `seed ${p.seed}`,
-                ...Object.values(p.style_labels || {})];
-  if (p.primer_seconds) bits.push(t("continuing", { n: p.primer_seconds }));
-  if (p.form && p.form !== "through") bits.push(t("form_of", { form: p.form }));
-  section.append(el("h2", {}, bits.join(" · ")));
+  section.append(summary(job.params));
   const cards = el("div", { class: "cards" });
   job.variations.forEach((v, i) => cards.append(card(v, i + 1, job.id)));
   section.append(cards);
   $("results").prepend(section);
+  section.scrollIntoView({ behavior: "smooth", block: "start" });  // the result, not the form, is news
+}
+
+function enlarge(img) {
+  const zoom = $("zoom");
+  zoom.querySelector("img").src = img.src;
+  zoom.querySelector("img").alt = img.alt;
+  zoom.showModal();
 }
 
 function card(variation, number, jobId) {
   const f = variation.files;
   const article = el("article", { class: "card" });
   const header = el("header");
-  header.append(el("h3", {}, t("variation", { n: number })),
-                el("span", { class: "meta" }, `${variation.seconds.toFixed(1)} s · ${t("notes_count", { n: variation.notes })}`));
+  const meta = el("span", { class: "meta" });
+  meta.append(tr("span", "seconds_value", { n: variation.seconds.toFixed(1) }), " · ",
+              tr("span", "notes_count", { n: variation.notes }));
+  header.append(tr("h3", "variation", { n: number }), meta);
   article.append(header);
   if (f.mp3 || f.wav) {
     const audio = el("audio", { controls: "", preload: "metadata" });
@@ -228,20 +301,28 @@ function card(variation, number, jobId) {
     if (f.wav) audio.append(el("source", { src: f.wav, type: "audio/wav" }));
     article.append(audio);
   } else {
-    article.append(el("p", { class: "meta" }, t("silent")));
+    article.append(tr("p", "silent", null, { class: "meta" }));
   }
-  if (f.png) article.append(el("img", { src: f.png, alt: t("piano_roll_of", { n: number }) }));
+  if (f.png) {
+    const img = el("img", { src: f.png, class: "roll", tabindex: "0", "data-i18n-title": "enlarge", title: t("enlarge") });
+    img.alt = t("piano_roll_of", { n: number });
+    img.addEventListener("click", () => enlarge(img));
+    img.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); enlarge(img); } });
+    document.addEventListener("languagechange", () => { img.alt = t("piano_roll_of", { n: number }); });
+    article.append(img);
+  }
   if (variation.sections && variation.sections.length) {
     // the plan's sections, as the bands over the piano roll show them
-    const bands = el("p", { class: "meta sections" }, `${t("sections")}: `);
-    bands.append(variation.sections.map((s) => `${s.label} ${s.start.toFixed(0)}–${s.end.toFixed(0)} s`).join(" · "));
+    const bands = el("p", { class: "meta sections" });
+    bands.append(tr("span", "sections"), ": ",
+                 variation.sections.map((s) => `${s.label} ${s.start.toFixed(0)}–${s.end.toFixed(0)} s`).join(" · "));
     article.append(bands);
   }
-  const links = el("nav", { class: "downloads", "aria-label": "Downloads" });
+  const links = el("nav", { class: "downloads", "aria-label": t("downloads"), "data-i18n-aria-label": "downloads" });
   for (const [kind, label] of [["midi", "MIDI"], ["wav", "WAV"], ["mp3", "MP3"]]) {
     if (!f[kind]) continue;
     const name = f[kind].split("/").pop();
-    links.append(el("a", { href: f[kind], download: `${jobId.slice(0, 8)}-${name}` }, t("download", { kind: label })));
+    links.append(tr("a", "download", { kind: label }, { href: f[kind], download: `${jobId.slice(0, 8)}-${name}` }));
   }
   article.append(links);
   return article;
@@ -253,5 +334,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("model").addEventListener("change", chooseModel);
   document.addEventListener("languagechange", () => { if (MODELS.length) { const v = $("model").value; showModels(); $("model").value = v; modelNote(); } });
   $("compose-form").addEventListener("submit", submit);
+  $("primer").addEventListener("change", () => {  // the chosen file's own name, or the translated "none"
+    const f = $("primer").files[0], name = $("primer-name");
+    if (f) { delete name.dataset.i18n; name.textContent = f.name; } else { name.dataset.i18n = "no_file"; name.textContent = t("no_file"); }
+  });
+  $("zoom").addEventListener("click", (e) => { if (e.target === $("zoom")) $("zoom").close(); });  // the backdrop
   document.addEventListener("languagechange", showUnits);
 });

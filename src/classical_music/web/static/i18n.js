@@ -1,5 +1,11 @@
 // The studio's words in English and Korean. The browser's language picks one at first; the
-// switch at the top changes it and is remembered. Elements carry data-i18n="key"; code calls t(key).
+// switch at the top changes it and is remembered.
+//
+// Adding a string: put the key in BOTH tables (en and ko), then either mark the element
+// (data-i18n="key" for its text, data-i18n-vars='{"n": 3}' for {n} in it, data-i18n-placeholder
+// and data-i18n-aria-label for those attributes), which also re-translates it when the language
+// switches, or call t("key", {n: 3}) in code. tests/test_web_i18n.py loads the page as served in
+// Korean and fails on any English word left outside proper names, and on a key missing in ko.
 "use strict";
 
 const STRINGS = {
@@ -30,18 +36,32 @@ const STRINGS = {
     play_first: "Play something first.", midi_on: "MIDI keyboard: {name}", midi_none: "No MIDI keyboard found.",
     duet_ready: "The duet: you and the model on separate tracks.", duet_empty: "Nothing played yet.",
     style: "Style", style_hint: "the values this model learned; Play along uses them too", composer: "Composer",
-    period: "Period", kind: "Kind", density: "Density", density_unit: "notes per second, blank = any", key: "Key",
+    period: "Period", kind: "Kind", density: "Density", density_unit: "notes/s, blank = any", key: "Key",
     guidance: "Guidance", guidance_unit: "1 = off, more = follow the style harder", any: "any",
     model: "Model", model_hint: "yours from `finetune --out models/NAME`", shipped_model: "the shipped model",
     finetuned_on: "fine-tuned on {folder}: held-out {a} → {b} nats/event", model_failed: "could not switch models",
     form: "Form", form_hint: "sections, a theme that returns, an ending", form_through: "through-composed",
     form_aba: "ABA (ternary)", form_aaba: "AABA (song form)", form_rondo: "rondo (ABACA)", sections: "Sections",
     form_of: "form {form}",
+    // the page's remaining words (issue 27): menus, summaries, errors, attributes
+    choose_file: "Choose a file", no_file: "no file chosen", busy: "The studio is busy; try again in a minute.",
+    close: "Close", composer_other: "other composers", density_value: "density {n} notes/s",
+    duet_downloads: "Duet downloads", downloads: "Downloads", enlarge: "Click to enlarge",
+    failed_detail: "The server refused: {detail}", guidance_value: "guidance {n}",
+    key_major: "{n} major", key_minor: "{n} minor", kind_performance: "performance", kind_sequenced: "sequenced",
+    must_be_between: "{name} must be between {min} and {max}", must_be_whole: "{name} must be a whole number",
+    network: "The studio cannot be reached; is the server still running?",
+    period_baroque: "baroque", period_classical: "classical", period_impressionist: "impressionist",
+    period_modern: "modern", period_romantic: "romantic", piano_keyboard: "Piano keyboard", piano_roll: "Piano roll",
+    primer_bad: "The primer is not a usable MIDI file.", primer_empty: "The primer has no notes in the part used.",
+    primer_too_large: "The primer file is too large (at most {n} MB).", random: "random", results: "Results",
+    seconds_value: "{n} s", seed_value: "seed {n}", temperature_value: "temperature {n}", top_p_value: "top-p {n}",
+    unknown_style: "This model does not know that style value.",
   },
   ko: {
     language: "언어", title: "클래식 음악 스튜디오",
     intro: "클래식 피아노를 배운 LSTM이 새 곡을 작곡합니다. 길이와 성격을 고른 뒤 들어 보세요.",
-    length: "길이", temperature: "온도", top_p: "Top-p", seed: "시드", variations: "변주 수",
+    length: "길이", temperature: "온도", top_p: "누적 확률 상한", seed: "시드", variations: "변주 수",
     wilder: "1보다 크면 과감하게, 작으면 안정적으로", off: "1 = 끔", blank_random: "비우면 무작위", primer: "프라이머",
     primer_hint: "선택: 이 MIDI 파일의 도입부를 이어서 작곡합니다", midi_file: "MIDI 파일",
     use_first: "앞부분 사용", seconds: "초", compose: "작곡하기",
@@ -72,6 +92,20 @@ const STRINGS = {
     form: "형식", form_hint: "여러 부분, 되돌아오는 주제, 마침", form_through: "통작 형식",
     form_aba: "ABA (세도막 형식)", form_aaba: "AABA (가요 형식)", form_rondo: "론도 (ABACA)", sections: "부분",
     form_of: "{form} 형식",
+    // the page's remaining words (issue 27): menus, summaries, errors, attributes
+    choose_file: "파일 고르기", no_file: "고른 파일 없음", busy: "스튜디오가 바쁩니다. 1분쯤 뒤에 다시 해 보세요.",
+    close: "닫기", composer_other: "그 밖의 작곡가", density_value: "밀도 초당 {n}음",
+    duet_downloads: "이중주 내려받기", downloads: "내려받기", enlarge: "눌러서 크게 보기",
+    failed_detail: "서버가 요청을 거절했습니다: {detail}", guidance_value: "가이던스 {n}",
+    key_major: "{n} 장조", key_minor: "{n} 단조", kind_performance: "연주", kind_sequenced: "시퀀스(악보 입력)",
+    must_be_between: "{name}은(는) {min}에서 {max} 사이여야 합니다", must_be_whole: "{name}에는 정수를 넣어 주세요",
+    network: "스튜디오에 연결할 수 없습니다. 서버가 아직 실행 중인지 확인해 주세요.",
+    period_baroque: "바로크", period_classical: "고전", period_impressionist: "인상주의",
+    period_modern: "현대", period_romantic: "낭만", piano_keyboard: "피아노 건반", piano_roll: "피아노 롤",
+    primer_bad: "프라이머가 쓸 수 있는 MIDI 파일이 아닙니다.", primer_empty: "프라이머의 사용할 부분에 음표가 없습니다.",
+    primer_too_large: "프라이머 파일이 너무 큽니다(최대 {n} MB).", random: "무작위", results: "결과",
+    seconds_value: "{n}초", seed_value: "시드 {n}", temperature_value: "온도 {n}", top_p_value: "누적 확률 상한 {n}",
+    unknown_style: "이 모델이 모르는 스타일 값입니다.",
   },
 };
 
@@ -90,10 +124,34 @@ function t(key, vars = {}) {
   return text;
 }
 
+function vars(node) {
+  try { return JSON.parse(node.dataset.i18nVars || "{}"); } catch (e) { return {}; }
+}
+
+function translate(root = document) {
+  // text, placeholder and aria-label of every marked element (code adds marked ones too)
+  const all = (sel) => [...(root.matches?.(sel) ? [root] : []), ...root.querySelectorAll(sel)];
+  for (const node of all("[data-i18n]")) node.textContent = t(node.dataset.i18n, vars(node));
+  for (const node of all("[data-i18n-placeholder]")) node.placeholder = t(node.dataset.i18nPlaceholder);
+  for (const node of all("[data-i18n-aria-label]")) node.setAttribute("aria-label", t(node.dataset.i18nAriaLabel));
+  for (const node of all("[data-i18n-title]")) node.title = t(node.dataset.i18nTitle, vars(node));
+  return root;
+}
+
+function tr(tag, key, vars = null, attrs = {}) {
+  // an element whose text is t(key, vars), re-translated when the language switches
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  node.dataset.i18n = key;
+  if (vars) node.dataset.i18nVars = JSON.stringify(vars);
+  node.textContent = t(key, vars || {});
+  return node;
+}
+
 function applyLanguage(lang) {
   LANG = STRINGS[lang] ? lang : "en";
   document.documentElement.lang = LANG;
-  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  translate(document);
   document.title = t("title");
   const select = document.getElementById("lang");
   if (select) select.value = LANG;

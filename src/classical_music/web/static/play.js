@@ -7,7 +7,8 @@
 // SoundFont, the same sound as the downloads (README: "Play along").
 "use strict";
 
-const LOW = 48, HIGH = 84;  // C3..C6 on screen
+const LOW = 48, HIGH = 84;  // C3..C6 on screen, where it fits
+const MIN_WHITE_PX = 30;  // narrower than this a finger misses (a phone showed 16-px keys): show fewer
 const WHITE_KEYS = ["a", "s", "d", "f", "g", "h", "j", "k", "l", ";", "'"];  // C D E F G A B C D E F
 const WHITE_STEPS = [0, 2, 4, 5, 7, 9, 11, 12, 14, 16, 17];
 const BLACK_KEYS = { w: 1, e: 3, t: 6, y: 8, u: 10, o: 13, p: 15 };
@@ -116,6 +117,11 @@ async function answer(fromButton) {
   for (const pitch of [...play.down.keys()]) noteOff(pitch);  // the button ends held notes
   clearTimeout(play.timer);
   if (play.newNotes === 0) { if (fromButton) warn(t("play_first")); return; }
+  const asked = Number(q("answer_seconds").value);
+  if (q("answer_seconds").value.trim() !== "" && !(asked > 0 && asked <= play.live.max_seconds)) {
+    warn(t("must_be_between", { name: t("answer_length"), min: 0, max: play.live.max_seconds }));  // in the page's language
+    return;
+  }
   const body = { notes: context(), seconds: Number(q("answer_seconds").value) || 8,
                  temperature: Number(q("live_temperature").value) || 1, ...styleFields() };  // read now: live
   play.busy = true;
@@ -148,7 +154,7 @@ async function answer(fromButton) {
     }
     say(t("answering", { n: ans.notes.length, ms: ready }));
   } catch (e) {
-    warn(e.message);
+    warn(e instanceof TypeError ? t("network") : e.message);
     say("");
   } finally {
     play.busy = false;
@@ -166,25 +172,40 @@ async function duetFiles() {
                                                 body: JSON.stringify({ you: fix(play.you), model: fix(play.model) }) });
     if (!response.ok) throw new Error(await errorText(response));
     const { files } = await response.json();
-    links.append(el("span", { class: "meta" }, t("duet_ready")));
+    links.append(tr("span", "duet_ready", null, { class: "meta" }));
     for (const [kind, label] of [["midi", "MIDI"], ["wav", "WAV"], ["mp3", "MP3"]]) {
-      links.append(el("a", { href: files[kind], download: files[kind].split("/").pop() }, t("download", { kind: label })));
+      links.append(tr("a", "download", { kind: label }, { href: files[kind], download: files[kind].split("/").pop() }));
     }
     links.hidden = false;
   } catch (e) {
-    warn(e.message);
+    warn(e instanceof TypeError ? t("network") : e.message);
   }
 }
 
 // -- inputs ---------------------------------------------------------------------------------------
 
+const isBlack = (p) => [1, 3, 6, 8, 10].includes(p % 12);
+
+function keyRange(px) {
+  // C3..C6 when there is room; else from C4 (where the computer keys start) as many white keys as fit
+  const all = [];
+  for (let p = LOW; p <= HIGH; p++) if (!isBlack(p)) all.push(p);
+  if (!px || px / all.length >= MIN_WHITE_PX) return [LOW, HIGH];
+  const whites = all.filter((p) => p >= 60).slice(0, Math.max(5, Math.floor(px / MIN_WHITE_PX)));
+  return [whites[0], whites[whites.length - 1]];
+}
+
 function buildKeyboard() {
   const board = q("keyboard");
+  const [low, high] = keyRange(board.clientWidth);
+  if (board.dataset.range === `${low}-${high}`) return;
+  board.dataset.range = `${low}-${high}`;
+  board.replaceChildren();
   const whites = [];
-  for (let p = LOW; p <= HIGH; p++) if (![1, 3, 6, 8, 10].includes(p % 12)) whites.push(p);
+  for (let p = low; p <= high; p++) if (!isBlack(p)) whites.push(p);
   const width = 100 / whites.length;
-  for (let p = LOW; p <= HIGH; p++) {
-    const black = [1, 3, 6, 8, 10].includes(p % 12);
+  for (let p = low; p <= high; p++) {
+    const black = isBlack(p);
     const key = el("div", { class: `key ${black ? "black" : "white"}`, "data-pitch": String(p),
                             role: "button", "aria-label": noteName(p) });
     const left = black ? whites.indexOf(p - 1) + 1 : whites.indexOf(p);
@@ -265,6 +286,8 @@ function clearDuet() {
 
 document.addEventListener("DOMContentLoaded", () => {
   buildKeyboard();
+  let resizing = null;  // a phone turned sideways has room for more keys
+  window.addEventListener("resize", () => { clearTimeout(resizing); resizing = setTimeout(buildKeyboard, 150); });
   document.addEventListener("keydown", onKeyDown);
   document.addEventListener("keyup", onKeyUp);
   window.addEventListener("blur", () => { for (const pitch of [...play.down.keys()]) noteOff(pitch); });
