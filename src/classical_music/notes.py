@@ -296,14 +296,14 @@ def collapse_silences(notes: Notes, max_gap: float = MAX_SILENCE_SECONDS) -> Not
 LEAD_SECONDS = 1.0  # a composed piece that would open with a longer silence starts at its first note
 
 
-def trim_leading_silence(notes: Notes, longer_than: float = LEAD_SECONDS) -> Notes:
-    """The notes moved to start at 0 when the first one comes more than `longer_than` seconds in
-    (a model may wait before its first note: one 6-s piece began with 3.26 s of silence);
-    otherwise the very same notes, so pieces that start promptly are unchanged to the byte."""
+def trim_leading_silence(notes: Notes, longer_than: float = LEAD_SECONDS) -> tuple[Notes, float]:
+    """(notes moved to start at 0, the seconds cut) when the first note comes more than
+    `longer_than` seconds in (a model may wait: one 6-s piece began with 3.26 s of silence);
+    otherwise (the very same notes, 0.0), so pieces that start promptly are unchanged to the byte."""
     if not len(notes) or not notes.onset.min() > longer_than:
-        return notes
+        return notes, 0.0
     lead = float(notes.onset.min())
-    return Notes(notes.onset - lead, notes.offset - lead, notes.pitch, notes.velocity)
+    return Notes(notes.onset - lead, notes.offset - lead, notes.pitch, notes.velocity), lead
 
 
 def has_drums_only(score) -> bool:

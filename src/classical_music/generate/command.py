@@ -132,8 +132,9 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
             limit = seconds + (primer_end if cfg.primer_in_output else 0.0)
             keep = whole.onset < limit
             whole = Notes(whole.onset[keep], np.minimum(whole.offset[keep], limit), whole.pitch[keep], whole.velocity[keep])
-        if primer is None:  # a primer's own opening stays as it is
-            whole = trim_leading_silence(whole)
+        if primer is None and (conductor is None or plan.through):  # a primer's opening, a form's times stay
+            whole, lead = trim_leading_silence(whole)
+            pedals = [(a - lead, b - lead) for a, b in pedals]
         if len(whole) == 0:
             raise UserError(f"the model composed no notes for {path.name} in {len(new)} events: "
                             "ask for more --events or --seconds, or try another --seed")

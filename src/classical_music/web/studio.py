@@ -323,7 +323,7 @@ class Studio:
             notes = Notes(notes.onset[keep], np.minimum(notes.offset[keep], limit), notes.pitch[keep],
                           notes.velocity[keep])
             if job.primer is None and conductor is None:  # as `generate`: no piece opens with seconds of silence
-                notes = trim_leading_silence(notes)
+                notes = trim_leading_silence(notes)[0]
             write_midi_atomic(notes_to_score(notes, pedals=pedals), path)
             files = {"midi": path.name}
             if len(notes):  # a silent variation has nothing to render or draw
