@@ -132,9 +132,10 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
             limit = seconds + (primer_end if cfg.primer_in_output else 0.0)
             keep = whole.onset < limit
             whole = Notes(whole.onset[keep], np.minimum(whole.offset[keep], limit), whole.pitch[keep], whole.velocity[keep])
-        if primer is None and (conductor is None or plan.through):  # a primer's opening, a form's times stay
-            whole, lead = trim_leading_silence(whole)
-            pedals = [(a - lead, b - lead) for a, b in pedals]
+        if primer is None and conductor is None:
+            # a primer's opening stays, and so does a planned piece (a form or a cadence ending:
+            # cutting its lead would move its sections and its ending off the plan's times)
+            whole = trim_leading_silence(whole)[0]
         if len(whole) == 0:
             raise UserError(f"the model composed no notes for {path.name} in {len(new)} events: "
                             "ask for more --events or --seconds, or try another --seed")
