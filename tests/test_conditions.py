@@ -439,3 +439,41 @@ def test_steering_holds_density_and_key():
     assert all(C.estimate_key(n.pitch, C.note_durations(n)) in (want, C.relative_key(want)) for n in keyed)
     with pytest.raises(UserError, match="--steer"):
         GenerateConfig(steer=-1).validate()
+
+
+def test_names_the_real_problem_with_a_composer_and_reads_no_collection_as_one(tmp_path, capsys):
+    # issue 27 item 15
+    from classical_music.conditions import encode_request, file_conditions, normalize_composer
+
+    vocab = C.vocabularies({"chopin": 5.0, "bach": 3.0, "schumann": 2.0, "beethoven": 4.0})
+    with pytest.raises(UserError) as e:  # a real composer with too little music to be learned
+        encode_request(vocab, composer="debussy")
+    assert "1 h of training music" in str(e.value) and "composer_min_hours" in str(e.value)
+    with pytest.raises(UserError) as e:  # 'rachmaninov' offered 'schumann'
+        encode_request(vocab, composer="rachmaninov")
+    assert "schumann" not in str(e.value).split("known:")[0] and "1 h of training music" in str(e.value)
+    with pytest.raises(UserError, match="did you mean chopin"):  # a typo still gets its suggestion
+        encode_request(vocab, composer="chopn")
+    # piano-midi.de's Christmas folder is a collection, not a composer
+    assert normalize_composer("Christmas") is None
+    assert file_conditions({"composer": "Christmas", "kind": "sequenced"})["composer"] is None
+
+
+def test_density_over_the_densest_bin_is_composed_there_and_said(tmp_path, capsys):
+    from classical_music.conditions import DENSITY_MAX, encode_request
+    from classical_music.generate import main, steering
+
+    vocab = C.vocabularies({"chopin": 5.0})
+    assert encode_request(vocab, density=100) == encode_request(vocab, density=DENSITY_MAX)
+    assert steering({"density": 100})["steer_density"] == DENSITY_MAX == 32  # not pushed to 70 notes/s
+    assert steering({"density": 6})["steer_density"] == 6
+    m = tiny_model(vocab)
+    with torch.no_grad():
+        m.head.bias[TOK.eos_id] = -20
+    m.save_pretrained(tmp_path / "ck", tokenizer=TOK)
+    for asked, said in (("100", "density 32"), ("6", "density 6")):  # what was used, not the bin (5.66)
+        assert main(["--checkpoint", str(tmp_path / "ck"), "--density", asked, "--events", "40", "--seed", "1",
+                     "--ending", "none", "--output", str(tmp_path / f"d{asked}.mid")]) == 0
+        out, err = capsys.readouterr()
+        assert f"{said}," in out and "5.66" not in out
+        assert ("composing at 32" in err) == (asked == "100")

@@ -445,10 +445,14 @@ def test_the_estimate_comes_after_a_few_steps_with_the_faster_options(cache, tmp
     assert "estimate: 8 more steps at" in out and "on cpu" in out
     assert "small_cpu_model.json" not in out  # a short run needs no advice
     monkeypatch.setattr(session, "SLOW_SECONDS", 0.0)
-    train_mod.train(tiny(cache, tmp_path / "b", max_steps=12))
+    train_mod.train(tiny(cache, tmp_path / "b", max_steps=12, hidden_size=400))  # bigger than the small recipe
     out = capsys.readouterr().out
     assert "--config recipes/small_cpu_model.json" in out and "--max_steps" in out and "--device cuda" in out
     assert out.index("estimate:") < out.index("step 5/12")  # after the first steps, not at the end
+    # issue 27 item 15: a model already the small recipe's size (or smaller) is not told to use it
+    train_mod.train(tiny(cache, tmp_path / "c", max_steps=12))
+    out = capsys.readouterr().out
+    assert "faster:" in out and "--max_steps" in out and "small_cpu_model.json" not in out
     assert session.duration(91_100 * 6.5) == "6.9 days" and session.duration(5400) == "1.5 h"
 
 

@@ -30,12 +30,16 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UserError
-from .density import DENSITY_CENTERS, DENSITY_WINDOW, density_bin, density_codes, density_label
+from .density import (DENSITY_CENTERS, DENSITY_MAX, DENSITY_WINDOW, clamp_density, density_bin, density_codes,
+                      density_label)
 from .events import Onsets, onsets, window_sum
 from .keys import (KEY_WINDOW, KEYS, PROFILES, estimate_key, key_codes, key_name, note_durations, parse_key,
                    relative_key, transpose_codes, transpose_key)
 from .names import (COMPOSER_MIN_HOURS, COMPOSERS, KINDS, PERIODS, composer_display, fold, normalize_composer,
                     normalize_kind, normalize_period)
+
+# How alike a name must be to be suggested: 0.5 offered "schumann" for "rachmaninov"
+SUGGEST_CUTOFF = 0.75
 
 ANY = "any"
 OTHER = "other"
@@ -75,7 +79,11 @@ class Condition:
         if label in labels:  # "other" too: the composers with too little music to know apart
             return labels.index(label)
         known = [c for c in labels if c not in (ANY, OTHER)]
-        near = difflib.get_close_matches(fold(value), known, n=3, cutoff=0.5)
+        near = difflib.get_close_matches(fold(label or value), known, n=3, cutoff=SUGGEST_CUTOFF)
+        if self.name == "composer" and label in COMPOSERS and not near:  # real, but too little of it to learn
+            raise UserError(f"unknown composer {value!r}: not one this model learned; a composer needs at least "
+                            f"{COMPOSER_MIN_HOURS:g} h of training music (train --composer_min_hours) to get a "
+                            f"style of its own; known: {', '.join(known) or 'none'} (or `other`)")
         hint = f"did you mean {', '.join(near)}? " if near else ""
         raise UserError(f"unknown {self.name} {value!r}: {hint}known: {', '.join(known) or 'none'}")
 
@@ -106,7 +114,7 @@ def _known(name: str, normalize, values):
         norm = normalize(value)
         if norm in values:
             return norm
-        near = difflib.get_close_matches(fold(value), list(values), n=3, cutoff=0.5)
+        near = difflib.get_close_matches(fold(value), list(values), n=3, cutoff=SUGGEST_CUTOFF)
         hint = f"did you mean {', '.join(near)}? " if near else ""
         raise UserError(f"unknown {name} {value!r}: {hint}known: {', '.join(values)}")
     return parse
@@ -119,7 +127,7 @@ def _parse_density(value) -> str:
         raise UserError(f"density {value!r}: expected notes per second, e.g. 8") from None
     if not (math.isfinite(d) and 0 < d <= 100):
         raise UserError(f"density {value!r}: expected notes per second, more than 0 and at most 100")
-    return density_label(DENSITY_CENTERS[int(density_bin(d)) - 1])
+    return density_label(DENSITY_CENTERS[int(density_bin(clamp_density(d))) - 1])
 
 
 def _list_composers(values, hours, cfg):
@@ -299,7 +307,8 @@ def menus() -> list[dict]:
 
 
 __all__ = [
-    "ANY", "BY_NAME", "COMPOSER_MIN_HOURS", "COMPOSERS", "CONDITIONS", "DENSITY_CENTERS", "DENSITY_WINDOW",
+    "ANY", "BY_NAME", "COMPOSER_MIN_HOURS", "COMPOSERS", "CONDITIONS", "DENSITY_CENTERS", "DENSITY_MAX", "DENSITY_WINDOW",
+    "SUGGEST_CUTOFF", "clamp_density",
     "EVENT_CONDITIONS", "FILE_CONDITIONS", "KEYS", "KEY_WINDOW", "KINDS", "NAMES", "OTHER", "PERIODS", "PROFILES",
     "Condition", "Onsets", "add_arguments", "asked", "composer_display", "density_bin", "density_label", "describe",
     "encode_request", "estimate_key", "event_conditions", "file_codes", "file_conditions", "filter_form", "flags", "fold",

@@ -9,6 +9,13 @@ DENSITY_WINDOW = 5.0  # seconds around each event
 # (2, 4, 8, 16) sit at a bin's centre and a bin spans +-19 % around it.
 DENSITY_CENTERS = tuple(round(2 ** (k / 2), 2) for k in range(11))
 _DENSITY_EDGES = np.array([2 ** ((k + 0.5) / 2) for k in range(10)])
+DENSITY_MAX = float(DENSITY_CENTERS[-1])  # 32: more is composed at this (and said so), not promised
+
+
+def clamp_density(notes_per_second: float) -> float:
+    """What a density request is composed at: --density 100 was reported as 32 (its bin) while
+    steering pushed the piece to 70 notes/s; now both the condition and steering use 32."""
+    return min(float(notes_per_second), DENSITY_MAX)
 
 
 def density_label(c: float) -> str:

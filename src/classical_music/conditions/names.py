@@ -89,7 +89,10 @@ _ALIASES = {
     "schostakowitsch": "shostakovich", "strawinsky": "stravinsky",
 }
 # Values that name no composer.
-_NO_COMPOSER = {"", "unknown", "anonymous", "anon", "various", "traditional", "trad", "none", "nan", "n/a"}
+# A collection's folder names no composer either: piano-midi.de's "Christmas" holds carols by
+# several composers, and became a composer named "christmas".
+_NO_COMPOSER = {"", "unknown", "anonymous", "anon", "various", "traditional", "trad", "none", "nan", "n/a",
+                "christmas", "xmas", "carols", "collection", "misc", "miscellaneous", "various composers"}
 
 
 def fold(text: str) -> str:

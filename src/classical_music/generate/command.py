@@ -286,6 +286,9 @@ def _run(args) -> int:
         precision=args.precision, guidance=args.guidance, steer=args.steer, form=args.form, plan=args.plan,
         ending=args.ending, **{n: getattr(args, n) for n in conditions.NAMES},
     )
+    if cfg.density is not None and cfg.density > conditions.DENSITY_MAX:
+        print(f"note: --density {cfg.density:g} is more than the model learned (at most {conditions.DENSITY_MAX:g} "
+              f"notes per second): composing at {conditions.DENSITY_MAX:g}", file=sys.stderr)
     results = compose(cfg, progress=True)
     if args.print_plan:
         for r in results:
@@ -295,7 +298,10 @@ def _run(args) -> int:
             print(json.dumps(plan, indent=2, ensure_ascii=False) if plan else "plan: through, no ending (today's piece)")
     for r in results:
         names = ", ".join(str(p) for p in r["files"].values())
-        style = "".join(f", {k} {v}" for k, v in r["conditions"].items())
+        used = dict(r["conditions"])
+        if "density" in used and cfg.density is not None:  # what was asked and steered to, not its bin (5.66 for 6)
+            used["density"] = f"{conditions.clamp_density(cfg.density):g}"
+        style = "".join(f", {k} {v}" for k, v in used.items())
         if r["conditions"] and cfg.guidance != 1:
             style += f", guidance {cfg.guidance:g}"
         print(f"wrote {names}: {r['seconds']:.1f} s, {r['notes']} notes (seed {r['seed']}{style}, "

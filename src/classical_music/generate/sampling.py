@@ -39,7 +39,8 @@ def steering(style: dict | None, strength: float = 1.0, parsed: dict | None = No
     parsed: conditions.parse_request(style), when already checked."""
     style = style or {}
     parsed = conditions.parse_request(style) if parsed is None else parsed
-    return {"steer": strength, "steer_density": style.get("density"),
+    density = style.get("density")
+    return {"steer": strength, "steer_density": None if density is None else conditions.clamp_density(density),
             "steer_key": conditions.KEYS.index(parsed["key"]) if "key" in parsed else None}
 
 

@@ -23,6 +23,8 @@ from .checkpoints import Checkpoints, _find_resume
 from .config import TrainConfig, lr_at
 from .devices import _resolve_device, _setup_distributed
 from .metrics import MetricsLog, _fmt_val
+
+SMALL_RECIPE = (384, 2)  # recipes/small_cpu_model.json's hidden_size and num_layers
 from .session import Estimate, StopOnSignal, check_save_dir, missing_cache_message, quiet_worker
 
 
@@ -175,7 +177,8 @@ class Trainer(MetricsLog, Checkpoints):
 
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=cfg.no_progress or not d.master, desc="train")
-        estimate = Estimate(self.total_steps, self.device, print if bar.disable else bar.write)
+        small = cfg.hidden_size <= SMALL_RECIPE[0] and cfg.num_layers <= SMALL_RECIPE[1]
+        estimate = Estimate(self.total_steps, self.device, print if bar.disable else bar.write, small=small)
         self._reset_window()
         try:
             with StopOnSignal() as self._signal:

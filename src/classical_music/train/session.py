@@ -98,8 +98,10 @@ class Estimate:
     """Times the first few steps after the first (which warms up) and says, once, how long the
     whole run will take; on a CPU, when that is long, it names the faster options."""
 
-    def __init__(self, total_steps: int, device, write=print, min_steps: int = 3, min_seconds: float = 10.0):
+    def __init__(self, total_steps: int, device, write=print, min_steps: int = 3, min_seconds: float = 10.0,
+                 small: bool = False):
         self.total_steps, self.device, self.write = total_steps, device, write
+        self.small = small  # already the small recipe's size (or smaller): no "a smaller model" advice
         self.min_steps, self.min_seconds = min_steps, min_seconds
         self.t0: float | None = None
         self.s0 = 0
@@ -123,6 +125,7 @@ class Estimate:
         self.write(f"estimate: {left:,} more steps at {spent / n:.2f} s/step, about {duration(eta)} "
                    f"on {self.device} (validation and checkpoints add to it)")
         if eta > SLOW_SECONDS and self.device.type == "cpu":
-            self.write("faster: a smaller model (--config recipes/small_cpu_model.json: 2 x 384, 2,400 steps), "
-                       "fewer steps (--max_steps N), or a GPU (--device cuda; the shipped 3 x 512 model "
-                       "trained in 9 minutes on one). Ctrl-C saves last/; --resume continues")
+            smaller = "" if self.small else \
+                "a smaller model (--config recipes/small_cpu_model.json: 2 x 384, 2,400 steps), "
+            self.write(f"faster: {smaller}fewer steps (--max_steps N), or a GPU (--device cuda; the shipped 3 x 512 "
+                       "model trained in 9 minutes on one). Ctrl-C saves last/; --resume continues")

@@ -86,6 +86,8 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
         from ..generate import condition_codes
 
         asked = conditions.asked({n: getattr(fields, n, None) for n in conditions.NAMES})
+        if "density" in asked:  # composed at most at the densest the model learned; the page shows what was used
+            asked["density"] = conditions.clamp_density(asked["density"])
         out = {"guidance": float(fields.guidance)}
         if asked:
             _, labels = condition_codes(studio.model(), asked)

@@ -169,7 +169,7 @@ function checkFields(fields) {
   const limits = { seconds: ["length", 0, c.max_seconds], temperature: ["temperature", 0, 100],
                    top_p: ["top_p", 0, 1], num_samples: ["variations", 1, c.max_samples, true],
                    seed: ["seed", 0, 2 ** 31 - 1, true], primer_seconds: ["use_first", 0, c.max_primer_seconds],
-                   density: ["density", 0, 100], guidance: ["guidance", 0, 10] };
+                   density: ["density", 0, 32], guidance: ["guidance", 0, 10] };  // 32: the densest bin
   for (const [field, value] of Object.entries(fields)) {
     if (!(field in limits)) continue;
     const [label, min, max, whole] = limits[field];
