@@ -14,6 +14,7 @@ import sys
 
 from . import __version__
 from .errors import UserError
+from .stopping import exit_status, handle_signals
 
 # Order is the order shown in --help, which follows the pipeline.
 STAGES = [
@@ -78,13 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
 def run(func, args) -> int:
     """Call a stage's entry point, turning user mistakes into one line and exit code 2."""
     try:
-        return int(func(args) or 0)
+        with handle_signals():  # SIGTERM unwinds like Ctrl-C: children stopped, temporary files removed
+            return int(func(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print("stopped", file=sys.stderr)
+        return exit_status(e)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -299,8 +299,14 @@ def _lanes(model, precision, device, forward, lanes: list, batch_size: int, chun
         with ThreadPoolExecutor(len(lanes)) as pool:
             futures = [pool.submit(run, k) for k in range(len(lanes))]
             try:
-                wait(futures, return_when=FIRST_EXCEPTION)
-            except BaseException:  # Ctrl-C in the main thread
+                # in short waits: a signal the kernel hands to a lane's thread wakes no one, and
+                # Python runs its handler (Ctrl-C, SIGTERM) only when the main thread wakes
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                    if any(f.exception() is not None for f in done):
+                        break
+            except BaseException:  # Ctrl-C or SIGTERM in the main thread
                 stop.set()
                 raise
             errors = [f.exception() for f in futures]  # waits for the stopped lanes too

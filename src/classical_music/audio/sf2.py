@@ -234,6 +234,9 @@ def _render_parallel(jobs: list[tuple[bytes, int]], soundfont: Path, up: int, do
 
 
 def _child(conn, midi_bytes, soundfont, up, down) -> None:
+    from ..stopping import child_setup
+
+    child_setup()  # dies with the parent, whatever kills it
     try:
         audio = _synthesize(midi_bytes, soundfont, up, down)
         conn.send(("ok", (audio.shape, audio.tobytes())))

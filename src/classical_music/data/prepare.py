@@ -72,6 +72,13 @@ def encode_file(path: str):
     return tokens, len(notes), round(notes.seconds, 3), clipped
 
 
+def _init_pool_worker(name: str, params: dict) -> None:
+    from ..stopping import child_setup
+
+    child_setup()  # the parent stops the pool; a worker never outlives it
+    _init_worker(name, params)
+
+
 def _job(item):
     i, path = item
     return i, encode_file(path)
@@ -141,7 +148,7 @@ def _prepare(cfg: PrepareConfig, src: Path) -> dict:
         pool = None
     else:
         pool = get_context("spawn" if os.name == "nt" else "fork").Pool(
-            cfg.workers, initializer=_init_worker, initargs=(tokenizer.name, tokenizer.params())
+            cfg.workers, initializer=_init_pool_worker, initargs=(tokenizer.name, tokenizer.params())
         )
         results = pool.imap_unordered(_job, jobs(), chunksize=8)
     try:

@@ -13,7 +13,7 @@ from .. import conditions
 from ..errors import UserError
 from .checkpoint import check_device
 from .form import ENDINGS, THROUGH, resolve_plan
-from .sampling import MAX_NOTE_SECONDS, use_int8
+from .sampling import MAX_NOTE_SECONDS, check_sampling, use_int8
 
 PRECISIONS = ("auto", "float32", "int8")
 # One piece is at most an hour of music, or as many events as sample() budgets for an hour:
@@ -67,10 +67,7 @@ class GenerateConfig(StyleFields):
     ending: str | None = None
 
     def validate(self) -> None:
-        if not 0 < self.temperature < math.inf:
-            raise UserError(f"--temperature must be a positive number, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"--top_p must be in (0, 1], got {self.top_p}")
+        check_sampling(self.temperature, self.top_p)
         if self.top_k < 0:
             raise UserError(f"--top_k must be >= 0 (0 = off), got {self.top_k}")
         if not 0 <= self.min_p < 1:

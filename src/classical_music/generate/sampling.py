@@ -63,6 +63,21 @@ def density_push(onsets: int, want: float, strength: float = 1.0) -> float:
     return push
 
 
+# Floors for `generate`, the studio and play along alike: below them sampling is plain greedy
+# decoding, and at 1e-300 the logits overflow to inf and the step fails as if the model were broken.
+MIN_TEMPERATURE = 0.01
+MIN_TOP_P = 0.01
+
+
+def check_sampling(temperature, top_p, max_temperature=math.inf, flag: str = "--") -> None:
+    """UserError unless temperature and top_p are within the bounds every front end shares."""
+    if not MIN_TEMPERATURE <= temperature <= max_temperature or not math.isfinite(temperature):
+        top = f" and at most {max_temperature:g}" if math.isfinite(max_temperature) else ""
+        raise UserError(f"{flag}temperature must be at least {MIN_TEMPERATURE:g}{top}, got {temperature:g}")
+    if not MIN_TOP_P <= top_p <= 1:
+        raise UserError(f"{flag}top_p must be between {MIN_TOP_P:g} and 1, got {top_p:g}")
+
+
 def filter_logits(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0) -> torch.Tensor:
     """Temperature, then top-k, nucleus (top-p) and min-p truncation; returns log-probabilities."""
     logits = logits.float() / temperature

@@ -41,16 +41,26 @@ def allowed_hosts(listen: str | None) -> set[str]:
     return names
 
 
-def _split_host(value: str) -> str:
-    """'Example.org:8000' -> 'example.org'; '[::1]:8000' -> '::1'."""
+def _split_host(value: str) -> str | None:
+    """'Example.org:8000' -> 'example.org'; '[::1]:8000' -> '::1'; None when the port is not a
+    port ('localhost:evil', 'localhost:', '[::1]x'): a Host is a name and at most a number."""
     value = value.strip().lower()
     if value.startswith("["):
-        return value[1:value.find("]")] if "]" in value else value
-    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+        close = value.find("]")
+        name, rest = (value[1:close], value[close + 1:]) if close > 0 else (None, "")
+    elif value.count(":") == 1:
+        name, rest = value.split(":")[0], value[value.index(":"):]
+    else:
+        name, rest = value, ""  # a bare name, or an IPv6 literal without brackets
+    if rest and not (rest[0] == ":" and rest[1:].isascii() and rest[1:].isdigit() and 0 < int(rest[1:]) < 65536):
+        return None
+    return name
 
 
 def host_ok(host: str, allowed: set[str]) -> bool:
     name = _split_host(host)
+    if not name:
+        return False
     if name in allowed:
         return True
     if "*ip" in allowed:

@@ -24,7 +24,7 @@ import uuid
 import numpy as np
 
 from ..errors import UserError
-from .studio import Job
+from .studio import BYTES_PER_SECOND, Job
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ MAX_CLOCK_SECONDS = 24 * 3600.0  # start and end times: a day of playing on the 
 MIN_NOTE_SECONDS = 0.02  # shorter taps are lengthened: a 0-step note would vanish in the tokens
 LIVE_WAIT = 10.0
 LIVE_RATE = 48000  # the samples' own rate and midirenderer's: no resampling on the way to the page
+RENDER_TAIL_SECONDS = 3.0  # the release and reverb after the last note, in the audio files
 LIVE_DEFAULTS = {"seconds": 8.0, "temperature": 1.0, "top_p": 1.0, "seed": None}
 
 
@@ -59,7 +60,9 @@ def check_notes(rows, what="notes", allow_empty=False):
         p, s, e, v = row
         for name, x, whole in (("pitch", p, True), ("start", s, False), ("end", e, False), ("velocity", v, True)):
             # bool is an int to Python; JSON true is not a number here
-            if isinstance(x, bool) or not isinstance(x, int if whole else (int, float)) or not np.isfinite(x):
+            # an int is finite however large (np.isfinite of 2**64 is a TypeError): the ranges below bound it
+            if (isinstance(x, bool) or not isinstance(x, int if whole else (int, float))
+                    or (isinstance(x, float) and not np.isfinite(x))):
                 raise UserError(f"{what}[{i}]: {name} must be a{'n integer' if whole else ' number'}, got {x!r}")
         if not 0 <= p <= 127:
             raise UserError(f"{what}[{i}]: pitch must be 0..127, got {p}")
@@ -138,11 +141,8 @@ class Live:
             return self._write(None, {"kind": "duet"}, parts={"You": you, "Model": model})
 
     def _write(self, notes, params, parts=None) -> dict:
-        """MIDI, WAV and MP3 into a new result folder registered as a finished job; {} when silent."""
-        from ..audio import render
-        from ..generate import write_midi_atomic
-        from ..notes import notes_to_score
-
+        """MIDI, WAV and MP3 into a new result folder registered as a finished job; {} when silent.
+        OutputFull (a 429) when even deleting every finished result would not make room."""
         studio = self.studio
         if parts is None:
             parts = {"Model": notes}
@@ -151,6 +151,26 @@ class Live:
             return {}
         job_id = uuid.uuid4().hex
         job = Job(job_id, params, studio.output_dir / job_id, status="done", stage="done", progress=1.0)
+        seconds = max(float(p.offset.max()) for p in parts.values())  # every part starts at 0 s
+        with studio.room_for(int((seconds + RENDER_TAIL_SECONDS) * BYTES_PER_SECOND)):
+            score, midi = self._render(job, parts)
+        names = {"midi": midi.name, "wav": midi.with_suffix(".wav").name, "mp3": midi.with_suffix(".mp3").name}
+        job.variations = [{"files": names, "seconds": round(seconds, 3),  # seconds, not the score's ticks
+                           "notes": sum(len(t.notes) for t in score.tracks)}]
+        job.started = job.finished = time.time()
+        # The page plays the WAV; the MP3 (a third of the answer's time under load) is encoded
+        # after the answer is sent, one at a time, and its URL waits for it (server.result_file).
+        job.pending[names["mp3"]] = threading.Event()
+        studio.encode_later(_encode_mp3, midi.with_suffix(".wav"), job.pending[names["mp3"]])
+        studio.add_finished(job)
+        return {kind: f"/files/{job_id}/{name}" for kind, name in names.items()}
+
+    def _render(self, job, parts: dict):
+        """The parts' MIDI (a track each) and WAV into the job's new folder; nothing left on failure."""
+        from ..audio import render
+        from ..generate import write_midi_atomic
+        from ..notes import notes_to_score
+
         job.folder.mkdir(parents=True)
         try:
             score = None
@@ -164,24 +184,15 @@ class Live:
             stem = "duet" if len(parts) > 1 or "You" in parts else "answer"
             midi = job.folder / f"{stem}.mid"
             write_midi_atomic(score, midi)
-            render(score, midi.with_suffix(".wav"), instrument=studio.instrument, reverb=studio.reverb,
+            render(score, midi.with_suffix(".wav"), instrument=self.studio.instrument,
+                   reverb=self.studio.reverb,
                    sample_rate=LIVE_RATE)
         except BaseException:
             import shutil
 
             shutil.rmtree(job.folder, ignore_errors=True)
             raise
-        names = {"midi": midi.name, "wav": midi.with_suffix(".wav").name, "mp3": midi.with_suffix(".mp3").name}
-        job.variations = [{"files": names, "seconds": round(max(float(t.end()) for t in score.tracks), 3),
-                           "notes": sum(len(t.notes) for t in score.tracks)}]
-        job.started = job.finished = time.time()
-        # The page plays the WAV; the MP3 (a third of the answer's time under load) is encoded
-        # after the answer is sent, and its URL waits for it (Studio.file).
-        job.pending[names["mp3"]] = threading.Event()
-        threading.Thread(target=_encode_mp3, args=(midi.with_suffix(".wav"), job.pending[names["mp3"]]),
-                         daemon=True, name="studio-mp3").start()
-        studio.add_finished(job)
-        return {kind: f"/files/{job_id}/{name}" for kind, name in names.items()}
+        return score, midi
 
 
 def _encode_mp3(wav, done: threading.Event) -> None:

@@ -39,14 +39,17 @@ from .. import conditions
 from .. import threads as cpu_threads
 from ..audio import add_instrument_arguments
 from ..errors import UserError
+from ..generate.sampling import MIN_TEMPERATURE, MIN_TOP_P
 from ..notes import Notes
 from .docs_page import api_page
 from .guard import Guard, allowed_hosts
 from .live import LIVE_DEFAULTS, MAX_ANSWER_SECONDS, MAX_NOTES, MAX_SPAN_SECONDS, Busy, Live, check_notes
 from .models import DEFAULT_MODELS_DIR
 from .studio import (DEFAULT_OUTPUT_DIR, DEFAULTS, KEEP_JOBS, MAX_PRIMER_SECONDS, MAX_QUEUE, MAX_SAMPLES,
-                     MAX_SECONDS, MAX_UPLOAD_BYTES, MEDIA_TYPE, SAMPLING_SHARE, STATIC, STUDIO_FORMS, QueueFull,
-                     Studio)
+                     MAX_OUTPUT_MB, MAX_SECONDS, MAX_TEMPERATURE, MAX_UPLOAD_BYTES, MEDIA_TYPE, SAMPLING_SHARE,
+                     STATIC, STUDIO_FORMS, OutputFull, QueueFull, Studio)
+
+PENDING_WAIT = 20.0  # seconds a GET of a file still being encoded waits before answering 202
 
 # -- the app ----------------------------------------------------------------------------------
 
@@ -54,7 +57,7 @@ from .studio import (DEFAULT_OUTPUT_DIR, DEFAULTS, KEEP_JOBS, MAX_PRIMER_SECONDS
 def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max_samples=MAX_SAMPLES,
                max_upload_bytes=MAX_UPLOAD_BYTES, max_primer_seconds=MAX_PRIMER_SECONDS, keep_jobs=KEEP_JOBS,
                max_queue=MAX_QUEUE, soundfont=None, device="cpu", preload=False, host="127.0.0.1", models_dir=None,
-               **studio_kw):
+               max_output_mb=MAX_OUTPUT_MB, **studio_kw):
     """The studio's FastAPI app. output_dir=None uses a fresh temporary folder; preload=True loads
     the model now (so `serve` fails at once on a bad checkpoint) instead of on the first job.
     host: the address it will listen on; requests must name it (or a loopback name) in Host."""
@@ -72,7 +75,8 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
 
     studio = Studio(checkpoint, output_dir, max_seconds=max_seconds, max_samples=max_samples,
                     max_upload_bytes=max_upload_bytes, max_primer_seconds=max_primer_seconds, keep_jobs=keep_jobs,
-                    max_queue=max_queue, soundfont=soundfont, device=device, models_dir=models_dir, **studio_kw)
+                    max_queue=max_queue, soundfont=soundfont, device=device, models_dir=models_dir,
+                    max_output_mb=max_output_mb, **studio_kw)
     if preload:
         studio.model()
         studio.warm()
@@ -98,8 +102,8 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
         # strict: "10" and true are not numbers (lax pydantic turned them into 10.0 and 1.0)
         model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
         seconds: float = Field(DEFAULTS["seconds"], gt=0, le=studio.max_seconds, description="seconds of music")
-        temperature: float = Field(DEFAULTS["temperature"], gt=0, le=100, description="> 1 wilder, < 1 safer")
-        top_p: float = Field(DEFAULTS["top_p"], gt=0, le=1, description="nucleus sampling mass (1 = off)")
+        temperature: float = Field(DEFAULTS["temperature"], ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description="> 1 wilder, < 1 safer")
+        top_p: float = Field(DEFAULTS["top_p"], ge=MIN_TOP_P, le=1, description="nucleus sampling mass (1 = off)")
         seed: Optional[int] = Field(DEFAULTS["seed"], ge=0, lt=2**31, description="omit for a random one")
         num_samples: int = Field(DEFAULTS["num_samples"], ge=1, le=studio.max_samples, description="variations")
         form: str = Field(DEFAULTS["form"], max_length=16,
@@ -122,8 +126,8 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
                                   max_length=MAX_NOTES)
         seconds: float = Field(LIVE_DEFAULTS["seconds"], gt=0, le=min(MAX_ANSWER_SECONDS, studio.max_seconds),
                                description="seconds of answer")
-        temperature: float = Field(LIVE_DEFAULTS["temperature"], gt=0, le=100, description="> 1 wilder, < 1 safer")
-        top_p: float = Field(LIVE_DEFAULTS["top_p"], gt=0, le=1, description="nucleus sampling mass (1 = off)")
+        temperature: float = Field(LIVE_DEFAULTS["temperature"], ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description="> 1 wilder, < 1 safer")
+        top_p: float = Field(LIVE_DEFAULTS["top_p"], ge=MIN_TOP_P, le=1, description="nucleus sampling mass (1 = off)")
         seed: Optional[int] = Field(LIVE_DEFAULTS["seed"], ge=0, lt=2**31, description="omit for a random one")
 
     class DuetRequest(BaseModel):
@@ -166,6 +170,8 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
         except QueueFull:
             raise HTTPException(429, f"the studio is busy: {studio._queue.maxsize} jobs are already waiting; "
                                      "try again in a minute") from None
+        except OutputFull as e:
+            raise HTTPException(429, str(e)) from None
 
     @app.post("/api/generate", status_code=202, response_model=JobCreated, summary="Compose a piece")
     def generate(req: GenerateRequest):
@@ -211,6 +217,8 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
             raise HTTPException(422, str(e)) from None
         except Busy:
             raise HTTPException(429, "the studio is answering someone else; try again in a moment") from None
+        except OutputFull as e:
+            raise HTTPException(429, str(e)) from None
 
     @app.post("/api/continue", summary="Answer what was played (play along)",
               description="Continues the played notes at once (no job) and answers the new notes on the "
@@ -250,6 +258,8 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
         return {"max_seconds": studio.max_seconds, "max_samples": studio.max_samples,
                 "max_upload_bytes": studio.max_upload_bytes, "max_primer_seconds": studio.max_primer_seconds,
                 "max_queue": studio._queue.maxsize, "keep_jobs": studio.keep_jobs, "defaults": DEFAULTS,
+                "max_output_mb": studio.max_output_bytes / 2**20,
+                "min_temperature": MIN_TEMPERATURE, "max_temperature": MAX_TEMPERATURE, "min_top_p": MIN_TOP_P,
                 "live": {"max_seconds": min(MAX_ANSWER_SECONDS, studio.max_seconds), "max_notes": MAX_NOTES,
                          "max_span_seconds": MAX_SPAN_SECONDS, "defaults": LIVE_DEFAULTS},
                 "conditions": model_conditions(studio), "style_menus": conditions.menus(),
@@ -267,8 +277,21 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
             raise HTTPException(422, str(e)) from None
         return {"current": name, "conditions": model_conditions(studio)}
 
-    @app.get("/files/{job_id}/{name}", summary="A result file (MIDI, WAV, MP3 or PNG)")
-    def result_file(job_id: str, name: str):
+    @app.get("/files/{job_id}/{name}", summary="A result file (MIDI, WAV, MP3 or PNG)",
+             description="A live answer's MP3 is encoded after the answer is sent: its URL waits for it "
+                         f"(up to {PENDING_WAIT:g} s, holding no server thread), then answers 202 with "
+                         "Retry-After while it is still being encoded.")
+    async def result_file(job_id: str, name: str):
+        import asyncio
+
+        # async, so a wait holds no worker thread: 45 such waits used to starve every other route
+        event = studio.pending(job_id, name)
+        deadline = time.monotonic() + PENDING_WAIT
+        while event is not None and not event.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if event is not None and not event.is_set():
+            return JSONResponse({"detail": "this file is still being encoded; try again in a moment"},
+                                status_code=202, headers={"Retry-After": "2"})
         path = studio.file(job_id, name)
         if path is None:
             raise HTTPException(404, "no such file")
@@ -355,6 +378,9 @@ def add_parser(sub) -> None:
     p.add_argument("--keep_jobs", type=int, default=KEEP_JOBS,
                    help=f"result folders kept; older ones are deleted (default {KEEP_JOBS})")
     add_instrument_arguments(p)
+    p.add_argument("--max_output_mb", type=float, default=MAX_OUTPUT_MB,
+                   help=f"most megabytes all results may hold; past it the oldest finished go first, and a job "
+                        f"that cannot fit is refused with 429 (default {MAX_OUTPUT_MB})")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--open", action="store_true", help="open the studio in the web browser once it is up")
     cpu_threads.add_argument(p)
@@ -377,13 +403,17 @@ def _run(args) -> int:
             raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     app = create_app(args.checkpoint, args.output_dir, keep_jobs=args.keep_jobs, soundfont=args.soundfont,
                      piano=args.piano, reverb=args.reverb, device=args.device, preload=True, host=args.host,
-                     models_dir=args.models_dir)
+                     models_dir=args.models_dir, max_output_mb=args.max_output_mb)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"studio at http://{host}:{args.port}/  (API docs at /docs; results in {args.output_dir}; "
           "Ctrl+C stops)", flush=True)
     if args.open:
         _open_browser_when_up(args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # A signal stops it after in-flight requests, at most a few seconds later; the Server then
+    # re-raises the signal, which cli.run turns into "stopped" (uvicorn.run would swallow it as a
+    # KeyboardInterrupt and exit 0), and forked render workers die with us.
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=3)
+    uvicorn.Server(config).run()
     return 0
 
 

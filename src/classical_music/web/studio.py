@@ -2,17 +2,23 @@
 
 Each job writes into its own folder under the output folder, named by the server. Finished
 jobs are pruned by count and age, but never one that is queued, running or finished less than
-`keep_seconds` ago (someone may still be polling it or about to download its files).
+`keep_seconds` ago (someone may still be polling it or about to download its files). Above all
+the folder holds at most `max_output_mb`: past it the oldest finished results go first, however
+recent, and a new job or answer that could not fit even then is refused (OutputFull, a 429).
+MP3s of live answers are encoded after the answer is sent, one at a time (a bounded pool).
 """
 
 import functools
 import logging
+import os
 import queue
 import re
 import shutil
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,10 +33,15 @@ MAX_SECONDS = 120.0  # longest piece one request may ask for
 MAX_SAMPLES = 4  # variations per request (sampled together as one batch)
 MAX_UPLOAD_BYTES = 2 * 2**20  # primer MIDI upload
 MAX_PRIMER_SECONDS = 60.0  # opening of the primer run through the model
+MAX_TEMPERATURE = 100.0  # hotter is noise
 MAX_QUEUE = 16  # jobs waiting behind the running one; one more is answered 429
 KEEP_JOBS = 10  # finished result folders kept (a 2-minute WAV is ~20 MB); older ones are deleted...
 KEEP_SECONDS = 300.0  # ...but never one finished less than this ago (its page may still be fetching files)
 MAX_AGE_SECONDS = 24 * 3600.0  # and none older than this, however few there are
+MAX_OUTPUT_MB = 2048  # all result folders together; the oldest finished go first past it
+# What a result costs on disk per second of music, per variation: a 48 kHz 16-bit stereo WAV
+# (192 kB/s), its 192 kbit/s MP3 (24 kB/s), and the MIDI and picture, with room to spare.
+BYTES_PER_SECOND = 230_000
 DEFAULTS = {"seconds": 20.0, "temperature": 1.0, "top_p": 1.0, "seed": None, "num_samples": 1,
             "primer_seconds": 10.0, "form": "through"}
 STUDIO_FORMS = ("through", "ABA", "AABA", "ABACA")  # the Form menu (ABACA: a rondo); any plan ends on a cadence
@@ -45,6 +56,10 @@ _JOB_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex: the only folder names the 
 
 class QueueFull(Exception):
     pass
+
+
+class OutputFull(Exception):
+    """A new result would not fit in max_output_mb even with every finished one deleted."""
 
 
 @dataclass
@@ -62,6 +77,7 @@ class Job:
     started: float | None = None
     finished: float | None = None
     pending: dict = field(default_factory=dict)  # file name -> threading.Event set once it is written
+    reserved: int = 0  # bytes held for it in max_output_mb while it is queued or running
 
 
 class Studio:
@@ -70,11 +86,14 @@ class Studio:
     def __init__(self, checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max_samples=MAX_SAMPLES,
                  max_upload_bytes=MAX_UPLOAD_BYTES, max_primer_seconds=MAX_PRIMER_SECONDS, keep_jobs=KEEP_JOBS,
                  max_queue=MAX_QUEUE, soundfont=None, device="cpu", keep_seconds=KEEP_SECONDS,
-                 max_age_seconds=MAX_AGE_SECONDS, piano=None, reverb=None, models_dir=None):
+                 max_age_seconds=MAX_AGE_SECONDS, piano=None, reverb=None, models_dir=None,
+                 max_output_mb=MAX_OUTPUT_MB):
         if keep_jobs < 1:
             raise UserError(f"keep_jobs must be >= 1, got {keep_jobs}")
         if max_queue < 1:
             raise UserError(f"max_queue must be >= 1, got {max_queue}")
+        if not max_output_mb > 0:
+            raise UserError(f"--max_output_mb must be positive, got {max_output_mb}")
         if output_dir is None:
             import tempfile
 
@@ -95,6 +114,9 @@ class Studio:
         self.keep_jobs = int(keep_jobs)
         self.keep_seconds = float(keep_seconds)
         self.max_age_seconds = float(max_age_seconds)
+        self.max_output_bytes = int(max_output_mb * 2**20)
+        self._live_reserved = 0  # bytes held by answers being written outside the queue
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="studio-mp3")
         from ..audio import DEFAULT_REVERB, check_reverb, find_instrument
 
         self.soundfont = soundfont
@@ -164,10 +186,9 @@ class Studio:
             raise UserError(f"form must be one of {', '.join(STUDIO_FORMS)}, got {form!r}")
         if not 0 < seconds <= self.max_seconds:
             raise UserError(f"seconds must be > 0 and at most {self.max_seconds:g}, got {seconds:g}")
-        if not 0 < temperature <= 100:
-            raise UserError(f"temperature must be > 0 (and at most 100), got {temperature:g}")
-        if not 0 < top_p <= 1:
-            raise UserError(f"top_p must be in (0, 1], got {top_p:g}")
+        from ..generate.sampling import check_sampling
+
+        check_sampling(temperature, top_p, max_temperature=MAX_TEMPERATURE, flag="")
         if not 1 <= num_samples <= self.max_samples:
             raise UserError(f"num_samples must be between 1 and {self.max_samples}, got {num_samples}")
         if seed is not None and not 0 <= seed < 2**31:
@@ -207,7 +228,10 @@ class Studio:
     def submit(self, params: dict, primer=None) -> Job:
         job_id = uuid.uuid4().hex
         job = Job(job_id, params, self.output_dir / job_id, primer)
+        seconds = params["seconds"] + params.get("primer_seconds", 0.0)  # the primer stays in the piece
+        job.reserved = int(seconds * params["num_samples"] * BYTES_PER_SECOND)
         with self._lock:
+            self._check_room(job.reserved)
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._work, name="studio-worker", daemon=True)
                 self._worker.start()
@@ -217,7 +241,37 @@ class Studio:
             except queue.Full:
                 del self.jobs[job_id]
                 raise QueueFull from None
+        try:
+            self._prune()  # room for it now: finished results beyond max_output_mb go before it runs
+        except OSError:
+            log.exception("pruning old results failed")
         return job
+
+    def _check_room(self, need: int) -> None:
+        """OutputFull unless `need` bytes fit beside what queued and running work holds (finished
+        results can all be deleted to make room). Called with self._lock held."""
+        held = self._live_reserved + sum(j.reserved for j in self.jobs.values() if j.finished is None)
+        if held + need > self.max_output_bytes:
+            cap = self.max_output_bytes / 2**20
+            raise OutputFull(f"the studio's output folder is full: this needs ~{need / 2**20:,.0f} MB and "
+                             f"{held / 2**20:,.0f} MB of the {cap:,.0f} MB (--max_output_mb) are held by work in "
+                             "progress; ask for a shorter piece or try again when it is done")
+
+    @contextmanager
+    def room_for(self, need: int):
+        """Hold `need` bytes of max_output_mb while a live answer is written (OutputFull if none)."""
+        with self._lock:
+            self._check_room(need)
+            self._live_reserved += need
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._live_reserved -= need
+
+    def encode_later(self, fn, *args) -> None:
+        """Run an encoder after the answer is sent, one at a time: each holds a whole WAV in memory."""
+        self._encoder.submit(fn, *args)
 
     def add_finished(self, job: Job) -> None:
         """Register a result made outside the queue (a live answer), so its files are served and pruned."""
@@ -239,6 +293,7 @@ class Studio:
                 except queue.Empty:
                     break
             self._queue.put(None)
+        self._encoder.shutdown(wait=False, cancel_futures=True)
 
     # -- the worker -------------------------------------------------------------------------------
 
@@ -357,10 +412,28 @@ class Studio:
             newest_first = sorted(ages, key=ages.get, reverse=True)
             old = [j for i, j in enumerate(newest_first)
                    if now - ages[j] >= self.keep_seconds and (i >= self.keep_jobs or now - ages[j] > self.max_age_seconds)]
+            # the byte cap: oldest finished first, recent or not, until the rest fits (the newest
+            # stays: it fit when it was accepted)
+            left = [j for j in newest_first if j not in old]
+            total = self._live_reserved + sum(j.reserved for j in self.jobs.values() if j.finished is None)
+            total += sum(map(self._bytes_of, left))
+            for job_id in reversed(left[1:]):
+                if total <= self.max_output_bytes:
+                    break
+                total -= self._bytes_of(job_id)
+                old.append(job_id)
             for job_id in old:
                 self.jobs.pop(job_id, None)
         for job_id in old:
             shutil.rmtree(self.output_dir / job_id, ignore_errors=True)
+
+    def _bytes_of(self, job_id: str) -> int:
+        """Bytes in a result folder (flat: the studio writes no sub-folders)."""
+        try:
+            return sum(e.stat(follow_symlinks=False).st_size for e in os.scandir(self.output_dir / job_id)
+                       if e.is_file(follow_symlinks=False))
+        except OSError:
+            return 0
 
     # -- answers ----------------------------------------------------------------------------------
 
@@ -389,7 +462,11 @@ class Studio:
         names = {n for v in job.variations for n in v["files"].values()}
         if name not in names:
             return None
-        if name in job.pending:  # a live answer's MP3, encoded after the answer went out
-            job.pending[name].wait(60)
         path = job.folder / name
         return path if path.is_file() else None
+
+    def pending(self, job_id: str, name: str) -> threading.Event | None:
+        """The event a file still being written (a live answer's MP3) sets when done, else None."""
+        job = self.jobs.get(job_id)
+        event = None if job is None else job.pending.get(name)
+        return None if event is None or event.is_set() else event
