@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from classical_music.data.dataset import PIANO_LOW, PIANO_HIGH, AugmentConfig, WindowDataset, stretch_shifts
+from classical_music.data.dataset import PIANO_LOW, PIANO_HIGH, AugmentConfig, WindowDataset
 from classical_music.data.prepare import PrepareConfig, prepare
 from classical_music.errors import UserError
 
@@ -73,7 +73,7 @@ def test_stretch_scales_time_and_keeps_notes(cache):
     ds = WindowDataset(cache, "train", seq_len=64)
     tok = ds.tokenizer
     t = ds.cache.tokens(0).astype(np.int64)
-    s = stretch_shifts(t, tok, 1.2)
+    s = tok.stretch(t, 1.2)
     assert tok.shift_steps(s).sum() == pytest.approx(tok.shift_steps(t).sum() * 1.2, rel=0.02)
     keep = lambda x: x[(x < tok.time_shift)]  # noqa: E731  everything but time shifts is untouched
     assert np.array_equal(keep(s), keep(t))

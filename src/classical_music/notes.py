@@ -18,7 +18,7 @@ import numpy as np
 from .files import file_kind
 
 # Bounds that keep absurd files from exhausting memory or producing useless sequences.
-MAX_NOTE_SECONDS = 30.0  # longer notes are clipped: nobody holds a piano key for hours
+CLIP_NOTE_SECONDS = 30.0  # longer notes are clipped: nobody holds a piano key for hours
 MAX_FILE_BYTES = 16 * 2**20
 # A file whose last note starts later than this is refused before anything is sized by its length:
 # 52 bytes (1 tick per beat, 16.7 s per tick, a delta of 2^28 ticks) otherwise ask for 8.4 GiB of tokens.
@@ -224,7 +224,7 @@ def score_to_notes(score, sort: bool = True) -> Notes:
         if len(n["pitch"]):
             t = n["time"].astype(np.float64)
             ons.append(t)
-            offs.append(t + np.clip(n["duration"].astype(np.float64), 0, MAX_NOTE_SECONDS))
+            offs.append(t + np.clip(n["duration"].astype(np.float64), 0, CLIP_NOTE_SECONDS))
             pitches.append(n["pitch"].astype(np.int16))
             vels.append(n["velocity"].astype(np.int16))
         p = track.pedals.numpy()
@@ -242,7 +242,7 @@ def score_to_notes(score, sort: bool = True) -> Notes:
     ped_s = np.concatenate(ps) if ps else np.zeros(0)
     ped_e = np.concatenate(pe) if pe else np.zeros(0)
     offset = fold_pedal(onset, offset, pitch, ped_s, ped_e)
-    offset = np.minimum(offset, onset + MAX_NOTE_SECONDS)
+    offset = np.minimum(offset, onset + CLIP_NOTE_SECONDS)
     notes = collapse_silences(Notes(onset, offset, pitch, velocity))
     return notes.sorted() if sort else notes
 

@@ -5,7 +5,6 @@ piece as independent MIDI chunks, in forked workers when there are several, resa
 from __future__ import annotations
 
 import math
-import os
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -187,10 +186,9 @@ def _state_then_window(times: np.ndarray, keys: np.ndarray, start: int, stop: in
 
 
 def _default_workers() -> int:
-    try:
-        return max(1, min(8, len(os.sched_getaffinity(0))))
-    except AttributeError:  # not on Linux
-        return max(1, min(8, os.cpu_count() or 1))
+    from ..threads import cores
+
+    return max(1, min(8, cores()))
 
 
 def _render_parallel(jobs: list[tuple[bytes, int]], soundfont: Path, up: int, down: int) -> list[np.ndarray]:

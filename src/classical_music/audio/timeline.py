@@ -11,7 +11,7 @@ import numpy as np
 from ..notes import MAX_SILENCE_SECONDS, long_silences, squeeze_silences
 
 MAX_RING = 10.0  # a note held by the pedal is rendered at most this long after its key is released
-MAX_NOTE_SECONDS = 60.0  # and no note longer than this from its onset
+MAX_RING_SECONDS = 60.0  # and no note longer than this from its onset
 SUSTAIN = 64  # the sustain pedal's controller number
 
 
@@ -36,7 +36,7 @@ class Part:
         """When each note stops sounding: its key's release, or the pedal's lift, capped."""
         end = float(self.off.max()) if len(self.off) else 0.0
         ring = ring_end(self.on, self.off, pedal_intervals(self.cc_time, self.cc_number, self.cc_value, end + MAX_RING))
-        return np.minimum(ring, self.on + MAX_NOTE_SECONDS)
+        return np.minimum(ring, self.on + MAX_RING_SECONDS)
 
 
 @dataclass
@@ -84,14 +84,14 @@ def ring_end(onset: np.ndarray, offset: np.ndarray, pedals: np.ndarray) -> np.nd
 
 
 def performance(score, max_silence: float = MAX_SILENCE_SECONDS) -> Performance:
-    """A symusic Score in seconds -> Performance, notes capped at MAX_NOTE_SECONDS, long silences shortened."""
+    """A symusic Score in seconds -> Performance, notes capped at MAX_RING_SECONDS, long silences shortened."""
     parts = []
     for tr in score.tracks:
         n, c, b = tr.notes.numpy(), tr.controls.numpy(), tr.pitch_bends.numpy()
         on = n["time"].astype(np.float64)
         keep = (on >= 0) & (n["pitch"] >= 0)
         on = on[keep]
-        off = on + np.clip(n["duration"][keep].astype(np.float64), 0, MAX_NOTE_SECONDS)
+        off = on + np.clip(n["duration"][keep].astype(np.float64), 0, MAX_RING_SECONDS)
         parts.append(Part(tr.name, int(tr.program), bool(tr.is_drum), on, off, n["pitch"][keep].astype(np.int16),
                           np.clip(n["velocity"][keep].astype(np.int16), 1, 127),
                           c["time"].astype(np.float64), c["number"].astype(np.int16), c["value"].astype(np.int16),

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ..files import write_text
-from ..notes import Notes
 from .sets import PieceSet
-from .statistics import FEATURES, Distributions, _prepare, load_notes
+from .statistics import FEATURES, Distributions, _prepare
 
 ROLL_PIECES = 3
 ROLL_SECONDS = 30.0
@@ -113,29 +112,6 @@ def _feature_figure(name: str, d: Distributions, entry: dict, gen: PieceSet, ref
     return fig
 
 
-def _draw_roll(ax, notes: Notes, title: str, max_seconds: float) -> None:
-    """A minimal piano roll (used when classical_music.plot is not available)."""
-    from matplotlib import colormaps
-    from matplotlib.collections import PolyCollection
-
-    keep = notes.onset < notes.onset.min() + max_seconds
-    on, off = notes.onset[keep], np.minimum(notes.offset[keep], notes.onset.min() + max_seconds)
-    p, v = notes.pitch[keep].astype(float), notes.velocity[keep].astype(float)
-    verts = np.stack([np.stack([on, p - 0.4], 1), np.stack([off, p - 0.4], 1),
-                      np.stack([off, p + 0.4], 1), np.stack([on, p + 0.4], 1)], 1)
-    rects = PolyCollection(verts, cmap=colormaps["viridis"], edgecolors="none")
-    rects.set_array(v)
-    rects.set_clim(1, 127)
-    ax.add_collection(rects)
-    ax.figure.colorbar(rects, ax=ax, label="velocity", pad=0.01, aspect=12)
-    ax.set_xlim(on.min(), max(off.max(), on.min() + 1))
-    ax.set_ylim(p.min() - 2, p.max() + 2)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("MIDI pitch")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.2)
-
-
 def _pick(files: list[Path], k: int) -> list[Path]:
     # spread over the set rather than the first k, which often are one composer or one model run
     if len(files) <= k:
@@ -156,11 +132,9 @@ def _short_name(path: Path, roots: list[str]) -> str:
 
 
 def _rolls_figure(ps: PieceSet, color: str):
-    try:
-        from ..plot import piano_roll
-    except ImportError:
-        piano_roll = None
     from matplotlib.figure import Figure
+
+    from ..plot import piano_roll
 
     chosen = _pick(ps.files, ROLL_PIECES)
     # One sub-figure per roll with fixed margins: constrained layout does not see the pedal lane and
@@ -173,10 +147,7 @@ def _rolls_figure(ps: PieceSet, color: str):
         axes.append(sub.add_subplot())
     for ax, path in zip(axes, chosen):
         title = f"{ps.label}: {_short_name(path, ps.roots)} (first {ROLL_SECONDS:.0f} s)"
-        if piano_roll is not None:
-            piano_roll(str(path), ax=ax, title=title, max_seconds=ROLL_SECONDS)
-        else:
-            _draw_roll(ax, load_notes(path), title, ROLL_SECONDS)
+        piano_roll(str(path), ax=ax, title=title, max_seconds=ROLL_SECONDS)
         for side in ("left", "right", "top", "bottom"):
             ax.spines[side].set_color(color)
             ax.spines[side].set_linewidth(2)

@@ -48,7 +48,7 @@ from ..notes import MidiReadError, Notes, has_drums_only, load_score, score_to_n
 FEATURE_NAMES = ("pitch_class", "pitch", "ioi", "duration", "velocity", "note_density", "polyphony")
 
 CHORD_SECONDS = 0.010  # onsets closer than this are one event for IOI
-DENSITY_WINDOW = 2.0  # seconds per note-density window
+ONSET_RATE_WINDOW = 2.0  # seconds per note-density window
 POLYPHONY_STEP = 0.050  # seconds between polyphony samples
 MIN_SECONDS = 0.001  # floor before log10 (a note cut to zero by a re-strike)
 GRID_SIZE = 1024
@@ -108,13 +108,13 @@ def _ioi(onset: np.ndarray) -> np.ndarray:
 def _note_density(onset: np.ndarray, offset: np.ndarray) -> np.ndarray:
     start = onset[0]
     span = float(offset.max() - start)
-    windows = int(span // DENSITY_WINDOW)
+    windows = int(span // ONSET_RATE_WINDOW)
     if windows < 1:
         # a blip of a piece still has a rate; 50 ms floor keeps one-instant chords finite
         return np.array([len(onset) / max(span, POLYPHONY_STEP)], np.float32)
-    idx = ((onset - start) // DENSITY_WINDOW).astype(np.int64)
+    idx = ((onset - start) // ONSET_RATE_WINDOW).astype(np.int64)
     counts = np.bincount(idx[idx < windows], minlength=windows)
-    return (counts / DENSITY_WINDOW).astype(np.float32)
+    return (counts / ONSET_RATE_WINDOW).astype(np.float32)
 
 
 def _polyphony(onset: np.ndarray, offset: np.ndarray) -> np.ndarray:

@@ -24,18 +24,16 @@ def onsets(tokens: np.ndarray, tokenizer) -> tuple[np.ndarray, Onsets] | None:
     Each key-down lasts until the next event of the same pitch (its key-up, or a re-strike)."""
     tokens = np.asarray(tokens, np.int64)
     n = len(tokens)
-    if n == 0 or getattr(tokenizer, "name", None) != "performance":
+    if n == 0 or not getattr(tokenizer, "timed", False):
         return None
-    tok = tokenizer
-    sps = tok.steps_per_second
-    step = np.cumsum(tok.shift_steps(tokens))  # time (steps) after each token
+    sps = tokenizer.steps_per_second
+    step = np.cumsum(tokenizer.shift_steps(tokens))  # time (steps) after each token
     sec = step // sps
-    is_on = (tokens >= tok.note_on) & (tokens < tok.note_off)
-    is_note = is_on | ((tokens >= tok.note_off) & (tokens < tok.time_shift))
+    is_on, is_off, pitch = tokenizer.key_events(tokens)
     if not is_on.any():
         return None
-    note_pos = np.flatnonzero(is_note)
-    pitch = np.where(is_on, tokens - tok.note_on, tokens - tok.note_off)[note_pos]
+    note_pos = np.flatnonzero(is_on | is_off)
+    pitch = pitch[note_pos]
     order = np.lexsort((note_pos, pitch))
     p_sorted, pos_sorted = pitch[order], note_pos[order]
     nxt = np.empty_like(pos_sorted)

@@ -187,7 +187,7 @@ def _condition_stats(files, styles, tokenizer) -> dict:
             if r.get("split", "train") == "train" and st[name]:
                 hours[st[name]] = hours.get(st[name], 0.0) + r.get("music_seconds", 0.0) / 3600
         out[name] = {k: round(v, 3) for k, v in sorted(hours.items(), key=lambda kv: -kv[1])}
-    out["event_conditions"] = list(cond.EVENT_CONDITIONS) if tokenizer.name == "performance" else []
+    out["event_conditions"] = list(cond.EVENT_CONDITIONS) if tokenizer.timed else []
     return out
 
 
@@ -249,7 +249,7 @@ class Cache:
         self.tokenizer = load_tokenizer(self.root)
         self._maps: dict[int, np.memmap] = {}
         self._cond_maps: dict[int, np.memmap] = {}
-        self.has_event_conditions = self.tokenizer.name == "performance" and self._condition_shards_complete()
+        self.has_event_conditions = self.tokenizer.timed and self._condition_shards_complete()
 
     def _condition_shards_complete(self) -> bool:
         for s in np.unique(self.shard).tolist():

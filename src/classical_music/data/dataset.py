@@ -48,8 +48,8 @@ class WindowDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.augment = augment if augment is not None and augment.active else None
-        if self.augment and self.tokenizer.name != "performance":
-            self.augment = None  # token-level augmentation is defined on performance events only
+        if self.augment and not self.tokenizer.timed:
+            self.augment = None  # token-level augmentation needs the tokenizer's time grammar
         ids = self.cache.files(split)
         self.file_ids = ids[self.cache.length[ids] >= 2]
         self.lengths = self.cache.length[self.file_ids]
@@ -138,56 +138,16 @@ class WindowDataset(Dataset):
         tok, a = self.tokenizer, self.augment
         src, semitones = np.arange(len(tokens)), 0
         if a.transpose:
-            is_on = (tokens >= tok.note_on) & (tokens < tok.note_off)
-            is_off = (tokens >= tok.note_off) & (tokens < tok.time_shift)
-            pitch = np.where(is_on, tokens - tok.note_on, tokens - tok.note_off)
-            notes = is_on | is_off
+            _, _, pitch = tok.key_events(tokens)
+            notes = pitch >= 0
             if notes.any():
                 lo = max(-a.transpose, PIANO_LOW - int(pitch[notes].min()))
                 hi = min(a.transpose, PIANO_HIGH - int(pitch[notes].max()))
                 if lo <= hi:
                     semitones = int(rng.integers(lo, hi + 1))
-                    tokens = tokens + np.where(notes, semitones, 0)
+                    tokens = tok.transpose(tokens, semitones)
         if a.velocity:
-            is_vel = (tokens >= tok.velocity) & (tokens < tok.vocab_size)
-            shift = int(rng.integers(-a.velocity, a.velocity + 1))
-            tokens = np.where(is_vel, np.clip(tokens + shift, tok.velocity, tok.vocab_size - 1), tokens)
+            tokens = tok.shift_velocities(tokens, int(rng.integers(-a.velocity, a.velocity + 1)))
         if stretch != 1.0:
-            tokens, src = stretch_shifts(tokens, tok, stretch, return_source=True)
+            tokens, src = tok.stretch(tokens, stretch, return_source=True)
         return tokens, src, semitones
-
-
-def stretch_shifts(tokens: np.ndarray, tok, factor: float, return_source: bool = False):
-    """Scale every run of TIME_SHIFT tokens by `factor`, re-emitting the run with the fewest tokens.
-
-    return_source: also give each output token's index among the input tokens (a re-emitted
-    shift run points at the run's first token), so per-event data can follow the tokens."""
-    steps = tok.shift_steps(tokens)
-    out: list[int] = []
-    source: list[int] = []
-    run, run_start = 0.0, 0
-    for i, (t, s) in enumerate(zip(tokens.tolist(), steps.tolist())):
-        if s:
-            if not run:
-                run_start = i
-            run += s
-            continue
-        if run:
-            new = _shift_tokens(tok, int(round(run * factor)))
-            out.extend(new)
-            source.extend([run_start] * len(new))
-            run = 0.0
-        out.append(t)
-        source.append(i)
-    if run:
-        new = _shift_tokens(tok, int(round(run * factor)))
-        out.extend(new)
-        source.extend([run_start] * len(new))
-    if return_source:
-        return np.array(out, np.int64), np.array(source, np.int64)
-    return np.array(out, np.int64)
-
-
-def _shift_tokens(tok, steps: int) -> list[int]:
-    full, rest = divmod(max(steps, 0), tok.max_shift_steps)
-    return [tok.time_shift + tok.max_shift_steps - 1] * full + ([tok.time_shift + rest - 1] if rest else [])

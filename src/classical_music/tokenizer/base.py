@@ -47,11 +47,6 @@ class Tokenizer(ABC):
     def resolution(self) -> dict:
         return {}
 
-    def encode_score(self, score) -> np.ndarray:
-        from ..notes import score_to_notes
-
-        return self.encode_notes(score_to_notes(score))
-
     def to_dict(self) -> dict:
         return {"name": self.name, "vocab_size": self.vocab_size, **self.params()}
 
@@ -67,6 +62,50 @@ class Tokenizer(ABC):
 
     def describe(self, tokens) -> list[str]:
         return [self.token_name(int(t)) for t in tokens]
+
+    # -- the time grammar (optional) -------------------------------------------------------------
+    # A tokenizer whose events say when each key goes down and up and how far time advances sets
+    # `timed` and fills in what follows. Sampling's key rules and steering, play-along, the per-event
+    # conditions and the training augmentations ask for these, never for raw ids, and skip or
+    # refuse (require_timed) a tokenizer without them.
+    timed = False
+    steps_per_second = 0  # time steps per second of music
+    key_downs = key_ups = time_shifts = velocities = slice(0, 0)  # id ranges: key_downs.start + pitch, ...
+    max_shift_steps = 0  # the longest single time shift
+
+    def require_timed(self, what: str) -> None:
+        """One-line UserError unless this tokenizer has the time grammar `what` needs."""
+        if not self.timed:
+            raise UserError(f"{what} needs a checkpoint whose tokenizer has key and time events (performance); "
+                            f"this one's is {self.name}")
+
+    def shift_steps(self, tokens) -> np.ndarray:
+        """Steps each token advances time by (0 for the others)."""
+        raise NotImplementedError
+
+    def key_events(self, tokens) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(is a key-down, is a key-up, pitch or -1) per token."""
+        raise NotImplementedError
+
+    def transpose(self, tokens, semitones: int) -> np.ndarray:
+        """tokens with every key event moved by semitones (the caller keeps pitches in 0..127)."""
+        raise NotImplementedError
+
+    def shift_velocities(self, tokens, bins: int) -> np.ndarray:
+        """tokens with every velocity moved by bins, clipped to the velocity range."""
+        raise NotImplementedError
+
+    def wait_tokens(self, steps: int) -> list[int]:
+        """The fewest tokens that advance time by steps."""
+        raise NotImplementedError
+
+    def velocity_token(self, velocity: int) -> int:
+        """The token that sets the MIDI velocity of the key-downs after it (to its bin)."""
+        raise NotImplementedError
+
+    def stretch(self, tokens, factor: float, return_source: bool = False):
+        """tokens with time scaled by factor (and each one's index among the input tokens)."""
+        raise NotImplementedError
 
 
 def get_tokenizer(name: str, **params) -> Tokenizer:

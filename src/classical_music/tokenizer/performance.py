@@ -22,6 +22,7 @@ from .base import Tokenizer, register
 @register
 class PerformanceTokenizer(Tokenizer):
     name = "performance"
+    timed = True
 
     def __init__(self, steps_per_second: int = 100, max_shift_steps: int = 100, velocity_bins: int = 32):
         self.steps_per_second = int(steps_per_second)
@@ -33,6 +34,10 @@ class PerformanceTokenizer(Tokenizer):
         self.time_shift = self.note_off + 128  # token for a shift of 1 step
         self.velocity = self.time_shift + self.max_shift_steps
         self._vocab = self.velocity + self.velocity_bins
+        self.key_downs = slice(self.note_on, self.note_off)
+        self.key_ups = slice(self.note_off, self.time_shift)
+        self.time_shifts = slice(self.time_shift, self.velocity)
+        self.velocities = slice(self.velocity, self._vocab)
 
     @property
     def vocab_size(self) -> int:
@@ -181,9 +186,59 @@ class PerformanceTokenizer(Tokenizer):
             return f"VELOCITY_{tok - self.velocity}"
         return f"UNKNOWN_{tok}"
 
-    # --- token classes, used by augmentation and generation -------------------------------------
+    # --- the time grammar (Tokenizer's optional interface) -------------------------------------
     def shift_steps(self, tokens: np.ndarray) -> np.ndarray:
-        """Steps each token advances time by (0 for non-shift tokens)."""
         tokens = np.asarray(tokens, dtype=np.int64)
         is_shift = (tokens >= self.time_shift) & (tokens < self.velocity)
         return np.where(is_shift, tokens - self.time_shift + 1, 0)
+
+    def key_events(self, tokens):
+        tokens = np.asarray(tokens, dtype=np.int64)
+        down = (tokens >= self.note_on) & (tokens < self.note_off)
+        up = (tokens >= self.note_off) & (tokens < self.time_shift)
+        return down, up, np.where(down, tokens - self.note_on, np.where(up, tokens - self.note_off, -1))
+
+    def transpose(self, tokens, semitones: int) -> np.ndarray:
+        tokens = np.asarray(tokens, dtype=np.int64)
+        down, up, _ = self.key_events(tokens)
+        return tokens + np.where(down | up, semitones, 0)
+
+    def shift_velocities(self, tokens, bins: int) -> np.ndarray:
+        tokens = np.asarray(tokens, dtype=np.int64)
+        is_vel = (tokens >= self.velocity) & (tokens < self._vocab)
+        return np.where(is_vel, np.clip(tokens + bins, self.velocity, self._vocab - 1), tokens)
+
+    def stretch(self, tokens, factor: float, return_source: bool = False):
+        """Every run of time shifts scaled by factor, re-emitted with the fewest tokens; a re-emitted
+        run's source is the run's first token, so per-event data can follow the tokens."""
+        steps = self.shift_steps(tokens)
+        out: list[int] = []
+        source: list[int] = []
+        run, run_start = 0.0, 0
+        for i, (t, s) in enumerate(zip(np.asarray(tokens).tolist(), steps.tolist())):
+            if s:
+                if not run:
+                    run_start = i
+                run += s
+                continue
+            if run:
+                new = self.wait_tokens(int(round(run * factor)))
+                out.extend(new)
+                source.extend([run_start] * len(new))
+                run = 0.0
+            out.append(t)
+            source.append(i)
+        if run:
+            new = self.wait_tokens(int(round(run * factor)))
+            out.extend(new)
+            source.extend([run_start] * len(new))
+        if return_source:
+            return np.array(out, np.int64), np.array(source, np.int64)
+        return np.array(out, np.int64)
+
+    def wait_tokens(self, steps: int) -> list[int]:
+        full, rest = divmod(max(steps, 0), self.max_shift_steps)
+        return [self.time_shift + self.max_shift_steps - 1] * full + ([self.time_shift + rest - 1] if rest else [])
+
+    def velocity_token(self, velocity: int) -> int:
+        return self.velocity + int(self.velocity_to_bin(velocity))
