@@ -25,6 +25,7 @@ STAGES = [
     "classical_music.audio",
     "classical_music.piano",
     "classical_music.evaluate",
+    "classical_music.memory_tune",
     "classical_music.compare",
     "classical_music.web.server",
 ]

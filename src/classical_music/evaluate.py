@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import conditions, scoring, threads
+from . import conditions, memory, scoring, threads
 from .errors import UserError
 from .files import output_folder, writable_folder, write_json
 from .notes import MidiReadError, has_drums_only, load_score, score_to_notes
@@ -173,19 +173,25 @@ def condition_rows(model, files, mode: str, style: dict, metadata: dict[str, dic
 
 
 def evaluate(model, files, device="cpu", progress=True, *, precision="float32", batch_size=None,
-             chunk=None, conditions=None, condition_labels=None, lanes: int | None = None) -> dict:
+             chunk=None, conditions=None, condition_labels=None, lanes: int | None = None, memory=None) -> dict:
     """Score files in batches (see scoring.py). Two passes over the files, so memory holds no
     token arrays beyond the batch's and KEEP_EVENTS: the first learns each file's length, notes
     and seconds (keeping the tokens while they fit), the second re-reads the rest, longest first
     (a long file left for last would run alone at batch 1).
     conditions: one array of condition indices per file (condition_rows), or None.
     lanes: on the CPU, independent batches scored side by side on one thread each (default: as
-    many as PyTorch's threads; see _lanes)."""
+    many as PyTorch's threads; see _lanes).
+    memory: a memory.Memory (cache, dynamic evaluation or both); None or mode none: the model alone."""
     files = list(files)
     tok = model.tokenizer
     d_batch, d_chunk = scoring.defaults(device)
     batch_size, chunk = batch_size or d_batch, chunk or d_chunk
-    forward = scoring.make_forward(model, precision, device)  # checks precision before any reading
+    memory = None if memory is None or memory.mode == "none" else memory
+    if memory is not None and memory.dynamic and precision != "float32":
+        raise UserError("--memory dynamic/both adapts the float32 weights: use --precision float32")
+    # checks precision before any reading
+    forward = scoring.make_forward(model, precision, device, hidden=memory is not None and memory.cache)
+    scorer = _scorer(model, memory, chunk, device)
     skipped, info, kept, budget = [], {}, {}, KEEP_EVENTS
     reading = _bar(len(files), "file", "reading", progress if len(files) >= 2 else False)
     for i, path in enumerate(files):
@@ -218,16 +224,16 @@ def evaluate(model, files, device="cpu", progress=True, *, precision="float32", 
     bar = _bar(events, "event", "evaluate", progress, unit_scale=True)
     with bar:
         if lanes == 1:
-            nats_of = {i: nats for i, nats, _ in scoring.score(forward, items(order), batch_size=batch_size,
-                                                                chunk=chunk, device=device, on_chunk=bar.update)}
+            nats_of = {i: nats for i, nats, _ in scorer(forward, items(order), batch_size, bar.update)}
         else:
             nats_of = _lanes(model, precision, device, forward, [items(lane) for lane in _split(order, info, lanes)],
-                             batch_size, chunk, bar)
+                             batch_size, scorer, bar, hidden=memory is not None and memory.cache)
     nats = sum(nats_of.values())
     notes = sum(v[1] for v in info.values())
     seconds = sum(v[2] for v in info.values())
     per_file = [{"path": str(files[i]), "events": info[i][0], "nats_per_event": round(nats_of[i] / info[i][0], 5)}
-                | ({"conditions": condition_labels[i]} if condition_labels else {}) for i in info]
+                | ({"conditions": condition_labels[i]} if condition_labels else {})
+                | ({"memory": memory.mode} if memory is not None else {}) for i in info]
     npe = nats / events
     return {
         "files": len(per_file),
@@ -241,7 +247,17 @@ def evaluate(model, files, device="cpu", progress=True, *, precision="float32", 
         "perplexity": round(math.exp(npe), 4),
         "tokenizer": {"name": tok.name, "vocab_size": tok.vocab_size, **tok.resolution()},
         "per_file": per_file,
-    }
+    } | ({"memory": memory.describe()} if memory is not None else {})
+
+
+def _scorer(model, memory, chunk: int, device):
+    """scorer(forward, items, rows, on_chunk) -> (key, nats, events) per file, with the memory asked."""
+    if memory is not None and memory.dynamic:
+        from . import dynamic
+
+        return lambda forward, items, rows, on_chunk: dynamic.score(model, items, memory, device, on_chunk)
+    return lambda forward, items, rows, on_chunk: scoring.score(forward, items, batch_size=rows, chunk=chunk,
+                                                                 device=device, on_chunk=on_chunk, memory=memory)
 
 
 def _split(order: list[int], info: dict, lanes: int) -> list[list[int]]:
@@ -261,7 +277,7 @@ class _Stopped(Exception):
 LANE_MIN_BATCH = 16  # lanes share --batch_size, but none gets fewer rows than this
 
 
-def _lanes(model, precision, device, forward, lanes: list, batch_size: int, chunk: int, bar) -> dict:
+def _lanes(model, precision, device, forward, lanes: list, batch_size: int, scorer, bar, hidden=False) -> dict:
     """Score each lane's files in its own batch on its own Python thread, PyTorch at one thread.
 
     The ops release the GIL, so lanes run on separate cores without OpenMP's barrier at every op:
@@ -275,7 +291,7 @@ def _lanes(model, precision, device, forward, lanes: list, batch_size: int, chun
     from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     lock, stop, out = threading.Lock(), threading.Event(), {}
-    forwards = [forward] + [scoring.make_forward(model, precision, device) for _ in lanes[1:]]
+    forwards = [forward] + [scoring.make_forward(model, precision, device, hidden) for _ in lanes[1:]]
     rows = max(LANE_MIN_BATCH, math.ceil(batch_size / len(lanes)))
 
     def tick(n):
@@ -286,8 +302,7 @@ def _lanes(model, precision, device, forward, lanes: list, batch_size: int, chun
 
     def run(k):
         try:
-            for i, nats, _ in scoring.score(forwards[k], lanes[k], batch_size=rows, chunk=chunk, device=device,
-                                            on_chunk=tick):
+            for i, nats, _ in scorer(forwards[k], lanes[k], rows, tick):
                 out[i] = nats
         except BaseException:
             stop.set()  # the others end at their next chunk, not when they are done
@@ -338,6 +353,7 @@ def add_parser(sub) -> None:
                         "Aria-MIDI's; --composer/--period/--kind given too win over it); none: every "
                         "condition unknown (default)")
     conditions.add_arguments(p, scoring=True)
+    memory.add_arguments(p)
     p.add_argument("--no_progress", action="store_true",
                    help="no progress bar (on a terminal) or progress lines every ~10 s (in a log file or pipe)")
     p.set_defaults(func=_run)
@@ -363,9 +379,10 @@ def _run(args) -> int:
     rows, labels = condition_rows(model, files, args.conditions, style, metadata)
     # a terminal gets a bar; a log file or pipe a line every ~10 s (a bar there is silence, then one long line)
     progress = False if args.no_progress else True if sys.stderr.isatty() else "lines"
+    mem = memory.from_args(model, args)
     r = evaluate(model, files, args.device, progress=progress,
                  precision=args.precision, batch_size=args.batch_size, conditions=rows, lanes=lanes,
-                 condition_labels=labels if rows is not None else None)
+                 condition_labels=labels if rows is not None else None, memory=mem)
     given = {k: v for k, v in style.items() if v is not None}
     mode = args.conditions if args.conditions == "metadata" or not given else "given"
     r["conditions"] = {"mode": mode, **given}
@@ -378,6 +395,8 @@ def _run(args) -> int:
     cond = r["conditions"]
     shown = "" if cond == {"mode": "none"} else "conditions " + ", ".join(f"{k} {v}" for k, v in cond.items()) + ", "
     bps = "bits/s n/a (0 s of music)" if r["bits_per_second"] is None else f"{r['bits_per_second']:.1f} bits/s"
+    if mem.mode != "none":
+        shown += f"memory {mem.mode} (" + ", ".join(f"{k} {v:g}" for k, v in r["memory"].items() if k != "mode") + "), "
     print(f"{r['files']} files ({len(r['skipped'])} skipped), {r['events']:,} events, {r['seconds'] / 60:.1f} min: "
           f"{r['nats_per_event']:.4f} nats/event, perplexity {r['perplexity']:.2f}, {shown}"
           f"{r['nats_per_note']:.3f} nats/note, {bps}")

@@ -143,13 +143,15 @@ class ComposerLSTM(nn.Module):
                 nn.init.zeros_(p)
 
     def forward(self, idx: torch.Tensor, state: State | None = None,
-                cond: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+                cond: torch.Tensor | None = None, return_hidden: bool = False):
         """idx [B, T] int64 -> logits [B, T, vocab], plus (h, c) each [layers, B, hidden].
 
         cond: condition indices, [B, T, n] (per event) or [B, n] (the same at every step), one
         column per config.conditions entry in its order; None = all "any" (index 0, which has a
         learned embedding of its own in a conditioned model).
         Pass the returned state back in to continue a sequence one chunk (or one event) at a time.
+        return_hidden: also return the top LSTM layer's output [B, T, hidden] (what the memory's
+        cache stores, classical_music.memory), as a third value.
         """
         if idx.dim() != 2:
             raise ValueError(f"idx must be [batch, time], got shape {tuple(idx.shape)}")
@@ -161,13 +163,13 @@ class ComposerLSTM(nn.Module):
             x = x + self.condition_vector(cond)
         self.lstm.flatten_parameters()  # no-op on CPU; keeps cuDNN weights contiguous under DDP
         out, state = self.lstm(x, state)
-        out = self.drop(out)
+        top = out = self.drop(out)
         if self.proj is not None:
             out = self.proj(out)
         logits = self.head(out)
         if self.cond_bias:
             logits = logits + self.condition_logits(cond)
-        return logits, state
+        return (logits, state, top) if return_hidden else (logits, state)
 
     @torch.inference_mode()
     def step(self, idx: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:

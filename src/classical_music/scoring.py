@@ -50,8 +50,9 @@ def defaults(device) -> tuple[int, int]:
     return DEFAULTS["cpu" if torch.device(device).type == "cpu" else "cuda"]
 
 
-def make_forward(model, precision: str = "float32", device="cpu") -> Callable:
-    """forward(idx [B, T], state | None, cond | None) -> (logits [B, T, V], (h, c) [layers, B, H])."""
+def make_forward(model, precision: str = "float32", device="cpu", hidden: bool = False) -> Callable:
+    """forward(idx [B, T], state | None, cond | None) -> (logits [B, T, V], (h, c) [layers, B, H]),
+    and with hidden=True the top LSTM layer's output [B, T, H] third (for the memory's cache)."""
     if precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "int8":
@@ -59,10 +60,12 @@ def make_forward(model, precision: str = "float32", device="cpu") -> Callable:
             raise UserError("--precision int8 runs on the CPU only: use float32 on a GPU")
         if not int8_available():
             raise UserError("this PyTorch has no int8 CPU kernels: use --precision float32")
-        return ChunkedInt8(model)
+        return functools.partial(ChunkedInt8(model), hidden=True) if hidden else ChunkedInt8(model)
+
+    kw = {"return_hidden": True} if hidden else {}
 
     def call(idx, state, cond):
-        return model(idx, state) if cond is None else model(idx, state, cond=cond)
+        return model(idx, state, **kw) if cond is None else model(idx, state, cond=cond, **kw)
 
     def forward(idx, state, cond):
         b = idx.shape[0]
@@ -73,18 +76,22 @@ def make_forward(model, precision: str = "float32", device="cpu") -> Callable:
         outs = [call(idx[r:r + 1], None if state is None else (state[0][:, r:r + 1], state[1][:, r:r + 1]),
                      None if cond is None else cond[r:r + 1]) for r in range(b)]
         return (torch.cat([o[0] for o in outs]),
-                (torch.cat([o[1][0] for o in outs], 1), torch.cat([o[1][1] for o in outs], 1)))
+                (torch.cat([o[1][0] for o in outs], 1), torch.cat([o[1][1] for o in outs], 1)),
+                *([torch.cat([o[2] for o in outs])] if hidden else []))
     return forward
 
 
 @torch.inference_mode()
 def score(forward, items: Iterable[Item], *, batch_size: int, chunk: int, device="cpu",
-          on_chunk: Callable[[int], None] | None = None) -> Iterator[tuple[Any, float, int]]:
+          on_chunk: Callable[[int], None] | None = None, memory=None) -> Iterator[tuple[Any, float, int]]:
     """Yield (key, total nats of tokens[1:], events) for each item, in the order files finish.
 
     on_chunk(events) is called after each chunk with the number of real (unpadded) events scored.
     Give items longest first: the last files then run in a nearly empty batch for little time.
+    memory: a memory.Memory whose cache mixes into every step (a cache per file, carried across
+    its chunks like the state); forward must then return the hidden states (make_forward's hidden).
     """
+    cache = memory is not None and memory.cache
     if batch_size < 1 or chunk < 1:
         raise UserError(f"batch size and chunk must be positive, got {batch_size} and {chunk}")
     it = iter(items)
@@ -101,7 +108,7 @@ def score(forward, items: Iterable[Item], *, batch_size: int, chunk: int, device
                 elif len(item.tokens) < 2:
                     yield item.key, 0.0, 0  # nothing after BOS to score
                 else:
-                    rows[r] = [item, 0, 0.0]
+                    rows[r] = [item, 0, 0.0, None]  # None: the file's cache history, empty
                     fresh.append(r)
         live = [r for r, row in enumerate(rows) if row is not None]
         if not live:
@@ -119,19 +126,22 @@ def score(forward, items: Iterable[Item], *, batch_size: int, chunk: int, device
         n = min(chunk, max(len(row[0].tokens) - 1 - row[1] for row in rows))
         inp = np.zeros((len(rows), n), np.int64)
         tgt = np.full((len(rows), n), IGNORE, np.int64)
-        for r, (item, pos, _) in enumerate(rows):
+        for r, (item, pos, *_) in enumerate(rows):
             seg = item.tokens[pos: pos + n + 1]
             inp[r, : len(seg) - 1] = seg[:-1]
             tgt[r, : len(seg) - 1] = seg[1:]
         cond = _stack_cond(rows, device)
-        logits, state = forward(torch.from_numpy(inp).to(device), state, cond)
+        logits, state, *hidden = forward(torch.from_numpy(inp).to(device), state, cond)
         tgt_t = torch.from_numpy(tgt).to(device)
         nll = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(), tgt_t.reshape(-1), ignore_index=IGNORE, reduction="none"
-        ).view(len(rows), n).sum(1).double().cpu().numpy()
+        ).view(len(rows), n)
+        if cache:
+            nll = _with_cache(nll, hidden[0], tgt_t, rows, memory)
+        nll = nll.sum(1).double().cpu().numpy()
         scored = 0
         for r, row in enumerate(rows):
-            item, pos, total = row
+            item, pos, total, _ = row
             step = min(n, len(item.tokens) - 1 - pos)
             scored += step
             row[1], row[2] = pos + step, total + float(nll[r])
@@ -140,6 +150,20 @@ def score(forward, items: Iterable[Item], *, batch_size: int, chunk: int, device
                 rows[r] = None
         if on_chunk is not None:
             on_chunk(scored)
+
+
+def _with_cache(nll, hidden, tgt, rows, memory):
+    """Each row's nats with its file's cache mixed in (memory.cache_logprob), its history carried."""
+    from .memory import cache_logprob, mix
+
+    out = nll.clone()
+    for r, row in enumerate(rows):
+        step = int((tgt[r] != IGNORE).sum())
+        if not step:
+            continue
+        lp_cache, row[3] = cache_logprob(hidden[r, :step], tgt[r, :step], row[3], memory.theta, memory.size)
+        out[r, :step] = -mix(-nll[r, :step], lp_cache, memory.lam)
+    return out
 
 
 def _stack_cond(rows, device):
@@ -210,7 +234,7 @@ class ChunkedInt8:
         return flat[:n].view(shape)
 
     @torch.inference_mode()
-    def __call__(self, idx, state, cond=None):
+    def __call__(self, idx, state, cond=None, hidden: bool = False):
         b, t = idx.shape
         hid = self.hidden
         if state is None:
@@ -245,6 +269,8 @@ class ChunkedInt8:
         logits = torch.mm(x.to(self.head_w.dtype), self.head_w).float().add_(head_b).view(b, t, -1)
         if cond_bias is not None:  # and their logit biases, as forward()
             logits = logits + cond_bias.float()
+        if hidden:  # a copy: `out` is a scratch buffer the next call overwrites
+            return logits, (torch.stack(hs), torch.stack(cs)), out.transpose(0, 1).clone()
         return logits, (torch.stack(hs), torch.stack(cs))
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import conditions
+from .. import conditions, memory
 from .. import threads as cpu_threads
 from ..audio import add_instrument_arguments
 from ..errors import UserError
@@ -27,7 +27,7 @@ from ..files import atomic_path, staged_paths, writable_folder
 from ..notes import Notes, notes_to_score, trim_leading_silence
 from .checkpoint import check_device, condition_codes, list_conditions, load_model
 from .conductor import conduct, perform
-from .config import MAX_EVENTS, MAX_SECONDS, PRECISIONS, GenerateConfig
+from .config import MAX_EVENTS, MAX_SECONDS, MEMORY_MODES, PRECISIONS, GenerateConfig
 from .form import ENDINGS
 from .primer import MAX_PRIMER_EVENTS, parse_primer_notes, primer_from_midi, primer_tokens
 from .sampling import END_AFTER, MAX_NOTE_SECONDS, sample, steering
@@ -79,6 +79,7 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
     plans = cfg.piece_plans(seed)  # a bad plan stops us before the model loads
     model = load_model(cfg.checkpoint, cfg.device)
     cond, style = condition_codes(model, cfg.style(), cfg.parsed_style)
+    memory = cfg.memory_options(model)
     tok = model.tokenizer
     prefix = primer_tokens(tok, primer)
     primer_end = 0.0 if primer is None else float(primer.offset.max())
@@ -113,7 +114,7 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
                   min_seconds=cfg.min_seconds, cond=cond, guidance=cfg.guidance, conductor=conductor, **steer,
                   # asked in events, the piece may end itself in the last fifth, as one asked in seconds
                   min_events=math.ceil(END_AFTER * cfg.events) if cfg.events and cfg.min_seconds is None else 0,
-                  int8=None if cfg.precision == "auto" else cfg.precision == "int8")
+                  int8=None if cfg.precision == "auto" else cfg.precision == "int8", memory=memory)
     wall = time.perf_counter() - t0
     if bar is not None:
         bar.close()
@@ -149,6 +150,7 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
                                 primer_end if cfg.primer_in_output else 0.0, instrument)
         for r in results:
             r["conditions"] = style
+            r["memory"] = memory.describe()
         return results
     except BaseException as e:
         for f in made:  # the folders this run made, now empty again
@@ -248,6 +250,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="cadence (default): each section closes on dominant then tonic, the piece on the home "
                            "tonic with a ritardando and diminuendo; none: it stops where the time runs out")
     form.add_argument("--print_plan", action="store_true", help="print the plan used (also written as NAME.plan.json)")
+    memory.add_arguments(p, MEMORY_MODES)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     cpu_threads.add_argument(p)  # decoding steps still run on one: see sampling._one_thread_on_cpu
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -285,6 +288,8 @@ def _run(args) -> int:
         max_note_seconds=args.max_note_seconds, release=args.release, min_seconds=args.min_seconds,
         precision=args.precision, guidance=args.guidance, steer=args.steer, form=args.form, plan=args.plan,
         ending=args.ending, **{n: getattr(args, n) for n in conditions.NAMES},
+        memory=args.memory, memory_theta=args.memory_theta, memory_lambda=args.memory_lambda,
+        memory_size=args.memory_size,
     )
     if cfg.density is not None and cfg.density > conditions.DENSITY_MAX:
         print(f"note: --density {cfg.density:g} is more than the model learned (at most {conditions.DENSITY_MAX:g} "

@@ -16,6 +16,9 @@ from .form import ENDINGS, THROUGH, resolve_plan
 from .sampling import MAX_NOTE_SECONDS, check_sampling, use_int8
 
 PRECISIONS = ("auto", "float32", "int8")
+# Composing uses the cache only: dynamic evaluation would take gradient steps on the model's own
+# samples (a checkpoint whose default is dynamic composes without memory).
+MEMORY_MODES = ("none", "cache")
 # One piece is at most an hour of music, or as many events as sample() budgets for an hour:
 # without a cap, --seconds 1e9 decodes for ever while its event lists grow.
 MAX_SECONDS = 3600.0
@@ -65,6 +68,11 @@ class GenerateConfig(StyleFields):
     form: str | None = None
     plan: Path | None = None
     ending: str | None = None
+    # memory of the piece (classical_music.memory): None = the checkpoint's default; none or cache
+    memory: str | None = None
+    memory_theta: float | None = None
+    memory_lambda: float | None = None
+    memory_size: int | None = None
 
     def validate(self) -> None:
         check_sampling(self.temperature, self.top_p)
@@ -118,6 +126,13 @@ class GenerateConfig(StyleFields):
         if self.events and (self.plan is not None or self.ending == "cadence"
                             or (self.form or THROUGH).strip().lower() != THROUGH):
             raise UserError("--form, --plan and --ending cadence plan a piece in seconds: use --seconds, not --events")
+        if self.memory not in (None, *MEMORY_MODES):
+            raise UserError(f"--memory must be one of {', '.join(MEMORY_MODES)} when composing, got {self.memory!r}")
+        if any(v is not None for v in (self.memory_theta, self.memory_lambda, self.memory_size)):
+            from ..memory import Memory
+
+            Memory("cache", **{k: v for k, v in (("theta", self.memory_theta), ("lam", self.memory_lambda),
+                                                 ("size", self.memory_size)) if v is not None})  # checks them
 
     def piece_plans(self, seed: int) -> list | None:
         """Each variation's plan (form.resolve_plan); None for a plain --events run."""
@@ -125,6 +140,13 @@ class GenerateConfig(StyleFields):
             return None
         return [resolve_plan(self.form, self.plan, self.seconds, self.key, self.density, self.ending, seed, i)
                 for i in range(self.num_samples)]
+
+    def memory_options(self, model):
+        """The memory.Memory this run composes with (flags, else the checkpoint's tuned block)."""
+        from ..memory import resolve
+
+        mem = resolve(model, self.memory, self.memory_theta, self.memory_lambda, self.memory_size)
+        return mem if mem.mode in MEMORY_MODES else resolve(model, "none")
 
     def style(self) -> dict:
         return {n: getattr(self, n) for n in conditions.NAMES}

@@ -82,14 +82,20 @@ def primer_tokens(tokenizer, notes: Notes | None, max_events: int = MAX_PRIMER_E
 
 
 @torch.inference_mode()
-def prime(model, prefix: np.ndarray, num_samples: int = 1, device="cpu", chunk: int = PRIME_CHUNK, cond=None):
+def prime(model, prefix: np.ndarray, num_samples: int = 1, device="cpu", chunk: int = PRIME_CHUNK, cond=None,
+          on_hidden=None):
     """Run prefix through the model chunk by chunk: (logits after its last event [num_samples, vocab],
     LSTM state). The same as one pass (the state is carried), with memory of one chunk.
-    cond, if given, goes to the model as is ([B, n]) or sliced like the prefix ([B, T, n])."""
+    cond, if given, goes to the model as is ([B, n]) or sliced like the prefix ([B, T, n]).
+    on_hidden(hidden [B, T, H], start): each chunk's top-layer outputs (for the memory's cache)."""
     x = torch.as_tensor(prefix, dtype=torch.long, device=device).unsqueeze(0).expand(num_samples, -1)
     state, kw = None, {}
+    if on_hidden is not None:
+        kw["return_hidden"] = True
     for s in range(0, x.shape[1], chunk):
         if cond is not None:
-            kw = {"cond": cond[:, s:s + chunk] if cond.dim() == 3 else cond}
-        logits, state = model(x[:, s:s + chunk], state, **kw)
+            kw["cond"] = cond[:, s:s + chunk] if cond.dim() == 3 else cond
+        logits, state, *hidden = model(x[:, s:s + chunk], state, **kw)
+        if on_hidden is not None:
+            on_hidden(hidden[0], s)
     return logits[:, -1], state

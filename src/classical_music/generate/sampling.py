@@ -236,7 +236,8 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
            top_k=0, top_p=1.0, min_p=0.0, seed=None, device="cpu", progress=None,
            max_note_seconds=MAX_NOTE_SECONDS, min_seconds=None, int8: bool | None = None, cond=None,
            guidance: float = 1.0, steer_density: float | None = None, steer_key: int | None = None,
-           steer: float = 1.0, release: float = 1.0, min_events: int = 0, conductor=None) -> list[np.ndarray]:
+           steer: float = 1.0, release: float = 1.0, min_events: int = 0, conductor=None,
+           memory=None) -> list[np.ndarray]:
     """Continue `prefix` in num_samples variations; returns each one's new tokens (no prefix).
 
     With Performance events, keys are released only if down, and none is held over
@@ -255,6 +256,9 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
 
     conductor: a planned piece's hook (conductor.Conductor): it shapes each step's scores (its
     sections' steering, the tokens it replays or forces) and may change the conditions.
+    memory: a memory.Memory whose cache (the piece's own past, primer included) mixes into each
+    step's distribution before the grammar, steering, temperature and truncation; None or mode
+    none: the model alone.
 
     The model runs on `device`; choosing each next event runs on the CPU in NumPy and plain
     Python, where a step's bookkeeping costs ~20 us instead of ~100 us as PyTorch calls.
@@ -268,7 +272,13 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
     rows = 2 * num_samples if guided else num_samples
     if guided:  # the second half of the batch composes the same piece unconditioned
         cond = torch.cat([cond, torch.zeros_like(cond)])
-    logits, state = prime(model, prefix, rows, device, cond=cond)
+    cache = None
+    if memory is not None and memory.cache:
+        from ..memory import StepCache
+
+        cache = StepCache(memory, num_samples, model.config.hidden_size, model.config.vocab_size, device)
+    logits, state = prime(model, prefix, rows, device, cond=cond, on_hidden=None if cache is None else (
+        lambda h, s: cache.push_many(h[:num_samples], _next_events(prefix, s, h.shape[1], num_samples, device))))
     vocab = logits.shape[-1]
     decoder = model.decoder(int8=use_int8(device) if int8 is None else int8)
     terms = decoder.conditioning(cond)
@@ -318,6 +328,8 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
         conductor.start(keys)
     with _one_thread_on_cpu(device):
         for n in range(max_events):
+            if cache is not None:  # the top layer's h is the state's last layer ([B, H], stacked or listed)
+                logits = cache.mix(logits, state[0][-1][:num_samples])
             scores = logits.float().cpu().numpy() + bias
             if steering is not None:
                 scores += steering
@@ -359,8 +371,20 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
             if conductor is not None and (changed := conductor.cond()) is not None:
                 cond = changed.to(device)
                 terms = decoder.conditioning(torch.cat([cond, torch.zeros_like(cond)]) if guided else cond)
-            logits, state = step(torch.from_numpy(nxt).to(device), state)
+            idx = torch.from_numpy(nxt).to(device)
+            if cache is not None:
+                cache.observe(idx)
+            logits, state = step(idx, state)
     return [np.array(row[:-1] if row and row[-1] == eos else row, dtype=np.int64) for row in out]
+
+
+def _next_events(prefix: np.ndarray, start: int, t: int, rows: int, device) -> torch.Tensor:
+    """The event after each of prefix[start:start + t], [rows, t]; the primer's last step has none
+    yet (-1: StepCache.push_many leaves it pending for the first drawn event)."""
+    nxt = np.full(t, -1, np.int64)
+    got = np.asarray(prefix[start + 1:start + t + 1], np.int64)
+    nxt[:len(got)] = got
+    return torch.from_numpy(nxt).to(device).unsqueeze(0).expand(rows, -1)
 
 
 @contextmanager
