@@ -29,7 +29,7 @@ from .errors import UserError
 
 THETAS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0)
 SIZES = (500, 1000, 2000, 4000)
-LAMBDAS = (0.003, 0.006, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3)
+LAMBDAS = (0.0, 0.003, 0.006, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3)
 BLOCK = 256  # queries a block: its scores are BLOCK x (max size + BLOCK) floats
 CHUNK = 2048
 
@@ -84,7 +84,10 @@ def _exact(s, m, hit, theta):
 
 def mixed_nats(lp: np.ndarray, lpc: np.ndarray, lam: float) -> float:
     """Total nats of the mixture over events (lpc nan: the model alone)."""
-    m = np.logaddexp(lp + math.log1p(-lam), lpc + math.log(lam))
+    if lam <= 0:
+        return float(-lp.sum(dtype=np.float64))
+    with np.errstate(invalid="ignore"):  # nan (an empty cache) is replaced below
+        m = np.logaddexp(lp + math.log1p(-lam), lpc + math.log(lam))
     return float(-np.where(np.isnan(lpc), lp, m).sum(dtype=np.float64))
 
 

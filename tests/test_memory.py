@@ -1,0 +1,221 @@
+"""Memory of the piece: the continuous cache (scoring and sampling) against a direct, slow
+implementation, dynamic evaluation's weight reset, tune-memory's block and --memory none."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from classical_music import cli, dynamic, memory, memory_tune, scoring
+from classical_music.errors import UserError
+from classical_music.model import ComposerLSTM, ModelConfig
+from classical_music.tokenizer import get_tokenizer
+
+from conftest import scale, write_midi
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny():
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=2)).eval()
+    with torch.no_grad():  # strong weights: hidden states far apart, so theta matters
+        for p in model.parameters():
+            p.mul_(4)
+    model.tokenizer = tok
+    return model
+
+
+def sequences():
+    rng = np.random.default_rng(0)
+    # few distinct events, so the cache often holds the next one; lengths across chunk and size
+    return [rng.integers(3, 20, k).astype(np.uint16) for k in (2, 5, 36, 37, 38, 120, 300, 75, 9)]
+
+
+def slow_logprobs(model, tokens, mem):
+    """The cache as the paper writes it, one event at a time in float64."""
+    x = torch.as_tensor(tokens.astype(np.int64)).unsqueeze(0)
+    state, keys, nexts, out = None, [], [], []
+    with torch.no_grad():
+        for t in range(len(tokens) - 1):
+            logits, state, h = model(x[:, t:t + 1], state, return_hidden=True)
+            p = torch.softmax(logits[0, 0].double(), -1)
+            h = h[0, 0].double()
+            if keys:
+                w = torch.exp(mem.theta * (torch.stack(keys[-mem.size:]) @ h))
+                p_cache = torch.zeros_like(p).index_add_(0, torch.tensor(nexts[-mem.size:]), w / w.sum())
+                p = (1 - mem.lam) * p + mem.lam * p_cache
+            nxt = int(tokens[t + 1])
+            out.append(math.log(p[nxt].item()))
+            keys.append(h)
+            nexts.append(nxt)
+    return np.array(out)
+
+
+@torch.no_grad()
+def test_batched_cache_equals_slow_reference(tiny):
+    mem = memory.Memory("cache", theta=0.3, lam=0.3, size=50)
+    seqs = sequences()
+    slow = [slow_logprobs(tiny, s, mem) for s in seqs]
+    # per event: cache_logprob chunk by chunk (history carried), mixed, against the slow path
+    fw = scoring.make_forward(tiny, hidden=True)
+    for s, want in zip(seqs, slow):
+        x = torch.as_tensor(s.astype(np.int64)).unsqueeze(0)
+        got, hist, state = [], None, None
+        for c in range(0, len(s) - 1, 37):
+            inp, tgt = x[:, c:c + 37], x[:, c + 1:c + 38]
+            logits, state, h = fw(inp[:, :tgt.shape[1]], state, None)
+            lp = torch.log_softmax(logits[0], -1).gather(1, tgt[0, :, None])[:, 0]
+            lpc, hist = memory.cache_logprob(h[0], tgt[0], hist, mem.theta, mem.size)
+            got.append(memory.mix(lp, lpc, mem.lam))
+            assert len(hist[0]) <= mem.size
+        assert np.abs(torch.cat(got).numpy() - want).max() < 1e-5
+    # whole files through the batched scorer, at widths that refill rows and split narrow batches
+    for batch in (3, scoring.SPLIT_BELOW + 1):
+        items = [scoring.Item(i, s) for i, s in enumerate(seqs)]
+        got = {k: nats for k, nats, _ in scoring.score(fw, items, batch_size=batch, chunk=37, memory=mem)}
+        for i, want in enumerate(slow):
+            assert abs(got[i] + want.sum()) / max(1, len(want)) < 1e-5, (batch, i)
+    # and the cache changes the numbers (a cache that did nothing would pass the above at lam 0)
+    plain = {k: nats for k, nats, _ in scoring.score(scoring.make_forward(tiny), items, batch_size=3, chunk=37)}
+    assert abs(plain[6] - got[6]) > 1.0
+
+
+def test_step_cache_equals_slow_reference(tiny):
+    """The sampler's ring buffer: primer pushed in chunks, then steps, against the slow formula."""
+    mem = memory.Memory("cache", theta=0.5, lam=0.4, size=20)
+    tokens = sequences()[6][:60].astype(np.int64)
+    with torch.no_grad():
+        logits, _, h = tiny(torch.as_tensor(tokens).unsqueeze(0), None, return_hidden=True)
+    cache = memory.StepCache(mem, 1, 16, tiny.config.vocab_size)
+    prefix = tokens[:40]
+    from classical_music.generate.sampling import _next_events
+
+    for s in range(0, 40, 16):  # as prime() feeds it
+        cache.push_many(h[:, s:min(40, s + 16)], _next_events(prefix, s, min(40, s + 16) - s, 1, "cpu"))
+    for t in range(39, 59):
+        mixed = cache.mix(logits[:, t], h[:, t])
+        p = torch.softmax(logits[0, t].double(), -1)
+        keys = [(h[0, i].double(), int(tokens[i + 1])) for i in range(max(0, t - mem.size), t)]
+        w = torch.stack([torch.exp(mem.theta * (h[0, t].double() @ k)) for k, _ in keys])
+        p_cache = torch.zeros_like(p)
+        for wi, (_, y) in zip(w / w.sum(), keys):
+            p_cache[y] += wi
+        want = torch.log((1 - mem.lam) * p + mem.lam * p_cache)
+        assert torch.allclose(mixed[0].double(), want, atol=1e-5)
+        cache.observe(torch.tensor([tokens[t + 1]]))
+
+
+def test_dynamic_evaluation_restores_weights_and_helps_a_repeating_piece(tiny):
+    piece = np.tile(sequences()[5][:30], 8)  # the same 30 events eight times
+    other = sequences()[6]
+    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+    mem = memory.Memory("dynamic", lr=0.5, segment=16)
+    alone = dynamic.file_nats(tiny, piece, mem)
+    assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items())
+    dynamic.file_nats(tiny, other, mem)
+    assert dynamic.file_nats(tiny, piece, mem) == alone  # no file's steps carry into the next
+    items = [scoring.Item(0, other), scoring.Item(1, piece)]
+    got = {k: n for k, n, _ in dynamic.score(tiny, items, mem)}
+    assert got[1] == pytest.approx(alone, rel=1e-6)
+    static = scoring.score(scoring.make_forward(tiny), [scoring.Item(0, piece)], batch_size=1, chunk=64)
+    assert alone < next(static)[1] - 10  # it learnt the repeats
+    zero = dynamic.file_nats(tiny, piece, memory.Memory("dynamic", lr=0.0, segment=16))
+    assert zero == pytest.approx(next(scoring.score(scoring.make_forward(tiny), [scoring.Item(0, piece)],
+                                                    batch_size=1, chunk=64))[1], rel=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items())
+
+
+def test_memory_options_are_checked():
+    for bad in ({"mode": "cache!"}, {"theta": -1.0}, {"lam": 1.5}, {"size": 0}, {"segment": 0}, {"lr": math.nan}):
+        with pytest.raises(UserError):
+            memory.Memory(**bad)
+
+
+@pytest.fixture
+def corpus(tmp_path, tiny):
+    src = tmp_path / "midi"
+    rows = ["path,composer,piece,split"]
+    for i in range(6):  # repeated phrases, so the cache has something to find
+        write_midi(src / f"p{i}.mid", [n for k in range(4) for n in scale(12, start=k * 3.0, base=50 + i)])
+        rows.append(f"p{i}.mid,x,piece{i},valid")
+    (src / "metadata.csv").write_text("\n".join(rows) + "\n")
+    ck = tmp_path / "ck"
+    tiny.save_pretrained(ck, tokenizer=tiny.tokenizer)
+    return src, ck
+
+
+def evaluate(*argv):
+    return cli.main(["evaluate", *map(str, argv), "--no_progress", "--threads", "1"])
+
+
+def test_evaluate_memory_none_is_todays_output_and_cache_is_recorded(corpus, tmp_path):
+    src, ck = corpus
+    for name, extra in (("plain", []), ("none", ["--memory", "none"])):
+        assert evaluate(src, "--checkpoint", ck, "--json", tmp_path / f"{name}.json", *extra) == 0
+    assert (tmp_path / "plain.json").read_bytes() == (tmp_path / "none.json").read_bytes()
+    assert "memory" not in json.loads((tmp_path / "plain.json").read_text())
+    args = ["--memory", "cache", "--memory_theta", "0.3", "--memory_lambda", "0.2", "--memory_size", "100"]
+    assert evaluate(src, "--checkpoint", ck, "--json", tmp_path / "c.json", *args) == 0
+    r = json.loads((tmp_path / "c.json").read_text())
+    assert r["memory"] == {"mode": "cache", "theta": 0.3, "lambda": 0.2, "size": 100}
+    assert {f["memory"] for f in r["per_file"]} == {"cache"}
+    plain = json.loads((tmp_path / "plain.json").read_text())
+    assert r["nats_per_event"] != plain["nats_per_event"]
+    # int8 scores the cache over its own hidden states: close to float32's
+    assert evaluate(src, "--checkpoint", ck, "--json", tmp_path / "i.json", "--precision", "int8", *args) == 0
+    assert json.loads((tmp_path / "i.json").read_text())["nats_per_event"] == pytest.approx(r["nats_per_event"], abs=0.05)
+    assert evaluate(src, "--checkpoint", ck, "--memory", "dynamic", "--precision", "int8") == 2
+
+
+def test_tune_memory_writes_a_block_that_evaluate_uses(corpus, tmp_path, capsys):
+    src, ck = corpus
+    out = tmp_path / "t.json"
+    assert cli.main(["tune-memory", str(src), "--checkpoint", str(ck), "--json", str(out), "--write",
+                     "--default", "cache", "--no_progress", "--threads", "1"]) == 0
+    r = json.loads(out.read_text())
+    assert r["files"]["tune"] + r["files"]["held-out"] == r["files"]["all"] == 6
+    assert r["cache"]["tune"] <= r["none"]["tune"] + 1e-9  # the grid holds lambda near 0
+    block = json.loads((ck / "config.json").read_text())["memory"]
+    assert block["default"] == "cache" and block["theta"] == r["chosen"]["theta"]
+    assert ComposerLSTM.from_pretrained(ck).config.vocab_size == 391  # still a loadable checkpoint
+    assert evaluate(src, "--checkpoint", ck, "--json", tmp_path / "e.json") == 0
+    e = json.loads((tmp_path / "e.json").read_text())
+    assert e["memory"]["mode"] == "cache" and e["memory"]["lambda"] == r["chosen"]["lambda"]
+    assert e["nats_per_event"] == pytest.approx(r["cache"]["all"], abs=2e-4)  # the grid's number, exactly scored
+    assert evaluate(src, "--checkpoint", ck, "--json", tmp_path / "n.json", "--memory", "none") == 0
+    assert json.loads((tmp_path / "n.json").read_text())["nats_per_event"] == pytest.approx(r["none"]["all"], abs=2e-4)
+
+
+def test_generate_memory_none_is_byte_identical_and_cache_composes(corpus, tmp_path):
+    src, ck = corpus
+
+    def gen(name, *extra, checkpoint=ck):
+        out = tmp_path / f"{name}.mid"
+        assert cli.main(["generate", "--checkpoint", str(checkpoint), "--events", "300", "--seed", "4",
+                         "--output", str(out), "--precision", "float32", *extra]) == 0
+        return out.read_bytes()
+
+    plain = gen("plain")
+    assert gen("none", "--memory", "none") == plain
+    cached = gen("cache", "--memory", "cache", "--memory_lambda", "0.5", "--memory_theta", "0.5")
+    assert cached != plain
+    primed = gen("primed", "--memory", "cache", "--memory_lambda", "0.5", "--primer_notes", "C4 E4 G4, F4 A4 C5",
+                 "--top_p", "0.9", "--temperature", "0.9")
+    assert primed != gen("primed0", "--primer_notes", "C4 E4 G4, F4 A4 C5", "--top_p", "0.9", "--temperature", "0.9")
+    # a block whose default is cache: no flag composes with it, --memory none as before
+    memory_tune.write_block(ck, memory.as_block(memory.Memory("cache", theta=0.5, lam=0.5, size=2000), "cache"))
+    assert gen("default") == cached
+    assert gen("none2", "--memory", "none") == plain
+    with pytest.raises(SystemExit):  # composing has no dynamic evaluation
+        cli.main(["generate", "--checkpoint", str(ck), "--memory", "dynamic", "--output", str(tmp_path / "x.mid")])
