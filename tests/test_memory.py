@@ -219,3 +219,29 @@ def test_generate_memory_none_is_byte_identical_and_cache_composes(corpus, tmp_p
     assert gen("none2", "--memory", "none") == plain
     with pytest.raises(SystemExit):  # composing has no dynamic evaluation
         cli.main(["generate", "--checkpoint", str(ck), "--memory", "dynamic", "--output", str(tmp_path / "x.mid")])
+
+
+def test_studio_composes_with_the_memory_asked_and_refuses_others(corpus):
+    pytest.importorskip("fastapi")
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from classical_music.web.server import create_app
+
+    src, ck = corpus
+    with TestClient(create_app(ck, src.parent / "studio"), base_url="http://localhost") as client:
+        assert client.get("/api/config").json()["memory"] == {"modes": ["none", "cache"], "default": "none"}
+        assert client.post("/api/generate", json={"seconds": 2, "memory": "dynamic"}).status_code == 422
+        pieces = {}
+        for mode in ("none", "cache", None):
+            body = {"seconds": 3, "seed": 5} | ({"memory": mode} if mode else {})
+            job_id = client.post("/api/generate", json=body).json()["id"]
+            for _ in range(600):
+                job = client.get(f"/api/jobs/{job_id}").json()
+                if job["status"] in ("done", "error"):
+                    break
+                time.sleep(0.05)
+            assert job["status"] == "done", job
+            pieces[mode] = client.get(job["files"]["midi"]).content
+    assert pieces[None] == pieces["none"] != pieces["cache"]  # the default (no block) is none

@@ -93,6 +93,17 @@ def resolve(model, mode: str | None, theta=None, lam=None, size=None, lr=None, s
     return Memory(mode=mode, **(base | given))
 
 
+# Composing uses the cache only: dynamic evaluation would take gradient steps on the model's own
+# samples (a checkpoint whose default is dynamic or both composes with none or the cache).
+COMPOSING_MODES = ("none", "cache")
+
+
+def composing(model, mode: str | None, theta=None, lam=None, size=None) -> Memory:
+    """The memory a piece is composed with: as resolve(), the dynamic part of a default dropped."""
+    m = resolve(model, mode, theta, lam, size)
+    return m if m.mode in COMPOSING_MODES else replace(m, mode="cache" if m.cache else "none")
+
+
 def add_arguments(parser, modes=MODES, default_help: str = "the checkpoint's default (none without a tuned block)") -> None:
     g = parser.add_argument_group("memory of the piece (classical_music.memory; tuned values from config.json)")
     g.add_argument("--memory", choices=modes, default=None,

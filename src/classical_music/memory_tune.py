@@ -21,14 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import memory as mem
 from . import threads
 from .errors import UserError
 
-THETAS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0)
-SIZES = (500, 1000, 2000, 4000)
+THETAS = (0.1, 0.2, 0.4, 0.8)
+SIZES = (500, 2000, 4000)
 LAMBDAS = (0.0, 0.003, 0.006, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3)
 BLOCK = 256  # queries a block: its scores are BLOCK x (max size + BLOCK) floats
 CHUNK = 2048
@@ -105,20 +104,34 @@ def tune(model, files, pieces, progress=True, thetas=THETAS, sizes=SIZES, lambda
     from .notes import MidiReadError
     from .scoring import make_forward
 
+    from .evaluate import _bar
+
     forward = make_forward(model, "float32", "cpu", hidden=True)
     records = []
-    for path, piece in tqdm(list(zip(files, pieces)), unit="file", desc="tune-memory", disable=not progress):
+    if arrays is not None:
+        Path(arrays).mkdir(parents=True, exist_ok=True)
+    bar = _bar(len(files), "file", "tune-memory", progress)
+    for k, (path, piece) in enumerate(zip(files, pieces)):
+        bar.update(1)
         try:
             tokens = _read(path, model.tokenizer)[0]
         except MidiReadError:
             continue
         lp, lpc = file_arrays(forward, tokens, thetas, sizes)
         records.append({"path": str(path), "half": half(piece), "lp": lp.numpy(), "lpc": lpc.numpy()})
-    if arrays is not None:
-        np.savez_compressed(arrays, thetas=thetas, sizes=sizes, **{f"lp_{i}": r["lp"] for i, r in enumerate(records)},
-                            **{f"lpc_{i}": r["lpc"] for i, r in enumerate(records)},
-                            meta=json.dumps([{k: r[k] for k in ("path", "half")} for r in records]))
+        if arrays is not None:  # file by file, so a long run can be looked at (and re-mixed) as it goes
+            np.savez(Path(arrays) / f"{k:05d}.npz", lp=records[-1]["lp"], lpc=records[-1]["lpc"],
+                     thetas=thetas, sizes=sizes, meta=json.dumps({"path": str(path), "half": records[-1]["half"]}))
     return report(records, thetas, sizes, lambdas)
+
+
+def load_arrays(folder) -> list[dict]:
+    """The records a run kept with --arrays (for report(), with other lambdas)."""
+    out = []
+    for f in sorted(Path(folder).glob("*.npz")):
+        z = np.load(f)
+        out.append({**json.loads(str(z["meta"])), "lp": z["lp"], "lpc": z["lpc"]})
+    return out
 
 
 def report(records, thetas=THETAS, sizes=SIZES, lambdas=LAMBDAS) -> dict:
@@ -165,7 +178,7 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (default: the shipped model)")
     p.add_argument("--split", default="valid", help="with a folder holding metadata.csv: this split (default valid)")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
-    p.add_argument("--arrays", type=Path, default=None, help="also keep the per-event arrays (.npz) for re-analysis")
+    p.add_argument("--arrays", type=Path, default=None, help="also keep the per-event arrays here, one .npz a file")
     p.add_argument("--write", action="store_true", help="store the chosen block in the checkpoint's config.json")
     p.add_argument("--default", choices=mem.MODES, default="none",
                    help="with --write: the mode evaluate and generate use without --memory (default none)")
@@ -191,8 +204,8 @@ def _run(args) -> int:
     if not files:
         raise UserError("no MIDI files found in " + ", ".join(map(str, args.paths)))
     model = load_model(args.checkpoint, "cpu")
-    r = tune(model, files, _pieces(args.paths, files), progress=not args.no_progress and sys.stderr.isatty(),
-             arrays=args.arrays)
+    progress = False if args.no_progress else True if sys.stderr.isatty() else "lines"
+    r = tune(model, files, _pieces(args.paths, files), progress=progress, arrays=args.arrays)
     if args.json:
         from .files import write_json
 

@@ -16,9 +16,7 @@ from .form import ENDINGS, THROUGH, resolve_plan
 from .sampling import MAX_NOTE_SECONDS, check_sampling, use_int8
 
 PRECISIONS = ("auto", "float32", "int8")
-# Composing uses the cache only: dynamic evaluation would take gradient steps on the model's own
-# samples (a checkpoint whose default is dynamic composes without memory).
-MEMORY_MODES = ("none", "cache")
+from ..memory import COMPOSING_MODES as MEMORY_MODES  # noqa: E402
 # One piece is at most an hour of music, or as many events as sample() budgets for an hour:
 # without a cap, --seconds 1e9 decodes for ever while its event lists grow.
 MAX_SECONDS = 3600.0
@@ -143,10 +141,9 @@ class GenerateConfig(StyleFields):
 
     def memory_options(self, model):
         """The memory.Memory this run composes with (flags, else the checkpoint's tuned block)."""
-        from ..memory import resolve
+        from ..memory import composing
 
-        mem = resolve(model, self.memory, self.memory_theta, self.memory_lambda, self.memory_size)
-        return mem if mem.mode in MEMORY_MODES else resolve(model, "none")
+        return composing(model, self.memory, self.memory_theta, self.memory_lambda, self.memory_size)
 
     def style(self) -> dict:
         return {n: getattr(self, n) for n in conditions.NAMES}

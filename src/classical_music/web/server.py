@@ -108,6 +108,18 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
         num_samples: int = Field(DEFAULTS["num_samples"], ge=1, le=studio.max_samples, description="variations")
         form: str = Field(DEFAULTS["form"], max_length=16,
                           description=f"the piece's form: {', '.join(STUDIO_FORMS)} (ABACA is a rondo)")
+        memory: Optional[str] = Field(None, max_length=16, description="memory of the piece: none, or cache (the "
+                                      "piece's own past mixed into each step); omit for the model's default")
+
+    def check_memory(value) -> dict:
+        """{"memory": mode} when one is asked for (none or cache); left out: the model's default."""
+        if value in (None, ""):
+            return {}
+        from ..memory import COMPOSING_MODES
+
+        if value not in COMPOSING_MODES:
+            raise UserError(f"memory must be one of {', '.join(COMPOSING_MODES)}, got {value!r}")
+        return {"memory": value}
 
     class JobCreated(BaseModel):
         id: str
@@ -178,6 +190,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
         try:
             params = studio.check(req.seconds, req.temperature, req.top_p, req.seed, req.num_samples, req.form)
             params.update(check_style(req))
+            params.update(check_memory(req.memory))
         except UserError as e:
             raise HTTPException(422, str(e)) from None
         return submit(params)
@@ -196,11 +209,13 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
             "primer_seconds"],
         guidance: Annotated[float, Form(ge=0, le=10)] = 1.0,
         form: Annotated[str, Form(max_length=16)] = DEFAULTS["form"],
+        memory: Annotated[Optional[str], Form(max_length=16)] = None,
         **style,
     ):
         try:
             params = studio.check(seconds, temperature, top_p, seed, num_samples, form)
             params.update(check_style(SimpleNamespace(guidance=guidance, **style)))
+            params.update(check_memory(memory))
             data = primer.file.read(studio.max_upload_bytes + 1)
             if len(data) > studio.max_upload_bytes:
                 raise HTTPException(413, f"the primer is larger than {studio.max_upload_bytes / 2**20:g} MB")
@@ -264,6 +279,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
                          "max_span_seconds": MAX_SPAN_SECONDS, "defaults": LIVE_DEFAULTS},
                 "conditions": model_conditions(studio), "style_menus": conditions.menus(),
                 "forms": list(STUDIO_FORMS)}
+                "memory": model_memory(studio)}
 
     @app.get("/api/models", summary="The models to compose with: the startup one and those in --models_dir")
     def models():
@@ -340,6 +356,18 @@ def with_style_form(endpoint):
     endpoint.__signature__ = sig.replace(parameters=[
         *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in fixed), *style])
     return endpoint
+
+
+def model_memory(studio) -> dict:
+    """The memory modes the page offers and the model's default (its config.json `memory` block;
+    none when the model cannot be loaded)."""
+    from ..memory import COMPOSING_MODES, composing
+
+    try:
+        default = composing(studio.model(), None).mode
+    except (UserError, OSError):
+        default = "none"
+    return {"modes": list(COMPOSING_MODES), "default": default}
 
 
 def model_conditions(studio) -> dict:

@@ -333,6 +333,7 @@ class Studio:
         from ..generate import condition_codes, output_paths, primer_tokens, sample, steering, write_midi_atomic
         from ..generate.conductor import conduct, perform
         from ..generate.form import resolve_plan
+        from ..memory import composing
         from ..notes import Notes, notes_to_score, trim_leading_silence
         from ..plot import piano_roll
 
@@ -362,6 +363,13 @@ class Studio:
                       progress=progress, cond=cond, guidance=p.get("guidance", 1.0), conductor=conductor,
                       # density and key held as `generate` holds them (by the plan's sections, if any)
                       **(steering(style) if conductor is None else {}))
+        cond = condition_codes(model, p["style"])[0] if p.get("style") else None
+        memory = composing(model, p.get("memory"))  # as `generate --memory`; none asked: the model's default
+        rows = sample(model, tok, prefix, num_samples=p["num_samples"], seconds=p["seconds"],
+                      temperature=p["temperature"], top_p=p["top_p"], seed=p["seed"], device=self.device,
+                      progress=progress, cond=cond, guidance=p.get("guidance", 1.0),
+                      memory=memory if memory.cache else None,
+                      **steering(p.get("style")))  # density and key held as `generate` holds them
 
         job.stage = "rendering"
         job.folder.mkdir(parents=True, exist_ok=True)

@@ -126,6 +126,8 @@ function styleFields() {
 
 function showUnits() {
   if (!CONFIG) return;
+  const mode = CONFIG.memory ? CONFIG.memory.default : "none";
+  $("memory-default").textContent = t("memory_default", { mode: t(`memory_${mode}`) });
   $("seconds-unit").textContent = t("seconds_up_to", { n: CONFIG.max_seconds });
   $("samples-unit").textContent = t("up_to", { n: CONFIG.max_samples });
 }
@@ -193,6 +195,7 @@ async function submit(event) {
   }
   Object.assign(fields, styleFields());
   if ($("form").value !== "through") fields.form = $("form").value;
+  if ($("memory").value !== "") fields.memory = $("memory").value;
   const file = $("primer").files[0];
   const bad = checkFields({ ...fields, ...(file && $("primer_seconds").value.trim() !== ""
     ? { primer_seconds: Number($("primer_seconds").value) } : {}) });

@@ -57,6 +57,9 @@ const STRINGS = {
     primer_too_large: "The primer file is too large (at most {n} MB).", random: "random", results: "Results",
     seconds_value: "{n} s", seed_value: "seed {n}", temperature_value: "temperature {n}", top_p_value: "top-p {n}",
     unknown_style: "This model does not know that style value.",
+    advanced: "Advanced", memory: "Memory of the piece",
+    memory_unit: "the cache mixes the piece's own past into each next note, so it repeats its motifs more",
+    memory_default: "the model's default ({mode})", memory_none: "off", memory_cache: "cache",
   },
   ko: {
     language: "언어", title: "클래식 음악 스튜디오",
@@ -106,6 +109,9 @@ const STRINGS = {
     primer_too_large: "프라이머 파일이 너무 큽니다(최대 {n} MB).", random: "무작위", results: "결과",
     seconds_value: "{n}초", seed_value: "시드 {n}", temperature_value: "온도 {n}", top_p_value: "누적 확률 상한 {n}",
     unknown_style: "이 모델이 모르는 스타일 값입니다.",
+    advanced: "고급 설정", memory: "곡의 기억",
+    memory_unit: "캐시가 곡 자신의 지난 부분을 다음 음마다 섞어, 자기 동기를 더 자주 되풀이합니다",
+    memory_default: "모델 기본값 ({mode})", memory_none: "끔", memory_cache: "캐시",
   },
 };
 

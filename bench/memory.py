@@ -1,0 +1,221 @@
+"""Memory of the piece (issue 26): does the cache / dynamic evaluation predict real music better,
+make generated pieces repeat their motifs more, and stay fast?
+
+    OMP_NUM_THREADS=1 python bench/memory.py [--checkpoint DIR] [--corpus ../shared/data/classical-piano]
+        [--parts likelihood,speed,generation] [--dynamic_files 12] [--pieces 32 --seconds 120] [--json out.json]
+
+1. likelihood: valid whole-file nats/event, float32, with --memory none / cache / dynamic / both,
+   on the tune half (the pieces tune-memory chose the parameters on), the held-out half and all.
+   The cache's parameters come from the checkpoint's `memory` block (classical-music tune-memory);
+   dynamic evaluation costs a forward and a backward pass per event, one file at a time, so it runs
+   on --dynamic_files files of each half (the same files scored by none, for the comparison).
+2. speed: evaluate on --speed_files valid files with and without the cache (lanes as evaluate's
+   default), and dynamic evaluation's events/s; generation events/s at batch 1 and batch 8, int8,
+   with and without the cache, best of --rounds interleaved rounds.
+3. generation: --pieces pieces of --seconds s at equal seeds (batches of 8), with and without the
+   cache: the top voice's recurrence (compare.recurrence) and the mean overlap area (compare's
+   features) with the valid split's pieces; real valid pieces' recurrence beside them (the peer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from classical_music import memory as M  # noqa: E402
+from classical_music.compare.recurrence import recurrence  # noqa: E402
+from classical_music.evaluate import collect, evaluate, file_metadata  # noqa: E402
+from classical_music.generate import load_model, sample  # noqa: E402
+from classical_music.memory_tune import half  # noqa: E402
+from classical_music.notes import Notes  # noqa: E402
+from control import mean_oa, pooled, read_notes  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data" / "classical-piano"
+
+
+def halves(corpus: Path, files) -> dict[str, str]:
+    meta = file_metadata([corpus])
+    return {str(f): half(str((meta.get(str(f)) or {}).get("piece") or f)) for f in files}
+
+
+def summarize(per_file: dict[str, tuple[float, int]], which: dict[str, str]) -> dict[str, float]:
+    out = {}
+    for name in ("tune", "held-out", "all"):
+        sel = [v for k, v in per_file.items() if name == "all" or which[k] == name]
+        out[name] = round(sum(n for n, _ in sel) / sum(e for _, e in sel), 5) if sel else None
+    return out
+
+
+def scored(model, files, memory, lanes=None) -> tuple[dict, float]:
+    t0 = time.perf_counter()
+    r = evaluate(model, files, progress="lines", memory=memory, lanes=lanes)
+    wall = time.perf_counter() - t0
+    return {f["path"]: (f["nats_per_event"] * f["events"], f["events"]) for f in r["per_file"]}, r["events"] / wall
+
+
+def likelihood(model, corpus: Path, tuned: M.Memory, dynamic_files: int) -> dict:
+    files = collect([corpus], split="valid")
+    which = halves(corpus, files)
+    out: dict = {"files": len(files)}
+    none, _ = scored(model, files, None)
+    cache, _ = scored(model, files, M.with_mode(tuned, "cache"))
+    out["none"], out["cache"] = summarize(none, which), summarize(cache, which)
+    print("likelihood none", out["none"], "cache", out["cache"], flush=True)
+    if dynamic_files:
+        # the first files of each half in a fixed order (a hash of the path), so both halves count
+        pick = [f for h in ("tune", "held-out")
+                for f in sorted((f for f in files if which[str(f)] == h), key=lambda f: half(str(f) + "#"))[:dynamic_files]]
+        sub = {str(f): none[str(f)] for f in pick}
+        dyn, dyn_speed = scored(model, pick, M.with_mode(tuned, "dynamic"))
+        both, both_speed = scored(model, pick, M.with_mode(tuned, "both"))
+        out["subset"] = {"files": len(pick), "events": sum(e for _, e in sub.values()),
+                         "none": summarize(sub, which), "cache": summarize({k: cache[k] for k in sub}, which),
+                         "dynamic": summarize(dyn, which), "both": summarize(both, which),
+                         "dynamic_events_per_s": round(dyn_speed), "both_events_per_s": round(both_speed)}
+        print("likelihood subset", out["subset"], flush=True)
+    return out
+
+
+def speed(model, corpus: Path, tuned: M.Memory, n_files: int, rounds: int) -> dict:
+    files = collect([corpus], split="valid")[:n_files]
+    ev: dict = {"none": [], "cache": []}
+    for _ in range(rounds):
+        for name, mem in (("none", None), ("cache", M.with_mode(tuned, "cache"))):
+            ev[name].append(scored(model, files, mem)[1])
+    out = {"evaluate_files": len(files), "evaluate_events_per_s": {k: round(max(v)) for k, v in ev.items()}}
+    gen: dict = {}
+    tok = model.tokenizer
+    for batch in (1, 8):
+        for name, mem in (("none", None), ("cache", M.with_mode(tuned, "cache"))):
+            best = 0.0
+            for r in range(rounds):
+                t0 = time.perf_counter()
+                rows = sample(model, tok, np.array([tok.bos_id]), num_samples=batch, events=2000, seed=r,
+                              min_events=2000, memory=mem)
+                best = max(best, sum(len(x) for x in rows) / (time.perf_counter() - t0))
+            gen[f"batch {batch} {name}"] = round(best)
+    out["generate_events_per_s"] = gen
+    print("speed", out, flush=True)
+    return out
+
+
+def pieces(model, n: int, seconds: float, memory, batch: int = 8) -> list[Notes]:
+    tok = model.tokenizer
+    out = []
+    for s in range(0, n, batch):
+        rows = sample(model, tok, np.array([tok.bos_id]), num_samples=min(batch, n - s), seconds=seconds,
+                      seed=1000 + s, memory=memory)
+        for r in rows:
+            notes = tok.decode(r)
+            keep = notes.onset < seconds
+            out.append(Notes(notes.onset[keep], np.minimum(notes.offset[keep], seconds), notes.pitch[keep],
+                             notes.velocity[keep]))
+    return out
+
+
+def generation(model, corpus: Path, tuned: M.Memory, n: int, seconds: float, lams) -> dict:
+    real = [x for x in (read_notes(f) for f in collect([corpus], split="valid")) if x is not None and len(x)]
+    real_feats = pooled(real)
+
+    def rec_stats(ps):
+        rec = [r for r in map(recurrence, ps) if r is not None]
+        return {"median": round(float(np.median(rec)), 4), "mean": round(float(np.mean(rec)), 4), "pieces": len(rec)}
+
+    out = {"real valid": {"recurrence": rec_stats(real)}}
+    settings = [("none", None)] + [(f"cache lambda {lam:g}", M.Memory("cache", theta=tuned.theta, lam=lam, size=tuned.size))
+                                   for lam in lams]
+    for name, mem in settings:
+        t0 = time.perf_counter()
+        ps = pieces(model, n, seconds, mem)
+        out[name] = {"recurrence": rec_stats(ps), "mean_oa_valid": round(mean_oa(pooled(ps), real_feats), 4),
+                     "minutes": round((time.perf_counter() - t0) / 60, 1)}
+        print("generation", name, out[name], flush=True)
+    return out
+
+
+def table(report: dict) -> str:
+    lines = []
+    lk = report.get("likelihood")
+    if lk:
+        lines += ["| valid nats/event (float32) | tune half | held-out half | all |", "|---|---|---|---|"]
+        for mode in ("none", "cache"):
+            v = lk[mode]
+            lines.append(f"| {mode} ({lk['files']} files) | {v['tune']} | {v['held-out']} | {v['all']} |")
+        sub = lk.get("subset")
+        if sub:
+            for mode in ("none", "cache", "dynamic", "both"):
+                v = sub[mode]
+                lines.append(f"| {mode}, subset of {sub['files']} files ({sub['events']:,} events) | {v['tune']} | "
+                             f"{v['held-out']} | {v['all']} |")
+    sp = report.get("speed")
+    if sp:
+        e = sp["evaluate_events_per_s"]
+        lines += ["", "| speed | none | cache | ratio |", "|---|---|---|---|",
+                  f"| evaluate, {sp['evaluate_files']} valid files, events/s | {e['none']:,} | {e['cache']:,} | "
+                  f"{e['none'] / e['cache']:.2f}x |"]
+        g = sp["generate_events_per_s"]
+        for b in (1, 8):
+            lines.append(f"| generate batch {b} (int8), events/s | {g[f'batch {b} none']:,} | {g[f'batch {b} cache']:,} | "
+                         f"{g[f'batch {b} none'] / g[f'batch {b} cache']:.2f}x |")
+    gen = report.get("generation")
+    if gen:
+        lines += ["", "| pieces | top-voice recurrence median (mean) | mean OA with valid | minutes |", "|---|---|---|---|"]
+        for name, v in gen.items():
+            r = v["recurrence"]
+            lines.append(f"| {name} | {r['median']} ({r['mean']}) | {v.get('mean_oa_valid', '')} | {v.get('minutes', '')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--corpus", type=Path, default=SHARED)
+    ap.add_argument("--parts", default="likelihood,speed,generation")
+    ap.add_argument("--dynamic_files", type=int, default=6, help="files of each half scored with dynamic evaluation")
+    ap.add_argument("--speed_files", type=int, default=12)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--pieces", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--lambdas", type=float, nargs="+", default=None, help="cache lambdas to compose with "
+                    "(default: the tuned one)")
+    ap.add_argument("--theta", type=float, default=None, help="override the tuned theta")
+    ap.add_argument("--size", type=int, default=None, help="override the tuned size")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if not (args.corpus / "metadata.csv").exists():
+        print(f"no corpus at {args.corpus}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    model = load_model(args.checkpoint)
+    tuned = M.resolve(model, "cache", theta=args.theta, size=args.size)
+    parts = set(args.parts.split(","))
+    report: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+                               f"load {open('/proc/loadavg').read().split()[0] if os.path.exists('/proc/loadavg') else '?'}",
+                    "memory": M.stored(model)}
+    if "likelihood" in parts:
+        report["likelihood"] = likelihood(model, args.corpus, tuned, args.dynamic_files)
+    if "speed" in parts:
+        report["speed"] = speed(model, args.corpus, tuned, args.speed_files, args.rounds)
+    if "generation" in parts:
+        report["generation"] = generation(model, args.corpus, tuned, args.pieces, args.seconds,
+                                          args.lambdas or [tuned.lam])
+    print(table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
