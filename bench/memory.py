@@ -13,7 +13,7 @@ make generated pieces repeat their motifs more, and stay fast?
    default), and dynamic evaluation's events/s; generation events/s at batch 1 and batch 8, int8,
    with and without the cache, best of --rounds interleaved rounds.
 3. generation: --pieces pieces of --seconds s at equal seeds (batches of 8), with and without the
-   cache: the top voice's recurrence (compare.recurrence) and the mean overlap area (compare's
+   cache: the top voice's recurrence (bench/form.py's, as issue 23 defines it) and the mean overlap area (compare's
    features) with the valid split's pieces; real valid pieces' recurrence beside them (the peer).
 """
 
@@ -35,12 +35,12 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from classical_music import memory as M  # noqa: E402
-from classical_music.compare.recurrence import recurrence  # noqa: E402
 from classical_music.evaluate import collect, evaluate, file_metadata  # noqa: E402
 from classical_music.generate import load_model, sample  # noqa: E402
 from classical_music.memory_tune import half  # noqa: E402
 from classical_music.notes import Notes  # noqa: E402
 from control import mean_oa, pooled, read_notes  # noqa: E402
+from form import recurrence  # noqa: E402  (issue 23 defines the measure; one home for it)
 
 SHARED = ROOT.parent / "shared" / "data" / "classical-piano"
 
@@ -65,20 +65,39 @@ def scored(model, files, memory, lanes=None) -> tuple[dict, float]:
     return {f["path"]: (f["nats_per_event"] * f["events"], f["events"]) for f in r["per_file"]}, r["events"] / wall
 
 
-def likelihood(model, corpus: Path, tuned: M.Memory, dynamic_files: int) -> dict:
+def from_arrays(folder: Path, tuned: M.Memory) -> tuple[dict, dict]:
+    """Per-file (nats, events) with none and with the tuned cache, from tune-memory's --arrays (the
+    same numbers evaluate gives, tests/test_memory.py checks, without two more passes)."""
+    from classical_music.memory_tune import load_arrays, mixed_nats
+
+    none, cache = {}, {}
+    for r in load_arrays(folder):
+        th, sz = [float(x) for x in r["thetas"]], [int(x) for x in r["sizes"]]
+        lpc = r["lpc"][th.index(tuned.theta), sz.index(tuned.size)]
+        none[r["path"]] = (float(-r["lp"].sum(dtype=np.float64)), len(r["lp"]))
+        cache[r["path"]] = (mixed_nats(r["lp"], lpc, tuned.lam), len(r["lp"]))
+    return none, cache
+
+
+def likelihood(model, corpus: Path, tuned: M.Memory, dynamic_files: int, arrays: Path | None) -> dict:
     files = collect([corpus], split="valid")
     which = halves(corpus, files)
-    out: dict = {"files": len(files)}
-    none, _ = scored(model, files, None)
-    cache, _ = scored(model, files, M.with_mode(tuned, "cache"))
-    out["none"], out["cache"] = summarize(none, which), summarize(cache, which)
+    if arrays is not None:
+        none, cache = from_arrays(arrays, tuned)
+        files = [f for f in files if str(f) in none]
+    else:
+        none, _ = scored(model, files, None)
+        cache, _ = scored(model, files, M.with_mode(tuned, "cache"))
+    out: dict = {"files": len(files), "none": summarize(none, which), "cache": summarize(cache, which)}
     print("likelihood none", out["none"], "cache", out["cache"], flush=True)
     if dynamic_files:
-        # the first files of each half in a fixed order (a hash of the path), so both halves count
+        # dynamic evaluation is a forward and a backward pass per event, one file at a time: the
+        # shortest files of each half, so that it fits beside the others on a shared machine
         pick = [f for h in ("tune", "held-out")
-                for f in sorted((f for f in files if which[str(f)] == h), key=lambda f: half(str(f) + "#"))[:dynamic_files]]
+                for f in sorted((f for f in files if which[str(f)] == h), key=lambda f: none[str(f)][1])[:dynamic_files]]
         sub = {str(f): none[str(f)] for f in pick}
         dyn, dyn_speed = scored(model, pick, M.with_mode(tuned, "dynamic"))
+        print("dynamic", summarize(dyn, which), round(dyn_speed), "events/s", flush=True)
         both, both_speed = scored(model, pick, M.with_mode(tuned, "both"))
         out["subset"] = {"files": len(pick), "events": sum(e for _, e in sub.values()),
                          "none": summarize(sub, which), "cache": summarize({k: cache[k] for k in sub}, which),
@@ -125,7 +144,7 @@ def pieces(model, n: int, seconds: float, memory, batch: int = 8) -> list[Notes]
     return out
 
 
-def generation(model, corpus: Path, tuned: M.Memory, n: int, seconds: float, lams) -> dict:
+def generation(model, corpus: Path, tuned: M.Memory, n: int, seconds: float, lams, skip_none=False) -> dict:
     real = [x for x in (read_notes(f) for f in collect([corpus], split="valid")) if x is not None and len(x)]
     real_feats = pooled(real)
 
@@ -134,7 +153,7 @@ def generation(model, corpus: Path, tuned: M.Memory, n: int, seconds: float, lam
         return {"median": round(float(np.median(rec)), 4), "mean": round(float(np.mean(rec)), 4), "pieces": len(rec)}
 
     out = {"real valid": {"recurrence": rec_stats(real)}}
-    settings = [("none", None)] + [(f"cache lambda {lam:g}", M.Memory("cache", theta=tuned.theta, lam=lam, size=tuned.size))
+    settings = [("none", None)] * (not skip_none) + [(f"cache lambda {lam:g}", M.Memory("cache", theta=tuned.theta, lam=lam, size=tuned.size))
                                    for lam in lams]
     for name, mem in settings:
         t0 = time.perf_counter()
@@ -190,8 +209,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--lambdas", type=float, nargs="+", default=None, help="cache lambdas to compose with "
                     "(default: the tuned one)")
+    ap.add_argument("--skip_none", action="store_true", help="generation: only the cache settings (none measured before)")
     ap.add_argument("--theta", type=float, default=None, help="override the tuned theta")
     ap.add_argument("--size", type=int, default=None, help="override the tuned size")
+    ap.add_argument("--arrays", type=Path, default=None,
+                    help="tune-memory --arrays folder: none and cache per file from there instead of two evaluate passes")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     if not (args.corpus / "metadata.csv").exists():
@@ -205,12 +227,12 @@ def main(argv=None) -> int:
                                f"load {open('/proc/loadavg').read().split()[0] if os.path.exists('/proc/loadavg') else '?'}",
                     "memory": M.stored(model)}
     if "likelihood" in parts:
-        report["likelihood"] = likelihood(model, args.corpus, tuned, args.dynamic_files)
+        report["likelihood"] = likelihood(model, args.corpus, tuned, args.dynamic_files, args.arrays)
     if "speed" in parts:
         report["speed"] = speed(model, args.corpus, tuned, args.speed_files, args.rounds)
     if "generation" in parts:
         report["generation"] = generation(model, args.corpus, tuned, args.pieces, args.seconds,
-                                          args.lambdas or [tuned.lam])
+                                          args.lambdas or [tuned.lam], args.skip_none)
     print(table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

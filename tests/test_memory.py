@@ -10,30 +10,10 @@ import torch
 
 from classical_music import cli, dynamic, memory, memory_tune, scoring
 from classical_music.errors import UserError
-from classical_music.model import ComposerLSTM, ModelConfig
-from classical_music.tokenizer import get_tokenizer
+from classical_music.model import ComposerLSTM
 
 from conftest import scale, write_midi
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def tiny():
-    tok = get_tokenizer("performance")
-    torch.manual_seed(0)
-    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=2)).eval()
-    with torch.no_grad():  # strong weights: hidden states far apart, so theta matters
-        for p in model.parameters():
-            p.mul_(4)
-    model.tokenizer = tok
-    return model
+from test_scoring import one_thread, strong_model  # noqa: F401  (fixtures: one thread, a tiny model with strong weights)
 
 
 def sequences():
@@ -63,12 +43,12 @@ def slow_logprobs(model, tokens, mem):
 
 
 @torch.no_grad()
-def test_batched_cache_equals_slow_reference(tiny):
+def test_batched_cache_equals_slow_reference(strong_model):
     mem = memory.Memory("cache", theta=0.3, lam=0.3, size=50)
     seqs = sequences()
-    slow = [slow_logprobs(tiny, s, mem) for s in seqs]
+    slow = [slow_logprobs(strong_model, s, mem) for s in seqs]
     # per event: cache_logprob chunk by chunk (history carried), mixed, against the slow path
-    fw = scoring.make_forward(tiny, hidden=True)
+    fw = scoring.make_forward(strong_model, hidden=True)
     for s, want in zip(seqs, slow):
         x = torch.as_tensor(s.astype(np.int64)).unsqueeze(0)
         got, hist, state = [], None, None
@@ -87,17 +67,17 @@ def test_batched_cache_equals_slow_reference(tiny):
         for i, want in enumerate(slow):
             assert abs(got[i] + want.sum()) / max(1, len(want)) < 1e-5, (batch, i)
     # and the cache changes the numbers (a cache that did nothing would pass the above at lam 0)
-    plain = {k: nats for k, nats, _ in scoring.score(scoring.make_forward(tiny), items, batch_size=3, chunk=37)}
+    plain = {k: nats for k, nats, _ in scoring.score(scoring.make_forward(strong_model), items, batch_size=3, chunk=37)}
     assert abs(plain[6] - got[6]) > 1.0
 
 
-def test_step_cache_equals_slow_reference(tiny):
+def test_step_cache_equals_slow_reference(strong_model):
     """The sampler's ring buffer: primer pushed in chunks, then steps, against the slow formula."""
     mem = memory.Memory("cache", theta=0.5, lam=0.4, size=20)
     tokens = sequences()[6][:60].astype(np.int64)
     with torch.no_grad():
-        logits, _, h = tiny(torch.as_tensor(tokens).unsqueeze(0), None, return_hidden=True)
-    cache = memory.StepCache(mem, 1, 16, tiny.config.vocab_size)
+        logits, _, h = strong_model(torch.as_tensor(tokens).unsqueeze(0), None, return_hidden=True)
+    cache = memory.StepCache(mem, 1, 16, strong_model.config.vocab_size)
     prefix = tokens[:40]
     from classical_music.generate.sampling import _next_events
 
@@ -116,24 +96,24 @@ def test_step_cache_equals_slow_reference(tiny):
         cache.observe(torch.tensor([tokens[t + 1]]))
 
 
-def test_dynamic_evaluation_restores_weights_and_helps_a_repeating_piece(tiny):
+def test_dynamic_evaluation_restores_weights_and_helps_a_repeating_piece(strong_model):
     piece = np.tile(sequences()[5][:30], 8)  # the same 30 events eight times
     other = sequences()[6]
-    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+    before = {k: v.clone() for k, v in strong_model.state_dict().items()}
     mem = memory.Memory("dynamic", lr=0.5, segment=16)
-    alone = dynamic.file_nats(tiny, piece, mem)
-    assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items())
-    dynamic.file_nats(tiny, other, mem)
-    assert dynamic.file_nats(tiny, piece, mem) == alone  # no file's steps carry into the next
+    alone = dynamic.file_nats(strong_model, piece, mem)
+    assert all(torch.equal(before[k], v) for k, v in strong_model.state_dict().items())
+    dynamic.file_nats(strong_model, other, mem)
+    assert dynamic.file_nats(strong_model, piece, mem) == alone  # no file's steps carry into the next
     items = [scoring.Item(0, other), scoring.Item(1, piece)]
-    got = {k: n for k, n, _ in dynamic.score(tiny, items, mem)}
+    got = {k: n for k, n, _ in dynamic.score(strong_model, items, mem)}
     assert got[1] == pytest.approx(alone, rel=1e-6)
-    static = scoring.score(scoring.make_forward(tiny), [scoring.Item(0, piece)], batch_size=1, chunk=64)
+    static = scoring.score(scoring.make_forward(strong_model), [scoring.Item(0, piece)], batch_size=1, chunk=64)
     assert alone < next(static)[1] - 10  # it learnt the repeats
-    zero = dynamic.file_nats(tiny, piece, memory.Memory("dynamic", lr=0.0, segment=16))
-    assert zero == pytest.approx(next(scoring.score(scoring.make_forward(tiny), [scoring.Item(0, piece)],
+    zero = dynamic.file_nats(strong_model, piece, memory.Memory("dynamic", lr=0.0, segment=16))
+    assert zero == pytest.approx(next(scoring.score(scoring.make_forward(strong_model), [scoring.Item(0, piece)],
                                                     batch_size=1, chunk=64))[1], rel=1e-5)
-    assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in strong_model.state_dict().items())
 
 
 def test_memory_options_are_checked():
@@ -143,7 +123,7 @@ def test_memory_options_are_checked():
 
 
 @pytest.fixture
-def corpus(tmp_path, tiny):
+def corpus(tmp_path, strong_model):
     src = tmp_path / "midi"
     rows = ["path,composer,piece,split"]
     for i in range(6):  # repeated phrases, so the cache has something to find
@@ -151,7 +131,7 @@ def corpus(tmp_path, tiny):
         rows.append(f"p{i}.mid,x,piece{i},valid")
     (src / "metadata.csv").write_text("\n".join(rows) + "\n")
     ck = tmp_path / "ck"
-    tiny.save_pretrained(ck, tokenizer=tiny.tokenizer)
+    strong_model.save_pretrained(ck, tokenizer=strong_model.tokenizer)
     return src, ck
 
 
@@ -172,6 +152,10 @@ def test_evaluate_memory_none_is_todays_output_and_cache_is_recorded(corpus, tmp
     assert {f["memory"] for f in r["per_file"]} == {"cache"}
     plain = json.loads((tmp_path / "plain.json").read_text())
     assert r["nats_per_event"] != plain["nats_per_event"]
+    # two lanes (each its own forward and caches): the same numbers
+    assert cli.main(["evaluate", str(src), "--checkpoint", str(ck), "--json", str(tmp_path / "c2.json"), *args,
+                     "--no_progress", "--threads", "2"]) == 0
+    assert json.loads((tmp_path / "c2.json").read_text())["nats_per_event"] == pytest.approx(r["nats_per_event"], abs=1e-4)
     # int8 scores the cache over its own hidden states: close to float32's
     assert evaluate(src, "--checkpoint", ck, "--json", tmp_path / "i.json", "--precision", "int8", *args) == 0
     assert json.loads((tmp_path / "i.json").read_text())["nats_per_event"] == pytest.approx(r["nats_per_event"], abs=0.05)

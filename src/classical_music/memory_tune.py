@@ -127,10 +127,13 @@ def tune(model, files, pieces, progress=True, thetas=THETAS, sizes=SIZES, lambda
 
 def load_arrays(folder) -> list[dict]:
     """The records a run kept with --arrays (for report(), with other lambdas)."""
-    out = []
+    out, seen = [], set()
     for f in sorted(Path(folder).glob("*.npz")):
         z = np.load(f)
-        out.append({**json.loads(str(z["meta"])), "lp": z["lp"], "lpc": z["lpc"]})
+        meta = json.loads(str(z["meta"]))
+        if meta["path"] not in seen:  # a file kept twice (two runs over one folder) counts once
+            seen.add(meta["path"])
+            out.append({**meta, "lp": z["lp"], "lpc": z["lpc"], "thetas": z["thetas"], "sizes": z["sizes"]})
     return out
 
 
