@@ -278,8 +278,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
                 "live": {"max_seconds": min(MAX_ANSWER_SECONDS, studio.max_seconds), "max_notes": MAX_NOTES,
                          "max_span_seconds": MAX_SPAN_SECONDS, "defaults": LIVE_DEFAULTS},
                 "conditions": model_conditions(studio), "style_menus": conditions.menus(),
-                "forms": list(STUDIO_FORMS)}
-                "memory": model_memory(studio)}
+                "forms": list(STUDIO_FORMS), "memory": model_memory(studio)}
 
     @app.get("/api/models", summary="The models to compose with: the startup one and those in --models_dir")
     def models():
