@@ -357,19 +357,14 @@ class Studio:
         conductor, codes, _ = conduct(plans, model, prefix, style, asked=False)
         if codes is not None:
             cond = codes[:, 0]
+        memory = composing(model, p.get("memory"))  # none asked: the model's default
         rows = sample(model, tok, prefix, num_samples=p["num_samples"],
                       seconds=p["seconds"] if conductor is None else conductor.seconds,
                       temperature=p["temperature"], top_p=p["top_p"], seed=p["seed"], device=self.device,
                       progress=progress, cond=cond, guidance=p.get("guidance", 1.0), conductor=conductor,
+                      memory=memory if memory.cache else None,  # as `generate --memory`
                       # density and key held as `generate` holds them (by the plan's sections, if any)
                       **(steering(style) if conductor is None else {}))
-        cond = condition_codes(model, p["style"])[0] if p.get("style") else None
-        memory = composing(model, p.get("memory"))  # as `generate --memory`; none asked: the model's default
-        rows = sample(model, tok, prefix, num_samples=p["num_samples"], seconds=p["seconds"],
-                      temperature=p["temperature"], top_p=p["top_p"], seed=p["seed"], device=self.device,
-                      progress=progress, cond=cond, guidance=p.get("guidance", 1.0),
-                      memory=memory if memory.cache else None,
-                      **steering(p.get("style")))  # density and key held as `generate` holds them
 
         job.stage = "rendering"
         job.folder.mkdir(parents=True, exist_ok=True)
