@@ -214,12 +214,13 @@ def test_studio_composes_with_the_memory_asked_and_refuses_others(corpus):
     from classical_music.web.server import create_app
 
     src, ck = corpus
+    memory_tune.write_block(ck, memory.as_block(memory.Memory("cache", theta=0.5, lam=0.6, size=2000), "none"))
     with TestClient(create_app(ck, src.parent / "studio"), base_url="http://localhost") as client:
         assert client.get("/api/config").json()["memory"] == {"modes": ["none", "cache"], "default": "none"}
         assert client.post("/api/generate", json={"seconds": 2, "memory": "dynamic"}).status_code == 422
         pieces = {}
         for mode in ("none", "cache", None):
-            body = {"seconds": 3, "seed": 5} | ({"memory": mode} if mode else {})
+            body = {"seconds": 6, "seed": 5} | ({"memory": mode} if mode else {})
             job_id = client.post("/api/generate", json=body).json()["id"]
             for _ in range(600):
                 job = client.get(f"/api/jobs/{job_id}").json()
