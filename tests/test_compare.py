@@ -4,7 +4,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from classical_music import cli, compare
@@ -80,6 +80,7 @@ def test_log_features_are_estimated_on_log_seconds():
 
 
 @settings(max_examples=25, deadline=None)
+@example([0.0], [5e-324])  # a few ulps apart: the grid's step was 0 and OA NaN
 @given(st.lists(st.floats(-100, 100), min_size=1, max_size=50),
        st.lists(st.floats(-100, 100), min_size=1, max_size=50))
 def test_overlap_is_symmetric_and_bounded(a, b):

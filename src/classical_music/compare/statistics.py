@@ -222,8 +222,11 @@ def distributions(a, b, feature: str | Feature | None = None, *, grid_size: int 
         ha = hb = float(bandwidth)
     lo = min(a.min(), b.min()) - 4 * max(ha, hb)
     hi = max(a.max(), b.max()) + 4 * max(ha, hb)
-    if hi <= lo:  # both samples one identical constant and no floor: a single shared spike
-        lo, hi = lo - 0.5, hi + 0.5
+    # both samples one constant (or a few ulps apart: 0 and 5e-324 gave a zero step) and no floor:
+    # a single shared spike
+    if not (hi - lo) / (grid_size - 1) > 1e-12 * max(1.0, abs(lo), abs(hi)):
+        mid = lo + (hi - lo) / 2
+        lo, hi = mid - 0.5, mid + 0.5
     x = np.linspace(lo, hi, grid_size)
     step = float(x[1] - x[0])
     p = _binned_kde(a, lo, step, grid_size, ha)
