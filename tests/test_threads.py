@@ -65,3 +65,45 @@ def test_threads_0_is_the_default_in_every_command(monkeypatch, capsys):
     for command in ("train", "evaluate", "generate", "serve"):
         help_text = cli.build_parser()._subparsers._group_actions[0].choices[command].format_help()
         assert "default, or 0:" in " ".join(help_text.split()), command
+
+
+def test_a_studio_job_and_a_live_answer_at_once_leave_the_threads_alone(tmp_path, monkeypatch):
+    """Threads are set once per process (threads.apply); decoding never saves and restores them, so
+    a job and an answer decoding side by side cannot leave the process at one thread."""
+    import threading
+
+    import numpy as np
+
+    pytest.importorskip("fastapi")
+    from classical_music.model import ComposerLSTM, ModelConfig
+    from classical_music.notes import Notes
+    from classical_music.tokenizer import get_tokenizer
+    from classical_music.web.live import Live
+    from classical_music.web.studio import Studio
+
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=1))
+    with torch.no_grad():
+        model.head.bias[tok.eos_id] = -20
+    model.save_pretrained(tmp_path / "ck", tokenizer=tok)
+    threads.apply(2)
+    calls = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n) or real(n))
+    studio = Studio(tmp_path / "ck", tmp_path / "out")
+    studio.model()
+    job = studio.submit(studio.check(6.0, 1.0, 1.0, 1, 2))
+    played = Notes(np.array([0.0, 0.5]), np.array([0.4, 0.9]), np.array([60, 64], np.int16), np.array([70, 70], np.int16))
+    answers = [threading.Thread(target=Live(studio).answer, args=(played, 3.0, 1.0, 1.0, s)) for s in (1, 2)]
+    for t in answers:
+        t.start()
+    for t in answers:
+        t.join(120)
+    for _ in range(600):
+        if job.status in ("done", "error"):
+            break
+        threading.Event().wait(0.2)
+    studio.close()
+    assert job.status == "done", job.error
+    assert calls == [] and torch.get_num_threads() == 2

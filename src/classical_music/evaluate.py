@@ -308,28 +308,23 @@ def _lanes(model, precision, device, forward, lanes: list, batch_size: int, scor
             stop.set()  # the others end at their next chunk, not when they are done
             raise
 
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(len(lanes)) as pool:
-            futures = [pool.submit(run, k) for k in range(len(lanes))]
-            try:
-                # in short waits: a signal the kernel hands to a lane's thread wakes no one, and
-                # Python runs its handler (Ctrl-C, SIGTERM) only when the main thread wakes
-                pending = set(futures)
-                while pending:
-                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-                    if any(f.exception() is not None for f in done):
-                        break
-            except BaseException:  # Ctrl-C or SIGTERM in the main thread
-                stop.set()
-                raise
-            errors = [f.exception() for f in futures]  # waits for the stopped lanes too
-            first = next((e for e in errors if e is not None and not isinstance(e, _Stopped)), None)
-            if first is not None:
-                raise first
-    finally:
-        torch.set_num_threads(threads_before)
+    with ThreadPoolExecutor(len(lanes)) as pool:
+        futures = [pool.submit(run, k) for k in range(len(lanes))]
+        try:
+            # in short waits: a signal the kernel hands to a lane's thread wakes no one, and
+            # Python runs its handler (Ctrl-C, SIGTERM) only when the main thread wakes
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                if any(f.exception() is not None for f in done):
+                    break
+        except BaseException:  # Ctrl-C or SIGTERM in the main thread
+            stop.set()
+            raise
+        errors = [f.exception() for f in futures]  # waits for the stopped lanes too
+        first = next((e for e in errors if e is not None and not isinstance(e, _Stopped)), None)
+        if first is not None:
+            raise first
     return out
 
 
@@ -371,8 +366,9 @@ def _run(args) -> int:
         raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
     if args.precision == "int8" and torch.device(args.device).type != "cpu":
         raise UserError("--precision int8 runs on the CPU only: use float32 on a GPU")
-    n = threads.apply(args.threads)
-    lanes = n if args.threads else threads.default_lanes()  # lanes do not fight: see there
+    lanes = args.threads or threads.default_lanes()  # lanes do not fight: see there
+    # set once for the run: a thread per lane (evaluate never sets them again)
+    threads.apply(1 if lanes > 1 and torch.device(args.device).type == "cpu" else args.threads)
     model = load_model(args.checkpoint, args.device)
     style = {n: getattr(args, n) for n in conditions.FILE_CONDITIONS}
     metadata = file_metadata(args.paths) if args.conditions == "metadata" else None

@@ -252,7 +252,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     form.add_argument("--print_plan", action="store_true", help="print the plan used (also written as NAME.plan.json)")
     memory.add_arguments(p, MEMORY_MODES)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
-    cpu_threads.add_argument(p)  # decoding steps still run on one: see sampling._one_thread_on_cpu
+    cpu_threads.add_argument(p)
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="decoding matmuls: int8 is ~3x faster on the CPU at batch 1 and ~6.5x at batch 8, "
                         "scoring within ~2e-4 nats/event of float32 overall, though a seed's "

@@ -5,7 +5,6 @@ the logits."""
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -326,55 +325,54 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
     done = [False] * num_samples
     if conductor is not None:
         conductor.start(keys)
-    with _one_thread_on_cpu(device):
-        for n in range(max_events):
-            if cache is not None:  # the top layer's h is the state's last layer ([B, H], stacked or listed)
-                logits = cache.mix(logits, state[0][-1][:num_samples])
-            scores = logits.float().cpu().numpy() + bias
-            if steering is not None:
-                scores += steering
+    for n in range(max_events):
+        if cache is not None:  # the top layer's h is the state's last layer ([B, H], stacked or listed)
+            logits = cache.mix(logits, state[0][-1][:num_samples])
+        scores = logits.float().cpu().numpy() + bias
+        if steering is not None:
+            scores += steering
+        if keys is not None:
+            keys.force_overdue(scores, elapsed)
+        if n < min_events:
+            scores[:, eos] = -np.inf
+        if conductor is not None:
+            conductor.shape(scores, elapsed)
+        if plain:
+            if temperature != 1:
+                scores *= 1.0 / temperature
+        else:
+            scores = filter_logits(torch.from_numpy(scores), temperature, top_k, top_p, min_p).numpy()
+        nxt = _draw(scores, rng)
+        for row, tok in enumerate(nxt.tolist()):
+            if done[row]:
+                nxt[row] = eos  # a finished row idles on the end token until all are done
+                continue
+            out[row].append(tok)
+            if shift is not None:
+                elapsed[row] += shift[tok]
             if keys is not None:
-                keys.force_overdue(scores, elapsed)
-            if n < min_events:
-                scores[:, eos] = -np.inf
+                keys.update(row, tok, elapsed[row])
             if conductor is not None:
-                conductor.shape(scores, elapsed)
-            if plain:
-                if temperature != 1:
-                    scores *= 1.0 / temperature
-            else:
-                scores = filter_logits(torch.from_numpy(scores), temperature, top_k, top_p, min_p).numpy()
-            nxt = _draw(scores, rng)
-            for row, tok in enumerate(nxt.tolist()):
-                if done[row]:
-                    nxt[row] = eos  # a finished row idles on the end token until all are done
-                    continue
-                out[row].append(tok)
-                if shift is not None:
-                    elapsed[row] += shift[tok]
-                if keys is not None:
-                    keys.update(row, tok, elapsed[row])
-                if conductor is not None:
-                    conductor.update(row, tok, elapsed[row])
-                done[row] = tok == eos or elapsed[row] >= limit
-                if steering is not None and steer_density:
-                    onsets[row] += on.start <= tok < on.stop
-                    push = density_push(onsets[row], steer_density * max(elapsed[row] / steps_per_second, 1.0),
-                                        steer)
-                    steering[row, on] = bonus + push
-                    steering[row, vel] = push
-                    steering[row, wait] = 0.0 if push == -np.inf else -push
-            if progress:
-                progress(n + 1, max_events, min(elapsed) / steps_per_second if shift is not None else None)
-            if all(done):
-                break
-            if conductor is not None and (changed := conductor.cond()) is not None:
-                cond = changed.to(device)
-                terms = decoder.conditioning(torch.cat([cond, torch.zeros_like(cond)]) if guided else cond)
-            idx = torch.from_numpy(nxt).to(device)
-            if cache is not None:
-                cache.observe(idx)
-            logits, state = step(idx, state)
+                conductor.update(row, tok, elapsed[row])
+            done[row] = tok == eos or elapsed[row] >= limit
+            if steering is not None and steer_density:
+                onsets[row] += on.start <= tok < on.stop
+                push = density_push(onsets[row], steer_density * max(elapsed[row] / steps_per_second, 1.0),
+                                    steer)
+                steering[row, on] = bonus + push
+                steering[row, vel] = push
+                steering[row, wait] = 0.0 if push == -np.inf else -push
+        if progress:
+            progress(n + 1, max_events, min(elapsed) / steps_per_second if shift is not None else None)
+        if all(done):
+            break
+        if conductor is not None and (changed := conductor.cond()) is not None:
+            cond = changed.to(device)
+            terms = decoder.conditioning(torch.cat([cond, torch.zeros_like(cond)]) if guided else cond)
+        idx = torch.from_numpy(nxt).to(device)
+        if cache is not None:
+            cache.observe(idx)
+        logits, state = step(idx, state)
     return [np.array(row[:-1] if row and row[-1] == eos else row, dtype=np.int64) for row in out]
 
 
@@ -385,19 +383,3 @@ def _next_events(prefix: np.ndarray, start: int, t: int, rows: int, device) -> t
     got = np.asarray(prefix[start + 1:start + t + 1], np.int64)
     nxt[:len(got)] = got
     return torch.from_numpy(nxt).to(device).unsqueeze(0).expand(rows, -1)
-
-
-@contextmanager
-def _one_thread_on_cpu(device):
-    """A decoding step is a few dozen small operations: a second OpenMP thread gains ~5 % on an
-    idle machine and halves the speed when another process holds the other core (measured on 2
-    cores), so the step loop runs on one."""
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
