@@ -10,6 +10,23 @@ import symusic
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "classical-piano"
 
 
+def tiny_checkpoint(path: Path) -> Path:
+    """The 2 x 32 untrained model that test_generate and test_form compose with (test_form's
+    reference hashes were made with it), its EOS lowered so it composes for a while."""
+    import torch
+
+    from classical_music.model import ComposerLSTM, ModelConfig
+    from classical_music.tokenizer import get_tokenizer
+
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=2))
+    with torch.no_grad():
+        model.head.bias[tok.eos_id] = -20
+    model.save_pretrained(path, tokenizer=tok)
+    return path
+
+
 def write_midi(path, notes, pedals=(), drum=False, tpq=480, bpm=120.0):
     """notes: (pitch, start_s, dur_s, velocity); pedals: (down_s, up_s). Returns the path."""
     path = Path(path)

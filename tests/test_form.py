@@ -16,18 +16,13 @@ from classical_music.generate.form import default_plan, plan_from_json, resolve_
 from classical_music.model import ComposerLSTM, ModelConfig
 from classical_music.tokenizer import get_tokenizer
 
+from conftest import tiny_checkpoint
+
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    # The same tiny model as tests/test_generate.py's, which the reference hashes below were made with.
-    tok = get_tokenizer("performance")
-    torch.manual_seed(0)
-    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=2))
-    with torch.no_grad():
-        model.head.bias[tok.eos_id] = -20
-    path = tmp_path_factory.mktemp("ck") / "best"
-    model.save_pretrained(path, tokenizer=tok)
-    return path
+    # the reference hashes below were made with this model
+    return tiny_checkpoint(tmp_path_factory.mktemp("ck") / "best")
 
 
 @pytest.fixture(scope="module")

@@ -11,20 +11,12 @@ from classical_music.generate import (
 from classical_music.model import ComposerLSTM, ModelConfig, int8_available
 from classical_music.tokenizer import get_tokenizer
 
-from conftest import scale, write_midi
+from conftest import scale, tiny_checkpoint, write_midi
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    tok = get_tokenizer("performance")
-    torch.manual_seed(0)
-    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=2))
-    # Lower EOS so an untrained model composes for a while instead of stopping at once.
-    with torch.no_grad():
-        model.head.bias[tok.eos_id] = -20
-    path = tmp_path_factory.mktemp("ck") / "best"
-    model.save_pretrained(path, tokenizer=tok)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ck") / "best")
 
 
 def leaning_model(tok, *leanings):
@@ -234,7 +226,9 @@ def test_outputs_that_cannot_be_written_are_one_line_and_leave_nothing(checkpoin
     out = tmp_path / "new" / "song.mid"
     args = ["--checkpoint", str(checkpoint), "--output", str(out), "--seconds", "3", "--num_samples", "2", "--seed", "7"]
     assert main([*args, "--wav", "--plot"]) == 2
-    assert capsys.readouterr().err.strip() == "error: disk full"
+    # the fallback-piano note is said once per process, so whether it shows here depends on test order
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: disk full" and all(line.startswith("note: ") for line in err[:-1]), err
     assert [p.name for p in tmp_path.iterdir()] == ["taken.mid"]
     monkeypatch.setattr(plot, "piano_roll", real)
     assert main([*args, "--plot"]) == 0
