@@ -66,13 +66,13 @@ def compose(model, n, style, seed, guidance=1.0, temperature=1.0, steer=0.0, rel
     rows = sample(model, tok, np.array([tok.bos_id]), num_samples=n, seconds=SECONDS, temperature=temperature,
                   seed=seed, cond=cond, guidance=guidance, steer=steer, release=release, steer_density=style.get("density"),
                   steer_key=C.parse_key(style["key"]) if "key" in style else None)
-    out = []
-    for r in rows:
-        notes = tok.decode(r)
-        keep = notes.onset < SECONDS
-        out.append(Notes(notes.onset[keep], np.minimum(notes.offset[keep], SECONDS), notes.pitch[keep],
-                         notes.velocity[keep]))
-    return out
+    return [first_seconds(tok.decode(r), SECONDS) for r in rows]
+
+
+def first_seconds(notes: Notes, seconds: float) -> Notes:
+    """The notes that start within the first `seconds`, cut off there."""
+    keep = notes.onset < seconds
+    return Notes(notes.onset[keep], np.minimum(notes.offset[keep], seconds), notes.pitch[keep], notes.velocity[keep])
 
 
 def density(notes: Notes) -> float:

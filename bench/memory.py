@@ -39,7 +39,7 @@ from classical_music.evaluate import collect, evaluate, file_metadata  # noqa: E
 from classical_music.generate import load_model, sample  # noqa: E402
 from classical_music.memory_tune import half  # noqa: E402
 from classical_music.notes import Notes  # noqa: E402
-from control import mean_oa, pooled, read_notes  # noqa: E402
+from control import first_seconds, mean_oa, pooled, read_notes  # noqa: E402
 from form import recurrence  # noqa: E402  (issue 23 defines the measure; one home for it)
 
 SHARED = ROOT.parent / "shared" / "data" / "classical-piano"
@@ -136,11 +136,7 @@ def pieces(model, n: int, seconds: float, memory, batch: int = 8) -> list[Notes]
     for s in range(0, n, batch):
         rows = sample(model, tok, np.array([tok.bos_id]), num_samples=min(batch, n - s), seconds=seconds,
                       seed=1000 + s, memory=memory)
-        for r in rows:
-            notes = tok.decode(r)
-            keep = notes.onset < seconds
-            out.append(Notes(notes.onset[keep], np.minimum(notes.offset[keep], seconds), notes.pitch[keep],
-                             notes.velocity[keep]))
+        out += [first_seconds(tok.decode(r), seconds) for r in rows]
     return out
 
 

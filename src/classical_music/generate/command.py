@@ -28,7 +28,7 @@ from ..notes import Notes, notes_to_score, trim_leading_silence
 from .checkpoint import check_device, condition_codes, list_conditions, load_model
 from .conductor import conduct, perform
 from .config import MAX_EVENTS, MAX_SECONDS, MEMORY_MODES, PRECISIONS, GenerateConfig
-from .form import ENDINGS
+from .form import DEFAULT_LONG_FORM, ENDINGS, THROUGH_UNDER_SECONDS
 from .primer import MAX_PRIMER_EVENTS, parse_primer_notes, primer_from_midi, primer_tokens
 from .sampling import END_AFTER, MAX_NOTE_SECONDS, sample, steering
 
@@ -242,7 +242,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     form = p.add_argument_group("the whole piece (a form, themes that return, an ending)")
     form.add_argument("--form", default=None,
                       help="section letters such as ABA, AABA, ABACA (rondo), AB, A (A' = a varied return), or "
-                           "through (one section); default: through under 45 s, ABA for longer pieces")
+                           f"through (one section); default: through under {THROUGH_UNDER_SECONDS:g} s, "
+                           f"{DEFAULT_LONG_FORM} for longer pieces")
     form.add_argument("--plan", type=Path, default=None,
                       help='PLAN.json: [{"label": "A", "seconds": 40, "key": "D", "density": 6, "dynamics": "mf", '
                            '"tempo": 1.0, "composer": ..., "period": ...}, ...]')
