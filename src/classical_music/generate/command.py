@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +22,12 @@ from .. import threads as cpu_threads
 from ..audio import add_instrument_arguments
 from ..errors import UserError
 from ..files import atomic_path, staged_paths, writable_folder
-from ..notes import Notes, notes_to_score, trim_leading_silence
-from .checkpoint import check_device, condition_codes, list_conditions, load_model
-from .conductor import conduct, perform
+from ..notes import notes_to_score
+from . import composer, options
+from .checkpoint import check_device, list_conditions, load_model
 from .config import MAX_EVENTS, MAX_SECONDS, MEMORY_MODES, PRECISIONS, GenerateConfig
 from .form import DEFAULT_LONG_FORM, ENDINGS, THROUGH_UNDER_SECONDS
 from .primer import MAX_PRIMER_EVENTS, parse_primer_notes, primer_from_midi, primer_tokens
-from .sampling import END_AFTER, MAX_NOTE_SECONDS, sample, steering
 
 # The docstring above is the help of `classical-music generate` and `python generate.py` (its
 # first paragraph). compose() is the whole of a run: primer, model, sampling, then the files.
@@ -78,18 +75,10 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
     seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
     plans = cfg.piece_plans(seed)  # a bad plan stops us before the model loads
     model = load_model(cfg.checkpoint, cfg.device)
-    cond, style = condition_codes(model, cfg.style(), cfg.parsed_style)
     memory = cfg.memory_options(model)
     tok = model.tokenizer
     prefix = primer_tokens(tok, primer)
     primer_end = 0.0 if primer is None else float(primer.offset.max())
-    conductor, codes, labels = conduct(plans, model, prefix, cfg.style(), cfg.steer,
-                                       asked=cfg.form is not None or cfg.plan is not None or cfg.ending is not None)
-    seconds = cfg.seconds
-    if conductor is not None:
-        seconds = plans[0].seconds
-        if codes is not None:
-            cond, style = codes[:, 0], labels
 
     bar = None
     if progress and sys.stderr.isatty():
@@ -98,45 +87,25 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
         bar = tqdm(total=cfg.events or (round(cfg.seconds) if cfg.seconds else None), unit="s" if not cfg.events else "event",
                    desc="composing", leave=False)
 
-    def report(n, total, music_s):
+    def report(fraction):
         if bar is not None:
-            done = n if cfg.events or music_s is None else min(round(music_s), bar.total or 0)
+            done = round(fraction * (bar.total or 0))
             if done != bar.n:  # redraw only on change: a redraw costs more than an LSTM step
                 bar.n = done
                 bar.refresh()
 
-    t0 = time.perf_counter()
-    steer = steering(cfg.style(), cfg.steer, cfg.parsed_style) if conductor is None else {"steer": cfg.steer}
-    rows = sample(model, tok, prefix, num_samples=cfg.num_samples, events=cfg.events, temperature=cfg.temperature,
-                  seconds=cfg.seconds if conductor is None else conductor.seconds,
-                  top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p, seed=seed,
-                  device=cfg.device, progress=report, max_note_seconds=cfg.max_note_seconds, release=cfg.release,
-                  min_seconds=cfg.min_seconds, cond=cond, guidance=cfg.guidance, conductor=conductor, **steer,
-                  # asked in events, the piece may end itself in the last fifth, as one asked in seconds
-                  min_events=math.ceil(END_AFTER * cfg.events) if cfg.events and cfg.min_seconds is None else 0,
-                  int8=None if cfg.precision == "auto" else cfg.precision == "int8", memory=memory)
-    wall = time.perf_counter() - t0
+    comp = composer.compose(model, prefix, seconds=cfg.seconds, events=cfg.events, num_samples=cfg.num_samples,
+                            seed=seed, style=cfg.style(), parsed=cfg.parsed_style, options=cfg.sampling,
+                            plans=plans, asked_form=cfg.form is not None or cfg.plan is not None or cfg.ending is not None,
+                            memory=memory, device=cfg.device, min_seconds=cfg.min_seconds, progress=report,
+                            int8=None if cfg.precision == "auto" else cfg.precision == "int8")
     if bar is not None:
         bar.close()
+    style = comp.labels
 
     pieces = []
-    for i, (path, new) in enumerate(zip(paths, rows)):
-        whole, pedals = tok.decode(np.concatenate([prefix, new])), []
-        if conductor is not None:
-            whole, pedals = perform(whole, plans[i], tok.steps_per_second, primer_end)
-        if not cfg.primer_in_output and primer is not None:
-            keep = whole.onset >= primer_end - 1e-9
-            whole = Notes(whole.onset[keep] - primer_end, whole.offset[keep] - primer_end, whole.pitch[keep],
-                          whole.velocity[keep])
-            pedals = [(a - primer_end, b - primer_end) for a, b in pedals]
-        if seconds and not cfg.events:
-            limit = seconds + (primer_end if cfg.primer_in_output else 0.0)
-            keep = whole.onset < limit
-            whole = Notes(whole.onset[keep], np.minimum(whole.offset[keep], limit), whole.pitch[keep], whole.velocity[keep])
-        if primer is None and conductor is None:
-            # a primer's opening stays, and so does a planned piece (a form or a cadence ending:
-            # cutting its lead would move its sections and its ending off the plan's times)
-            whole = trim_leading_silence(whole)[0]
+    for path, new, (whole, pedals) in zip(paths, comp.rows, comp.pieces(tok, primer_end, cfg.primer_in_output,
+                                                                         events=bool(cfg.events))):
         if len(whole) == 0:
             raise UserError(f"the model composed no notes for {path.name} in {len(new)} events: "
                             "ask for more --events or --seconds, or try another --seed")
@@ -146,7 +115,7 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
     made = [f for f in (folder, *folder.parents) if not f.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        results = _write_pieces(cfg, pieces, seed, wall, plans if conductor is not None else None,
+        results = _write_pieces(cfg, pieces, seed, comp.wall, comp.plans,
                                 primer_end if cfg.primer_in_output else 0.0, instrument)
         for r in results:
             r["conditions"] = style
@@ -206,10 +175,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         help=f"seconds of music to compose (default 30, at most {MAX_SECONDS:g})")
     length.add_argument("--events", type=int, default=None,
                         help=f"number of events to compose instead of --seconds (at most {MAX_EVENTS:,})")
-    p.add_argument("--temperature", type=float, default=1.0, help="> 1 wilder, < 1 safer (default 1.0)")
-    p.add_argument("--top_k", type=int, default=0, help="sample among the k likeliest events (0 = off)")
-    p.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling: smallest set with this mass (1 = off)")
-    p.add_argument("--min_p", type=float, default=0.0, help="drop events under min_p x the likeliest one (0 = off)")
+    options.add_arguments(p, ("temperature", "top_k", "top_p", "min_p"))
     p.add_argument("--seed", type=int, default=None, help="random seed: same seed and arguments, same notes")
     p.add_argument("--num_samples", type=int, default=1, help="variations composed in one batched pass")
     p.add_argument("--primer", type=Path, default=None, help="a MIDI file whose opening the piece continues "
@@ -218,11 +184,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--primer_notes", default=None, help='typed opening chords, e.g. "C4 E4 G4, F4 A4 C5"')
     p.add_argument("--primer_chord_seconds", type=float, default=0.5, help="length of each typed chord")
     p.add_argument("--no_primer_in_output", action="store_true", help="write only the continuation")
-    p.add_argument("--max_note_seconds", type=float, default=MAX_NOTE_SECONDS,
-                   help=f"release any key held this long (default {MAX_NOTE_SECONDS:g}; 0 = no limit)")
-    p.add_argument("--release", type=float, default=1.0,
-                   help="strength (0-10, default 1; 0 = off) of a nudge on key-ups: a key that has rung past "
-                        "1.5 s, or any key while more than 8 are down; off, pieces drift to long-held clusters")
+    options.add_arguments(p, ("max_note_seconds", "release"))
     p.add_argument("--min_seconds", type=float, default=None,
                    help="the model may end the piece itself only after this many seconds "
                         "(default: 80%% of --seconds, or of --events; 0 = whenever it likes)")
@@ -232,11 +194,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_instrument_arguments(p, "--wav/--mp3")
     style = p.add_argument_group("style (see --list_conditions; each optional, default any)")
     conditions.add_arguments(style)
-    style.add_argument("--guidance", type=float, default=1.0,
-                       help="classifier-free guidance: > 1 sets the style further apart from the rest, at some cost in "
-                            "naturalness and twice the rows (1 = off; measured in MODEL_CARD.md, Style control)")
-    style.add_argument("--steer", type=float, default=1.0,
-                       help="also hold --density and --key while sampling, at this strength (0 = the model alone)")
+    options.add_arguments(style, ("guidance", "steer"))
     style.add_argument("--list_conditions", action="store_true",
                        help="print the styles the checkpoint knows (composers with their training hours) and exit")
     form = p.add_argument_group("the whole piece (a form, themes that return, an ending)")

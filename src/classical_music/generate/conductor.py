@@ -165,7 +165,7 @@ def chord_profile(pitch_classes, gain: float) -> np.ndarray:
 def transpose_phrase(tokens: list[int], tokenizer, semitones: int, lo: int = 21, hi: int = 108) -> list[int]:
     """A phrase's tokens with every key moved by `semitones` (an octave back where that would leave
     the piano), key-ups of keys it never struck dropped and no end token: ready to be replayed."""
-    on, off = tokenizer.note_on, tokenizer.note_off
+    on, off = tokenizer.key_downs.start, tokenizer.key_ups.start
     down, out = set(), []
     for t in tokens:
         if on <= t < off or off <= t < off + 128:
@@ -190,17 +190,17 @@ def transpose_phrase(tokens: list[int], tokenizer, semitones: int, lo: int = 21,
 def opening_phrase(history: list[int], start: int, tokenizer, steps: int) -> list[int]:
     """The tokens from the first key-down at or after history[start] until `steps` of time have
     passed, led by the velocity in force there (so the phrase sounds as it did)."""
-    on = tokenizer.note_on
-    start = next((i for i in range(start, len(history)) if on <= history[i] < on + 128), len(history))
+    on = tokenizer.key_downs
+    start = next((i for i in range(start, len(history)) if on.start <= history[i] < on.stop), len(history))
     shift = tokenizer.shift_steps(np.asarray(history[start:], np.int64))
     elapsed = np.cumsum(shift)
     n = int(np.searchsorted(elapsed, steps, side="left")) + 1 if len(shift) else 0
     phrase = history[start:start + n]
     if phrase and elapsed[n - 1] > steps:  # its last wait cut to the phrase's length
         phrase[-1] -= int(elapsed[n - 1] - steps)
-    vel = tokenizer.velocity
+    vel = tokenizer.velocities
     for t in reversed(history[:start]):
-        if vel <= t < tokenizer.vocab_size:
+        if vel.start <= t < vel.stop:
             phrase = [t, *phrase]
             break
     return phrase
@@ -238,9 +238,7 @@ class Conductor:
         self.ended = [False] * n
         self.changed = False
         vocab = tokenizer.vocab_size
-        self.on = slice(tokenizer.note_on, tokenizer.note_on + 128)
-        self.vel = slice(tokenizer.velocity, vocab)
-        self.wait = slice(tokenizer.time_shift, tokenizer.time_shift + tokenizer.max_shift_steps)
+        self.on, self.vel, self.wait = tokenizer.key_downs, tokenizer.velocities, tokenizer.time_shifts
         self.bonus = np.zeros((n, vocab), np.float32)
         self.keybonus = [np.zeros(128, np.float32) for _ in range(n)]
         self.keys = None
@@ -323,7 +321,7 @@ class Conductor:
         a, b = self.keys_of[row][src], self.keys_of[row][i]
         semis = 0 if a is None or b is None else ((b - a) % 12 + 5) % 12 - 5  # the nearer way, -5 ... +6
         held = [] if self.keys is None else sorted(self.keys.since[row])
-        self.queue[row].extend([self.tok.note_off + k for k in held] + transpose_phrase(phrase, self.tok, semis))
+        self.queue[row].extend([self.tok.key_ups.start + k for k in held] + transpose_phrase(phrase, self.tok, semis))
 
     def _set_key(self, row: int, key: int | None) -> None:
         strength = self.steer * (1.0 if self.plan.through else SECTION_KEY_STEER)
@@ -370,10 +368,10 @@ class Conductor:
         tok = self.tok
         chord = final_chord(key)
         wait = max(self.total - now - 1, self.hold)
-        shifts = [tok.max_shift_steps] * (wait // tok.max_shift_steps) + ([wait % tok.max_shift_steps] if wait % tok.max_shift_steps else [])
-        self.queue[row].extend([tok.note_off + k for k in held] + [tok.velocity + int(tok.velocity_to_bin(FINAL_VELOCITY))]
-                               + [tok.note_on + p for p in chord] + [tok.time_shift + s - 1 for s in shifts]
-                               + [tok.note_off + p for p in chord] + [tok.eos_id])
+        down, up = tok.key_downs.start, tok.key_ups.start
+        self.queue[row].extend([up + k for k in held] + [tok.velocity_token(FINAL_VELOCITY)]
+                               + [down + p for p in chord] + tok.wait_tokens(wait)
+                               + [up + p for p in chord] + [tok.eos_id])
         self.ended[row] = True
         self.bonus[row] = 0.0
 
@@ -388,11 +386,10 @@ def conduct(plans: list[Plan] | None, model, prefix, style: dict, steer: float =
     if plans is None or (plans[0].through and plans[0].ending == "none"):
         return None, None, {}
     tok = model.tokenizer
-    if not all(hasattr(tok, a) for a in ("steps_per_second", "note_on", "shift_steps")):
+    if not tok.timed:
         if not asked:
             return None, None, {}  # a tokenizer without time (REMI) composes as it always has
-        raise UserError(f"--form, --plan and --ending cadence need a tokenizer with time shifts; this checkpoint's "
-                        f"is {getattr(tok, 'name', type(tok).__name__)}")
+        tok.require_timed("--form, --plan and --ending cadence")
     coded = [[condition_codes(model, _section_style(s, style, model)) for s in p.sections] for p in plans]
     codes = None if coded[0][0][0] is None else torch.stack([torch.stack([c for c, _ in row]) for row in coded])
     return Conductor(plans, tok, prefix, codes, steer), codes, coded[0][0][1]

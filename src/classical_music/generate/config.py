@@ -13,7 +13,8 @@ from .. import conditions
 from ..errors import UserError
 from .checkpoint import check_device
 from .form import ENDINGS, THROUGH, resolve_plan
-from .sampling import MAX_NOTE_SECONDS, check_sampling, use_int8
+from .options import DEFAULT as SAMPLING, SamplingOptions
+from .sampling import use_int8
 
 PRECISIONS = ("auto", "float32", "int8")
 from ..memory import COMPOSING_MODES as MEMORY_MODES  # noqa: E402
@@ -36,10 +37,11 @@ class GenerateConfig(StyleFields):
     checkpoint: Path | None = None
     seconds: float | None = 30.0
     events: int | None = None
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
+    # how each event is chosen: SamplingOptions' fields, with its defaults (cfg.sampling)
+    temperature: float = SAMPLING.temperature
+    top_k: int = SAMPLING.top_k
+    top_p: float = SAMPLING.top_p
+    min_p: float = SAMPLING.min_p
     seed: int | None = None
     num_samples: int = 1
     primer: Path | None = None
@@ -47,8 +49,8 @@ class GenerateConfig(StyleFields):
     primer_notes: str | None = None
     primer_chord_seconds: float = 0.5
     primer_in_output: bool = True
-    max_note_seconds: float = MAX_NOTE_SECONDS
-    release: float = 1.0  # nudge up keys held long or many at once (sampling.RELEASE_*); 0 = off
+    max_note_seconds: float = SAMPLING.max_note_seconds
+    release: float = SAMPLING.release
     min_seconds: float | None = None  # the model may end the piece after this; None: see end_allowed_after
     wav: bool = False
     mp3: bool = False
@@ -58,8 +60,8 @@ class GenerateConfig(StyleFields):
     reverb: float = 0.3  # the hall: 0 dry .. 1 a large hall (audio.room.DEFAULT_REVERB)
     device: str = "cpu"
     precision: str = "auto"  # of the decoding matmuls: auto = int8 on the CPU, else float32
-    guidance: float = 1.0  # classifier-free guidance: 1 = off, > 1 follows the conditions harder
-    steer: float = 1.0  # hold --density and --key while sampling too (0 = the model's conditions alone)
+    guidance: float = SAMPLING.guidance
+    steer: float = SAMPLING.steer
     # the whole piece (form.py): a form such as "ABA" or "through" (None: through under 45 s, else
     # form.DEFAULT_LONG_FORM), or a plan file; the ending "cadence" or "none" (None: cadence when
     # the length is in seconds)
@@ -73,11 +75,7 @@ class GenerateConfig(StyleFields):
     memory_size: int | None = None
 
     def validate(self) -> None:
-        check_sampling(self.temperature, self.top_p)
-        if self.top_k < 0:
-            raise UserError(f"--top_k must be >= 0 (0 = off), got {self.top_k}")
-        if not 0 <= self.min_p < 1:
-            raise UserError(f"--min_p must be in [0, 1), got {self.min_p}")
+        self.sampling = SamplingOptions.pick(self).validate()
         if not 1 <= self.num_samples <= MAX_SAMPLES:
             raise UserError(f"--num_samples must be between 1 and {MAX_SAMPLES} (variations are composed together "
                             f"as one batch); run again with another --seed for more, got {self.num_samples}")
@@ -85,8 +83,6 @@ class GenerateConfig(StyleFields):
             raise UserError(f"--seconds must be a positive number, got {self.seconds}")
         if self.seconds is not None and self.seconds > MAX_SECONDS:
             raise UserError(f"--seconds must be at most {MAX_SECONDS:g} (one hour), got {self.seconds:g}")
-        if not 0 <= self.max_note_seconds < math.inf:
-            raise UserError(f"--max_note_seconds must be >= 0 (0 = no limit), got {self.max_note_seconds}")
         if self.min_seconds is not None and not 0 <= self.min_seconds < math.inf:
             raise UserError(f"--min_seconds must be >= 0, got {self.min_seconds}")
         if self.min_seconds and self.seconds and self.min_seconds > self.seconds:
@@ -110,12 +106,6 @@ class GenerateConfig(StyleFields):
                             else "--precision int8: this PyTorch build has no int8 CPU kernels")
         if self.output.suffix.lower() not in (".mid", ".midi"):
             raise UserError(f"--output must end in .mid or .midi, got {self.output.name}")
-        if not 0 <= self.release <= 10:
-            raise UserError(f"--release must be between 0 and 10 (0 = off), got {self.release}")
-        if not 0 <= self.steer <= 10:
-            raise UserError(f"--steer must be between 0 and 10 (0 = off), got {self.steer}")
-        if not 0 <= self.guidance <= 10:
-            raise UserError(f"--guidance must be between 0 and 10 (1 = off), got {self.guidance}")
         self.parsed_style = conditions.parse_request(self.style())  # a malformed style fails before the model loads
         if self.ending is not None and self.ending not in ENDINGS:
             raise UserError(f"--ending must be cadence or none, got {self.ending!r}")

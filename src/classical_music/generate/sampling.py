@@ -5,15 +5,16 @@ the logits."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from .. import conditions
 from ..errors import UserError
+from .options import MAX_NOTE_SECONDS, MIN_TEMPERATURE, MIN_TOP_P, SamplingOptions  # noqa: F401
 from .primer import prime
 
-MAX_NOTE_SECONDS = 10.0  # longest key-down generation allows; real playing: 99.9 % under ~12 s
 END_AFTER = 0.8  # share of --seconds before the model may end a piece itself (KeyTracker)
 # Steering gains (sample's steer_*): a key's tonic then gains ~e^1.5 over its tritone, and a piece
 # one e-fold behind its density gets ~e^1 more key-downs.
@@ -60,21 +61,6 @@ def density_push(onsets: int, want: float, strength: float = 1.0) -> float:
     if onsets > STEER_AHEAD * want + 2:
         push = -np.inf
     return push
-
-
-# Floors for `generate`, the studio and play along alike: below them sampling is plain greedy
-# decoding, and at 1e-300 the logits overflow to inf and the step fails as if the model were broken.
-MIN_TEMPERATURE = 0.01
-MIN_TOP_P = 0.01
-
-
-def check_sampling(temperature, top_p, max_temperature=math.inf, flag: str = "--") -> None:
-    """UserError unless temperature and top_p are within the bounds every front end shares."""
-    if not MIN_TEMPERATURE <= temperature <= max_temperature or not math.isfinite(temperature):
-        top = f" and at most {max_temperature:g}" if math.isfinite(max_temperature) else ""
-        raise UserError(f"{flag}temperature must be at least {MIN_TEMPERATURE:g}{top}, got {temperature:g}")
-    if not MIN_TOP_P <= top_p <= 1:
-        raise UserError(f"{flag}top_p must be between {MIN_TOP_P:g} and 1, got {top_p:g}")
 
 
 def filter_logits(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0) -> torch.Tensor:
@@ -124,7 +110,7 @@ class KeyTracker:
 
     def __init__(self, tokenizer, prefix: np.ndarray, bias: np.ndarray, max_hold_steps: int = 0, end_from: int = 0,
                  release: float = 0.0):
-        self.on, self.off = tokenizer.note_on, tokenizer.note_off
+        self.on, self.off = tokenizer.key_downs.start, tokenizer.key_ups.start
         self.bias = bias  # [batch, vocab], shared with the sampler
         self.bias[:, self.off:self.off + 128] = -np.inf
         self.due = [{} for _ in range(len(bias))]  # per row: key -> step by which it must come up
@@ -230,96 +216,120 @@ def end_allowed_after(seconds: float | None, events: int | None, min_seconds: fl
     return END_AFTER * seconds if seconds and not events else 0.0
 
 
+class Steering:
+    """Density and key held while sampling (sample's steer_*): key-downs get the key's Krumhansl
+    profile as a logit bonus, and a bonus or malus that follows the gap between the onsets so far and
+    the density asked for (an integral controller, so a piece's average lands on the request)."""
+
+    def __init__(self, tokenizer, rows: int, vocab: int, density: float | None, key: int | None, strength: float):
+        self.scores = np.zeros((rows, vocab), np.float32)
+        self.on, self.sps = tokenizer.key_downs, tokenizer.steps_per_second
+        self.bonus = np.zeros(128, np.float32) if key is None else key_bonus(key, strength)
+        self.scores[:, self.on] = self.bonus
+        # A velocity token all but forces a key-down and a time shift postpones one: the density
+        # term pushes both ends, or a model deep in a chord would play on through any malus.
+        self.vel, self.wait = tokenizer.velocities, tokenizer.time_shifts
+        self.density, self.strength = density, strength
+        self.onsets = [0] * rows
+
+    def update(self, row: int, tok: int, elapsed: int) -> None:
+        if not self.density:
+            return
+        self.onsets[row] += self.on.start <= tok < self.on.stop
+        push = density_push(self.onsets[row], self.density * max(elapsed / self.sps, 1.0), self.strength)
+        self.scores[row, self.on] = self.bonus + push
+        self.scores[row, self.vel] = push
+        self.scores[row, self.wait] = 0.0 if push == -np.inf else -push
+
+
+class _Stepper:
+    """One decoding step for the batch; with guidance, each row's unconditioned twin runs beside it
+    and the step returns u + guidance * (c - u) (classifier-free guidance, Ho & Salimans 2022)."""
+
+    def __init__(self, decoder, cond, guidance: float):
+        self.decoder, self.guided, self.guidance = decoder, cond is not None and guidance != 1.0, guidance
+        self.condition(cond)
+
+    def condition(self, cond) -> None:
+        self.terms = self.decoder.conditioning(torch.cat([cond, torch.zeros_like(cond)]) if self.guided else cond)
+
+    def guide(self, logits):  # conditioned rows first, their unconditioned twins after
+        if not self.guided:
+            return logits
+        lc, lu = torch.log_softmax(logits.float(), -1).chunk(2)
+        return lu + self.guidance * (lc - lu)
+
+    def __call__(self, idx, state):
+        if not self.guided:
+            return self.decoder.step(idx, state, self.terms)
+        logits, state = self.decoder.step(torch.cat([idx, idx]), state, self.terms)
+        return self.guide(logits), state
+
+
 @torch.inference_mode()
-def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None, events=None, temperature=1.0,
-           top_k=0, top_p=1.0, min_p=0.0, seed=None, device="cpu", progress=None,
-           max_note_seconds=MAX_NOTE_SECONDS, min_seconds=None, int8: bool | None = None, cond=None,
-           guidance: float = 1.0, steer_density: float | None = None, steer_key: int | None = None,
-           steer: float = 1.0, release: float = 1.0, min_events: int = 0, conductor=None,
-           memory=None) -> list[np.ndarray]:
+def sample(model, tokenizer, prefix: np.ndarray, options: SamplingOptions | None = None, *, num_samples=1,
+           seconds=None, events=None, seed=None, device="cpu", progress=None, min_seconds=None,
+           int8: bool | None = None, cond=None, steer_density: float | None = None, steer_key: int | None = None,
+           min_events: int = 0, conductor=None, memory=None, **option_fields) -> list[np.ndarray]:
     """Continue `prefix` in num_samples variations; returns each one's new tokens (no prefix).
 
-    With Performance events, keys are released only if down, and none is held over
-    max_note_seconds (0 = no limit), keys held long or many at once are nudged up with strength
-    `release` (0 = off; RELEASE_*), and the end token waits for a first key-down and
-    end_allowed_after(seconds, events, min_seconds) of music and min_events events; see KeyTracker. int8: decode with
-    int8 weights (default: on the CPU; see model.StepDecoder).
+    options: a SamplingOptions (temperature, truncation, release, guidance, steer ...); keywords
+    named like its fields override it (sample(..., temperature=0.9)).
+    With a timed tokenizer (key and time events), keys are released only if down, and none is held
+    over options.max_note_seconds (0 = no limit), keys held long or many at once are nudged up with
+    strength options.release, and the end token waits for a first key-down and
+    end_allowed_after(seconds, events, min_seconds) of music and min_events events; see KeyTracker.
+    int8: decode with int8 weights (default: on the CPU; see decoding.StepDecoder).
 
     cond: style condition indices, [n] or [num_samples, n] (condition_codes); None = all "any".
-    guidance: classifier-free guidance (Ho & Salimans 2022): each step also runs unconditioned
-    and draws from logits u + guidance * (c - u); 1 = off, at no cost.
-    steer_density (notes/s), steer_key (conditions.KEYS index): hold them while sampling, with
-    strength `steer` (0 = the model alone): key-downs get the key's Krumhansl profile as a logit
-    bonus, and a bonus or malus that follows the gap between the onsets so far and the density
-    asked for (an integral controller, so a piece's average lands on the request).
-
+    steer_density (notes/s), steer_key (conditions.KEYS index): held while sampling (Steering) with
+    strength options.steer (0 = the model alone).
     conductor: a planned piece's hook (conductor.Conductor): it shapes each step's scores (its
     sections' steering, the tokens it replays or forces) and may change the conditions.
     memory: a memory.Memory whose cache (the piece's own past, primer included) mixes into each
     step's distribution before the grammar, steering, temperature and truncation; None or mode
     none: the model alone.
+    progress(n, max_events, music seconds or None) after each step.
 
     The model runs on `device`; choosing each next event runs on the CPU in NumPy and plain
     Python, where a step's bookkeeping costs ~20 us instead of ~100 us as PyTorch calls.
     """
+    opt = replace(options or SamplingOptions(), **option_fields) if option_fields else (options or SamplingOptions())
     rng = np.random.default_rng(None if seed is None else int(seed) % 2**64)  # any int, negatives too
     model.eval()
     n_cond = len(model.config.conditions)
     if cond is not None:
         cond = torch.as_tensor(cond, dtype=torch.long, device=device).reshape(-1, n_cond).expand(num_samples, -1)
-    guided = cond is not None and guidance != 1.0
-    rows = 2 * num_samples if guided else num_samples
-    if guided:  # the second half of the batch composes the same piece unconditioned
-        cond = torch.cat([cond, torch.zeros_like(cond)])
+    guided = cond is not None and opt.guidance != 1.0
     cache = None
     if memory is not None and memory.cache:
         from ..memory import StepCache
 
         cache = StepCache(memory, num_samples, model.config.hidden_size, model.config.vocab_size, device)
-    logits, state = prime(model, prefix, rows, device, cond=cond, on_hidden=None if cache is None else (
-        lambda h, s: cache.push_many(h[:num_samples], _next_events(prefix, s, h.shape[1], num_samples, device))))
+    logits, state = prime(model, prefix, 2 * num_samples if guided else num_samples, device,
+                          cond=torch.cat([cond, torch.zeros_like(cond)]) if guided else cond,
+                          on_hidden=None if cache is None else (lambda h, s: cache.push_many(
+                              h[:num_samples], _next_events(prefix, s, h.shape[1], num_samples, device))))
+    step = _Stepper(model.decoder(int8=use_int8(device) if int8 is None else int8), cond, opt.guidance)
+    logits = step.guide(logits)
     vocab = logits.shape[-1]
-    decoder = model.decoder(int8=use_int8(device) if int8 is None else int8)
-    terms = decoder.conditioning(cond)
-
-    def guide(logits):  # conditioned rows first, their unconditioned twins after
-        lc, lu = torch.log_softmax(logits.float(), -1).chunk(2)
-        return lu + guidance * (lc - lu)
-
-    def step(idx, state):
-        if not guided:
-            return decoder.step(idx, state, terms)
-        logits, state = decoder.step(torch.cat([idx, idx]), state, terms)
-        return guide(logits), state
-
-    if guided:
-        logits = guide(logits)
     bias = np.zeros((num_samples, vocab), np.float32)  # added to the logits: -inf = never
     bias[:, [tokenizer.pad_id, tokenizer.bos_id]] = -np.inf
-    steps_per_second = getattr(tokenizer, "steps_per_second", None)
-    shift = keys = None
-    if steps_per_second and hasattr(tokenizer, "shift_steps"):
+    timed = tokenizer.timed
+    sps = tokenizer.steps_per_second
+    shift = keys = steering = None
+    if timed:
         shift = tokenizer.shift_steps(np.arange(vocab)).tolist()
-        if hasattr(tokenizer, "note_on") and hasattr(tokenizer, "note_off"):
-            hold = round((max_note_seconds or 0) * steps_per_second)
-            keys = KeyTracker(tokenizer, prefix, bias, max_hold_steps=hold, release=release,
-                              end_from=math.ceil(end_allowed_after(seconds, events, min_seconds) * steps_per_second))
+        keys = KeyTracker(tokenizer, prefix, bias, max_hold_steps=round(opt.max_note_seconds * sps),
+                          release=opt.release,
+                          end_from=math.ceil(end_allowed_after(seconds, events, min_seconds) * sps))
+        if opt.steer and (steer_density or steer_key is not None):
+            steering = Steering(tokenizer, num_samples, vocab, steer_density, steer_key, opt.steer)
     # Without a time signal in the tokens (REMI), bound the length by a generous event budget.
-    max_events = events or int((seconds or 30) * (1000 if shift is None else 400))
-    limit = seconds * steps_per_second if (seconds and shift is not None and not events) else math.inf
-    plain = not (top_k or top_p < 1 or min_p > 0)
+    max_events = events or int((seconds or 30) * (400 if timed else 1000))
+    limit = seconds * sps if (seconds and timed and not events) else math.inf
+    plain = not (opt.top_k or opt.top_p < 1 or opt.min_p > 0)
     eos = tokenizer.eos_id
-    steering = None
-    if steer and (steer_density or steer_key is not None) and keys is not None:
-        steering = np.zeros((num_samples, vocab), np.float32)
-        on = slice(tokenizer.note_on, tokenizer.note_on + 128)
-        bonus = np.zeros(128, np.float32) if steer_key is None else key_bonus(steer_key, steer)
-        steering[:, on] = bonus
-        # A velocity token all but forces a key-down and a time shift postpones one: the density
-        # term pushes both ends, or a model deep in a chord would play on through any malus.
-        vel = slice(tokenizer.velocity, vocab)
-        wait = slice(tokenizer.time_shift, tokenizer.time_shift + tokenizer.max_shift_steps)
-        onsets = [0] * num_samples
     out: list[list[int]] = [[] for _ in range(num_samples)]
     elapsed = [0] * num_samples
     done = [False] * num_samples
@@ -330,7 +340,7 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
             logits = cache.mix(logits, state[0][-1][:num_samples])
         scores = logits.float().cpu().numpy() + bias
         if steering is not None:
-            scores += steering
+            scores += steering.scores
         if keys is not None:
             keys.force_overdue(scores, elapsed)
         if n < min_events:
@@ -338,10 +348,10 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
         if conductor is not None:
             conductor.shape(scores, elapsed)
         if plain:
-            if temperature != 1:
-                scores *= 1.0 / temperature
+            if opt.temperature != 1:
+                scores *= 1.0 / opt.temperature
         else:
-            scores = filter_logits(torch.from_numpy(scores), temperature, top_k, top_p, min_p).numpy()
+            scores = filter_logits(torch.from_numpy(scores), opt.temperature, opt.top_k, opt.top_p, opt.min_p).numpy()
         nxt = _draw(scores, rng)
         for row, tok in enumerate(nxt.tolist()):
             if done[row]:
@@ -355,20 +365,14 @@ def sample(model, tokenizer, prefix: np.ndarray, *, num_samples=1, seconds=None,
             if conductor is not None:
                 conductor.update(row, tok, elapsed[row])
             done[row] = tok == eos or elapsed[row] >= limit
-            if steering is not None and steer_density:
-                onsets[row] += on.start <= tok < on.stop
-                push = density_push(onsets[row], steer_density * max(elapsed[row] / steps_per_second, 1.0),
-                                    steer)
-                steering[row, on] = bonus + push
-                steering[row, vel] = push
-                steering[row, wait] = 0.0 if push == -np.inf else -push
+            if steering is not None:
+                steering.update(row, tok, elapsed[row])
         if progress:
-            progress(n + 1, max_events, min(elapsed) / steps_per_second if shift is not None else None)
+            progress(n + 1, max_events, min(elapsed) / sps if timed else None)
         if all(done):
             break
         if conductor is not None and (changed := conductor.cond()) is not None:
-            cond = changed.to(device)
-            terms = decoder.conditioning(torch.cat([cond, torch.zeros_like(cond)]) if guided else cond)
+            step.condition(changed.to(device))
         idx = torch.from_numpy(nxt).to(device)
         if cache is not None:
             cache.observe(idx)
