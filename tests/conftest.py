@@ -10,7 +10,7 @@ import symusic
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "classical-piano"
 
 
-def tiny_checkpoint(path: Path) -> Path:
+def tiny_checkpoint(path: Path, tokenizer: str = "performance") -> Path:
     """The 2 x 32 untrained model that test_generate and test_form compose with (test_form's
     reference hashes were made with it), its EOS lowered so it composes for a while."""
     import torch
@@ -18,7 +18,7 @@ def tiny_checkpoint(path: Path) -> Path:
     from classical_music.model import ComposerLSTM, ModelConfig
     from classical_music.tokenizer import get_tokenizer
 
-    tok = get_tokenizer("performance")
+    tok = get_tokenizer(tokenizer)
     torch.manual_seed(0)
     model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=2))
     with torch.no_grad():

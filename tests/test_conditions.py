@@ -15,7 +15,7 @@ from classical_music.data.cache import Cache, condition_shard_path
 from classical_music.data.dataset import AugmentConfig, WindowDataset
 from classical_music.data.prepare import PrepareConfig, prepare
 from classical_music.errors import UserError
-from classical_music.generate import GenerateConfig, compose, condition_codes, list_conditions, sample
+from classical_music.generate import GenerateConfig, compose, list_conditions, sample
 from classical_music.model import ComposerLSTM, ModelConfig
 from classical_music.notes import Notes
 from classical_music.tokenizer import get_tokenizer

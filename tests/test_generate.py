@@ -393,7 +393,7 @@ def test_a_leading_silence_over_a_second_is_trimmed_and_other_pieces_stay_byte_i
     # issue 27 item 10: one 6-s piece began with 3.26 s of silence. The shipped model's pieces
     # (float32 decoding: the same on every CPU; no planned ending, as the studio composes them),
     # with the trim and without it
-    from classical_music.generate import command
+    from classical_music.generate import composer
 
     def piece(seed, name):
         out = tmp_path / f"{name}.mid"
@@ -402,7 +402,7 @@ def test_a_leading_silence_over_a_second_is_trimmed_and_other_pieces_stay_byte_i
         return out
 
     trimmed = {seed: piece(seed, f"t{seed}") for seed in (1, 3)}
-    monkeypatch.setattr(command, "trim_leading_silence", lambda notes: (notes, 0.0))
+    monkeypatch.setattr(composer, "trim_leading_silence", lambda notes: (notes, 0.0))
     untrimmed = {seed: piece(seed, f"u{seed}") for seed in (1, 3)}
     # seed 1 starts within a second: the very same bytes
     assert 0 < min(n[1] for n in notes_of(untrimmed[1])) <= 1.0

@@ -46,7 +46,7 @@ WRAPPER = textwrap.dedent('''
             return "never"
         prep.encode_file = slow
     elif part == "sample":  # generate's sampling
-        import classical_music.generate.command as gen
+        import classical_music.generate.composer as gen
         def slow(*a, **k):
             arrived()
             time.sleep(120)

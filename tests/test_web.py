@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from classical_music.model import ComposerLSTM, ModelConfig  # noqa: E402
 from classical_music.tokenizer import get_tokenizer  # noqa: E402
 from classical_music.web import create_app  # noqa: E402
-from classical_music.web.server import SAMPLING_SHARE  # noqa: E402
+from classical_music.web.studio import SAMPLING_SHARE  # noqa: E402
 
 from conftest import scale, write_midi  # noqa: E402
 
@@ -190,11 +190,11 @@ def test_primer_upload_opens_the_piece(client, tmp_path):
 
 
 def test_progress_follows_the_music_composed(client, monkeypatch):
-    import classical_music.generate as generate
+    from classical_music.generate import composer
 
     studio = client.app.state.studio
     seen = []
-    real = generate.sample
+    real = composer.sample
 
     def spy(*args, progress=None, **kw):
         def report(*a):
@@ -202,7 +202,7 @@ def test_progress_follows_the_music_composed(client, monkeypatch):
             seen.append(next(j.progress for j in studio.jobs.values() if j.status == "running"))
         return real(*args, progress=report, **kw)
 
-    monkeypatch.setattr(generate, "sample", spy)
+    monkeypatch.setattr(composer, "sample", spy)
     job_id = client.post("/api/generate", json={"seconds": 2, "seed": 1}).json()["id"]
     assert wait(client, job_id)["progress"] == 1.0
     assert seen and seen == sorted(seen) and 0 <= seen[0] and seen[-1] == pytest.approx(SAMPLING_SHARE)

@@ -6,14 +6,13 @@ import threading
 import time
 
 import pytest
-import torch
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from classical_music import cli  # noqa: E402
-from classical_music.generate.sampling import MIN_TEMPERATURE, MIN_TOP_P  # noqa: E402
+from classical_music.generate.options import MIN_TEMPERATURE, MIN_TOP_P  # noqa: E402
 from classical_music.web import create_app, live, server  # noqa: E402
 from classical_music.web.guard import host_ok  # noqa: E402
 

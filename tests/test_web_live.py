@@ -1,5 +1,7 @@
 """Play along: POST /api/continue answers what was played at once; /api/duet renders both parts."""
 
+import time
+
 import pytest
 import symusic
 import torch
@@ -114,3 +116,24 @@ def test_duet_has_both_parts_on_their_own_tracks(client):
     assert client.get(files["wav"]).content[:4] == b"RIFF" and client.get(files["mp3"]).status_code == 200
     assert client.post("/api/duet", json={"you": [], "model": []}).status_code == 422
     assert client.post("/api/duet", json={"you": you}).status_code == 422
+
+
+def test_a_checkpoint_without_time_events_refuses_play_along_and_still_composes(tmp_path):
+    # REMI has bars and positions, not key-ups and time shifts: an answer cannot say where the
+    # played notes end, so /api/continue says so in one line; the studio's jobs compose as `generate` does
+    from conftest import tiny_checkpoint
+
+    path = tiny_checkpoint(tmp_path / "remi", tokenizer="remi")
+    with TestClient(create_app(path, tmp_path / "studio"), base_url="http://localhost") as c:
+        r = c.post("/api/continue", json={"notes": played(), "seconds": 2, "seed": 1})
+        assert r.status_code == 422 and "play along" in r.json()["detail"] and "remi" in r.json()["detail"]
+        job_id = c.post("/api/generate", json={"seconds": 2, "seed": 1, "form": "ABA"}).json()["id"]
+        for _ in range(600):
+            job = c.get(f"/api/jobs/{job_id}").json()
+            if job["status"] in ("done", "error"):
+                break
+            time.sleep(0.1)
+        assert job["status"] == "done", job
+        assert job["variations"][0]["sections"] == []  # nothing planned to draw
+        score = symusic.Score.from_midi(c.get(job["files"]["midi"]).content, ttype="second")
+        assert score.end() <= 2.0 + 1e-6

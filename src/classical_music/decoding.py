@@ -131,7 +131,6 @@ def _float_linear(weight, bias):
 
 def _int8_linear(weight, bias):
     """The same with int8 weights, one scale per output row (symmetric, so no zero points)."""
-    import warnings
 
     packed = int8_pack(weight, bias)
     # The resolved overload's C++ entry: the packet torch.ops.quantized.linear_dynamic costs ~12 us

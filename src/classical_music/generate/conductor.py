@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from .. import conditions
-from ..errors import UserError
 from ..notes import Notes
 from .checkpoint import condition_codes
 from .form import DYNAMICS, Plan

@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 from dataclasses import fields
-from pathlib import Path
 
 from ..errors import UserError
 from ..files import NotRegularFile, read_text

@@ -100,8 +100,9 @@ class Live:
             self._lock.release()
 
     def answer(self, notes, seconds, temperature, top_p, seed, guidance=1.0, style=None, style_labels=None) -> dict:
-        from ..generate import steering
-        from ..generate import condition_codes, primer_tokens, sample
+        from ..generate import primer_tokens
+        from ..generate.composer import compose
+        from ..generate.options import SamplingOptions
         from ..notes import Notes
 
         studio = self.studio
@@ -114,14 +115,14 @@ class Live:
             start, cpu = time.perf_counter(), time.thread_time()
             model = studio.model()
             tok = model.tokenizer
+            tok.require_timed("play along")  # the answer begins where the played events' time ends
             prefix = primer_tokens(tok, context)
-            cond = condition_codes(model, style)[0] if style else None
-            new = sample(model, tok, prefix, seconds=params["seconds"], temperature=params["temperature"],
-                         top_p=params["top_p"], seed=params["seed"], device=studio.device, cond=cond,
-                         guidance=guidance, **steering(style))[0]
+            options = SamplingOptions(temperature=params["temperature"], top_p=params["top_p"], guidance=guidance)
+            piece = compose(model, prefix, seconds=params["seconds"], seed=params["seed"], style=style,
+                            options=options.validate(flag=""), device=studio.device)
             # the answer: notes struck after the context's last event (every played note ends by then)
             end = float(np.sum(tok.shift_steps(prefix))) / tok.steps_per_second
-            both = tok.decode(np.concatenate([prefix, new]))
+            both = tok.decode(np.concatenate([prefix, piece.rows[0]]))
             keep = (both.onset >= end - 1e-9) & (both.onset < end + params["seconds"])
             # a key struck and released in one 10-ms step would be a 0-s note: give it the shortest length
             off = np.maximum(np.minimum(both.offset[keep], end + params["seconds"]), both.onset[keep] + MIN_NOTE_SECONDS)

@@ -25,7 +25,7 @@ Host names and cross-origin posts; /docs is written offline from the schema (doc
 """
 
 # No `from __future__ import annotations`: FastAPI must see the real types of the route
-# parameters, whose models are defined inside create_app.
+# parameters (the request models are in requests.py).
 
 import socket
 from types import SimpleNamespace
@@ -39,14 +39,14 @@ from .. import conditions
 from .. import threads as cpu_threads
 from ..audio import add_instrument_arguments
 from ..errors import UserError
-from ..generate.sampling import MIN_TEMPERATURE, MIN_TOP_P
+from ..generate.options import MAX_TEMPERATURE, MIN_TEMPERATURE, MIN_TOP_P
 from ..notes import Notes
 from .docs_page import api_page
 from .guard import Guard, allowed_hosts
 from .live import LIVE_DEFAULTS, MAX_ANSWER_SECONDS, MAX_NOTES, MAX_SPAN_SECONDS, Busy, Live, check_notes
 from .models import DEFAULT_MODELS_DIR
 from .studio import (DEFAULT_OUTPUT_DIR, DEFAULTS, KEEP_JOBS, MAX_PRIMER_SECONDS, MAX_QUEUE, MAX_SAMPLES,
-                     MAX_OUTPUT_MB, MAX_SECONDS, MAX_TEMPERATURE, MAX_UPLOAD_BYTES, MEDIA_TYPE, SAMPLING_SHARE,
+                     MAX_OUTPUT_MB, MAX_SECONDS, MAX_UPLOAD_BYTES, MEDIA_TYPE,
                      STATIC, STUDIO_FORMS, OutputFull, QueueFull, Studio)
 
 PENDING_WAIT = 20.0  # seconds a GET of a file still being encoded waits before answering 202
@@ -63,15 +63,16 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
     host: the address it will listen on; requests must name it (or a loopback name) in Host."""
     # FastAPI is imported here, not at module level, so `classical-music --help` stays fast.
     from contextlib import asynccontextmanager
-    from typing import Annotated, Optional, Union
+    from typing import Annotated, Optional
 
-    from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+    from fastapi import FastAPI, File, Form, HTTPException, UploadFile
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
-    from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
     from .. import __version__
+    from ..generate.options import LIMITS
+    from .requests import DuetRequest, JobCreated, ModelChoice, request_models, with_style_form
 
     studio = Studio(checkpoint, output_dir, max_seconds=max_seconds, max_samples=max_samples,
                     max_upload_bytes=max_upload_bytes, max_primer_seconds=max_primer_seconds, keep_jobs=keep_jobs,
@@ -82,7 +83,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
         studio.warm()
     studio_live = Live(studio)
 
-    StyleFields = style_fields()
+    GenerateRequest, ContinueRequest = request_models(studio.max_seconds, studio.max_samples)
 
     def check_style(fields) -> dict:
         """{"guidance"} plus, when a style is asked for, {"style": asked, "style_labels": what the model
@@ -98,19 +99,6 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
             out.update(style=asked, style_labels=labels)
         return out
 
-    class GenerateRequest(StyleFields):
-        # strict: "10" and true are not numbers (lax pydantic turned them into 10.0 and 1.0)
-        model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
-        seconds: float = Field(DEFAULTS["seconds"], gt=0, le=studio.max_seconds, description="seconds of music")
-        temperature: float = Field(DEFAULTS["temperature"], ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description="> 1 wilder, < 1 safer")
-        top_p: float = Field(DEFAULTS["top_p"], ge=MIN_TOP_P, le=1, description="nucleus sampling mass (1 = off)")
-        seed: Optional[int] = Field(DEFAULTS["seed"], ge=0, lt=2**31, description="omit for a random one")
-        num_samples: int = Field(DEFAULTS["num_samples"], ge=1, le=studio.max_samples, description="variations")
-        form: str = Field(DEFAULTS["form"], max_length=16,
-                          description=f"the piece's form: {', '.join(STUDIO_FORMS)} (ABACA is a rondo)")
-        memory: Optional[str] = Field(None, max_length=16, description="memory of the piece: none, or cache (the "
-                                      "piece's own past mixed into each step); omit for the model's default")
-
     def check_memory(value) -> dict:
         """{"memory": mode} when one is asked for (none or cache); left out: the model's default."""
         if value in (None, ""):
@@ -120,32 +108,6 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
         if value not in COMPOSING_MODES:
             raise UserError(f"memory must be one of {', '.join(COMPOSING_MODES)}, got {value!r}")
         return {"memory": value}
-
-    class JobCreated(BaseModel):
-        id: str
-
-    class ModelChoice(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
-        name: str = Field(min_length=1, max_length=255, description="a name listed by GET /api/models")
-
-    # pitch, start_s, end_s, velocity: JSON numbers only (check_notes wants whole pitch and velocity)
-    Note = Annotated[list[Union[StrictInt, StrictFloat]], Field(min_length=4, max_length=4)]
-
-    class ContinueRequest(StyleFields):
-        model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
-        notes: list[Note] = Field(description="what was played: [[pitch 0-127, start_s, end_s, velocity 1-127], "
-                                              f"...], at most {MAX_NOTES} notes spanning {MAX_SPAN_SECONDS:g} s",
-                                  max_length=MAX_NOTES)
-        seconds: float = Field(LIVE_DEFAULTS["seconds"], gt=0, le=min(MAX_ANSWER_SECONDS, studio.max_seconds),
-                               description="seconds of answer")
-        temperature: float = Field(LIVE_DEFAULTS["temperature"], ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description="> 1 wilder, < 1 safer")
-        top_p: float = Field(LIVE_DEFAULTS["top_p"], ge=MIN_TOP_P, le=1, description="nucleus sampling mass (1 = off)")
-        seed: Optional[int] = Field(LIVE_DEFAULTS["seed"], ge=0, lt=2**31, description="omit for a random one")
-
-    class DuetRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
-        you: list[Note] = Field(description="the person's notes, as in /api/continue", max_length=MAX_NOTES)
-        model: list[Note] = Field(description="the model's answers, on the same clock", max_length=MAX_NOTES)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -207,7 +169,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
         num_samples: Annotated[int, Form()] = DEFAULTS["num_samples"],
         primer_seconds: Annotated[float, Form(description="use the primer's first seconds")] = DEFAULTS[
             "primer_seconds"],
-        guidance: Annotated[float, Form(ge=0, le=10)] = 1.0,
+        guidance: Annotated[float, Form(**LIMITS["guidance"].pydantic())] = 1.0,
         form: Annotated[str, Form(max_length=16)] = DEFAULTS["form"],
         memory: Annotated[Optional[str], Form(max_length=16)] = None,
         **style,
@@ -325,36 +287,6 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
-
-
-def style_fields():
-    """The style fields of a JSON request, one per condition (classical_music.conditions), and
-    guidance; each one left out (or "any") is not asked for. GET /api/config lists the model's values."""
-    from typing import Optional
-
-    from pydantic import BaseModel, Field, create_model
-
-    fields = {c.name: (Optional[c.type], Field(None, description=f"style: {c.help}", **c.limits))
-              for c in conditions.CONDITIONS}
-    return create_model("StyleFields", __base__=BaseModel, **fields, guidance=(float, Field(
-        1.0, ge=0, le=10, description="classifier-free guidance: 1 = off, > 1 follows the style harder")))
-
-
-def with_style_form(endpoint):
-    """The endpoint with a multipart form field per condition (before the catch-all **style it takes
-    them in), so FastAPI parses and documents them like the others."""
-    import inspect
-    from typing import Annotated, Optional
-
-    from fastapi import Form
-
-    sig = inspect.signature(endpoint)
-    fixed = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    style = [inspect.Parameter(c.name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                               annotation=Annotated[Optional[c.type], Form(**c.limits)]) for c in conditions.CONDITIONS]
-    endpoint.__signature__ = sig.replace(parameters=[
-        *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in fixed), *style])
-    return endpoint
 
 
 def model_memory(studio) -> dict:

@@ -33,7 +33,6 @@ MAX_SECONDS = 120.0  # longest piece one request may ask for
 MAX_SAMPLES = 4  # variations per request (sampled together as one batch)
 MAX_UPLOAD_BYTES = 2 * 2**20  # primer MIDI upload
 MAX_PRIMER_SECONDS = 60.0  # opening of the primer run through the model
-MAX_TEMPERATURE = 100.0  # hotter is noise
 MAX_QUEUE = 16  # jobs waiting behind the running one; one more is answered 429
 KEEP_JOBS = 10  # finished result folders kept (a 2-minute WAV is ~20 MB); older ones are deleted...
 KEEP_SECONDS = 300.0  # ...but never one finished less than this ago (its page may still be fetching files)
@@ -186,9 +185,9 @@ class Studio:
             raise UserError(f"form must be one of {', '.join(STUDIO_FORMS)}, got {form!r}")
         if not 0 < seconds <= self.max_seconds:
             raise UserError(f"seconds must be > 0 and at most {self.max_seconds:g}, got {seconds:g}")
-        from ..generate.sampling import check_sampling
+        from ..generate.options import SamplingOptions
 
-        check_sampling(temperature, top_p, max_temperature=MAX_TEMPERATURE, flag="")
+        SamplingOptions(temperature=temperature, top_p=top_p).validate(flag="")
         if not 1 <= num_samples <= self.max_samples:
             raise UserError(f"num_samples must be between 1 and {self.max_samples}, got {num_samples}")
         if seed is not None and not 0 <= seed < 2**31:
@@ -327,14 +326,14 @@ class Studio:
             job.status = job.stage = outcome
 
     def _compose(self, job: Job) -> list[dict]:
-        # generate.compose() loads the model on every call and has no progress hook, so the studio
-        # drives sample() itself with the model it keeps, then writes files the way compose() does.
+        # generate's own path (composer.compose) with the model the studio keeps; then the files
         from ..audio import render
-        from ..generate import condition_codes, output_paths, primer_tokens, sample, steering, write_midi_atomic
-        from ..generate.conductor import conduct, perform
+        from ..generate import output_paths, primer_tokens, write_midi_atomic
+        from ..generate.composer import compose
         from ..generate.form import resolve_plan
+        from ..generate.options import SamplingOptions
         from ..memory import composing
-        from ..notes import Notes, notes_to_score, trim_leading_silence
+        from ..notes import notes_to_score
         from ..plot import piano_roll
 
         p = job.params
@@ -344,44 +343,28 @@ class Studio:
         prefix = primer_tokens(tok, job.primer)
         primer_end = 0.0 if job.primer is None else float(job.primer.offset.max())
 
-        def progress(n, total, music_seconds):
-            done = n / total if music_seconds is None else music_seconds / p["seconds"]
-            job.progress = SAMPLING_SHARE * min(max(done, 0.0), 1.0)
+        def progress(fraction):
+            job.progress = SAMPLING_SHARE * fraction
 
         job.stage = "composing"
         style = p.get("style") or {}
-        cond = condition_codes(model, style)[0] if style else None
         # the plan, as `generate --form` makes it: sections, returns, cadences and a final tonic
         plans = [resolve_plan(p.get("form", DEFAULTS["form"]), None, p["seconds"], style.get("key"),
                               style.get("density"), "cadence", p["seed"], i) for i in range(p["num_samples"])]
-        conductor, codes, _ = conduct(plans, model, prefix, style, asked=False)
-        if codes is not None:
-            cond = codes[:, 0]
-        memory = composing(model, p.get("memory"))  # none asked: the model's default
-        rows = sample(model, tok, prefix, num_samples=p["num_samples"],
-                      seconds=p["seconds"] if conductor is None else conductor.seconds,
-                      temperature=p["temperature"], top_p=p["top_p"], seed=p["seed"], device=self.device,
-                      progress=progress, cond=cond, guidance=p.get("guidance", 1.0), conductor=conductor,
-                      memory=memory if memory.cache else None,  # as `generate --memory`
-                      # density and key held as `generate` holds them (by the plan's sections, if any)
-                      **(steering(style) if conductor is None else {}))
+        piece = compose(model, prefix, seconds=p["seconds"], num_samples=p["num_samples"], seed=p["seed"],
+                        style=style, options=SamplingOptions.pick(p), plans=plans,
+                        memory=composing(model, p.get("memory")),  # none asked: the model's default
+                        device=self.device, progress=progress)
 
         job.stage = "rendering"
         job.folder.mkdir(parents=True, exist_ok=True)
         # the sections' bands on the piano roll and the page, on the piece's clock (after the primer)
-        bands = None if plans[0].through else plans[0].bands(primer_end)
-        limit = p["seconds"] + primer_end  # the primer stays in the piece, as in `generate`
-        steps, step = 3 * len(rows), 0
+        # (none where the tokenizer has no time to plan by: REMI composes through)
+        bands = None if piece.plans is None or plans[0].through else plans[0].bands(primer_end)
+        pieces = piece.pieces(tok, primer_end)  # the primer stays in the piece, as in `generate`
+        steps, step = 3 * len(pieces), 0
         variations = []
-        for i, (path, new) in enumerate(zip(output_paths(job.folder / "piece.mid", len(rows)), rows), 1):
-            notes, pedals = tok.decode(np.concatenate([prefix, new])), []
-            if conductor is not None:
-                notes, pedals = perform(notes, plans[i - 1], tok.steps_per_second, primer_end)
-            keep = notes.onset < limit
-            notes = Notes(notes.onset[keep], np.minimum(notes.offset[keep], limit), notes.pitch[keep],
-                          notes.velocity[keep])
-            if job.primer is None and conductor is None:  # as `generate`: no piece opens with seconds of silence
-                notes = trim_leading_silence(notes)[0]
+        for i, (path, (notes, pedals)) in enumerate(zip(output_paths(job.folder / "piece.mid", len(pieces)), pieces), 1):
             write_midi_atomic(notes_to_score(notes, pedals=pedals), path)
             files = {"midi": path.name}
             if len(notes):  # a silent variation has nothing to render or draw
