@@ -53,8 +53,8 @@ class DuetRequest(BaseModel):
     model: list[Note] = Field(description="the model's answers, on the same clock", max_length=MAX_NOTES)
 
 
-def request_models(max_seconds: float, max_samples: int):
-    """(GenerateRequest, ContinueRequest) bounded by this studio's limits, so /docs shows them."""
+def generate_request(max_seconds: float, max_samples: int):
+    """The body of POST /api/generate, bounded by this studio's limits (so /docs shows them)."""
 
     class GenerateRequest(StyleFields):
         model_config = STRICT
@@ -68,6 +68,12 @@ def request_models(max_seconds: float, max_samples: int):
         memory: Optional[str] = Field(None, max_length=16, description="memory of the piece: none, or cache (the "
                                       "piece's own past mixed into each step); omit for the model's default")
 
+    return GenerateRequest
+
+
+def continue_request(max_seconds: float):
+    """The body of POST /api/continue, its answer no longer than this studio allows."""
+
     class ContinueRequest(StyleFields):
         model_config = STRICT
         notes: list[Note] = Field(description="what was played: [[pitch 0-127, start_s, end_s, velocity 1-127], "
@@ -79,7 +85,7 @@ def request_models(max_seconds: float, max_samples: int):
         top_p: float = option("top_p", LIVE_DEFAULTS["top_p"])
         seed: Optional[int] = Field(LIVE_DEFAULTS["seed"], ge=0, lt=2**31, description="omit for a random one")
 
-    return GenerateRequest, ContinueRequest
+    return ContinueRequest
 
 
 def with_style_form(endpoint):

@@ -63,16 +63,12 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
     host: the address it will listen on; requests must name it (or a loopback name) in Host."""
     # FastAPI is imported here, not at module level, so `classical-music --help` stays fast.
     from contextlib import asynccontextmanager
-    from typing import Annotated, Optional
 
-    from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+    from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
 
     from .. import __version__
-    from ..generate.options import LIMITS
-    from .requests import DuetRequest, JobCreated, ModelChoice, request_models, with_style_form
 
     studio = Studio(checkpoint, output_dir, max_seconds=max_seconds, max_samples=max_samples,
                     max_upload_bytes=max_upload_bytes, max_primer_seconds=max_primer_seconds, keep_jobs=keep_jobs,
@@ -81,33 +77,6 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
     if preload:
         studio.model()
         studio.warm()
-    studio_live = Live(studio)
-
-    GenerateRequest, ContinueRequest = request_models(studio.max_seconds, studio.max_samples)
-
-    def check_style(fields) -> dict:
-        """{"guidance"} plus, when a style is asked for, {"style": asked, "style_labels": what the model
-        understood}; UserError for names the model does not know (or a model without conditions)."""
-        from ..generate import condition_codes
-
-        asked = conditions.asked({n: getattr(fields, n, None) for n in conditions.NAMES})
-        if "density" in asked:  # composed at most at the densest the model learned; the page shows what was used
-            asked["density"] = conditions.clamp_density(asked["density"])
-        out = {"guidance": float(fields.guidance)}
-        if asked:
-            _, labels = condition_codes(studio.model(), asked)
-            out.update(style=asked, style_labels=labels)
-        return out
-
-    def check_memory(value) -> dict:
-        """{"memory": mode} when one is asked for (none or cache); left out: the model's default."""
-        if value in (None, ""):
-            return {}
-        from ..memory import COMPOSING_MODES
-
-        if value not in COMPOSING_MODES:
-            raise UserError(f"memory must be one of {', '.join(COMPOSING_MODES)}, got {value!r}")
-        return {"memory": value}
 
     @asynccontextmanager
     async def lifespan(app):
@@ -119,24 +88,70 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
                   description="Compose piano pieces with the LSTM, listen to them and download MIDI, WAV, "
                               "MP3 and a piano roll. Jobs run one at a time; poll /api/jobs/{id}.")
     app.state.studio = studio
-
-    @app.exception_handler(RequestValidationError)
-    async def one_line_422(request, exc):
-        # One readable line like the CLI's errors, instead of pydantic's nested list.
-        parts = []
-        for e in exc.errors():
-            if e.get("type") == "json_invalid":
-                parts.append("the request body is not valid JSON")
-                continue
-            where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body", "query", "path"))
-            parts.append(f"{where or 'request body'}: {e.get('msg')}")
-        if len(parts) > 3:  # a list of 2,000 bad notes is one message, not 2,000
-            parts = parts[:3] + [f"and {len(parts) - 3} more"]
-        return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
-
+    app.add_exception_handler(RequestValidationError, one_line_422)
     # the body cap leaves room for the multipart framing and the form fields around the primer
     app.add_middleware(Guard, max_body=studio.max_upload_bytes + 64 * 1024, hosts=allowed_hosts(host),
                        limit_text=f"uploads are limited to {studio.max_upload_bytes / 2**20:g} MB")
+    _job_routes(app, studio)
+    _live_routes(app, studio)
+    _info_routes(app, studio)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+async def one_line_422(request, exc):
+    # One readable line like the CLI's errors, instead of pydantic's nested list.
+    from fastapi.responses import JSONResponse
+
+    parts = []
+    for e in exc.errors():
+        if e.get("type") == "json_invalid":
+            parts.append("the request body is not valid JSON")
+            continue
+        where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body", "query", "path"))
+        parts.append(f"{where or 'request body'}: {e.get('msg')}")
+    if len(parts) > 3:  # a list of 2,000 bad notes is one message, not 2,000
+        parts = parts[:3] + [f"and {len(parts) - 3} more"]
+    return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+
+
+def check_style(studio, fields) -> dict:
+    """{"guidance"} plus, when a style is asked for, {"style": asked, "style_labels": what the model
+    understood}; UserError for names the model does not know (or a model without conditions)."""
+    from ..generate import condition_codes
+
+    asked = conditions.asked({n: getattr(fields, n, None) for n in conditions.NAMES})
+    if "density" in asked:  # composed at most at the densest the model learned; the page shows what was used
+        asked["density"] = conditions.clamp_density(asked["density"])
+    out = {"guidance": float(fields.guidance)}
+    if asked:
+        _, labels = condition_codes(studio.model(), asked)
+        out.update(style=asked, style_labels=labels)
+    return out
+
+
+def check_memory(value) -> dict:
+    """{"memory": mode} when one is asked for (none or cache); left out: the model's default."""
+    if value in (None, ""):
+        return {}
+    from ..memory import COMPOSING_MODES
+
+    if value not in COMPOSING_MODES:
+        raise UserError(f"memory must be one of {', '.join(COMPOSING_MODES)}, got {value!r}")
+    return {"memory": value}
+
+
+def _job_routes(app, studio) -> None:
+    """Composing as a job: POST /api/generate, /api/generate_with_primer; GET /api/jobs/{id}."""
+    from typing import Annotated, Optional
+
+    from fastapi import File, Form, HTTPException, UploadFile
+
+    from ..generate.options import LIMITS
+    from .requests import JobCreated, generate_request, with_style_form
+
+    GenerateRequest = generate_request(studio.max_seconds, studio.max_samples)
+    max_upload_bytes = studio.max_upload_bytes
 
     def submit(params, primer=None) -> dict:
         try:
@@ -151,7 +166,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
     def generate(req: GenerateRequest):
         try:
             params = studio.check(req.seconds, req.temperature, req.top_p, req.seed, req.num_samples, req.form)
-            params.update(check_style(req))
+            params.update(check_style(studio, req))
             params.update(check_memory(req.memory))
         except UserError as e:
             raise HTTPException(422, str(e)) from None
@@ -176,7 +191,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
     ):
         try:
             params = studio.check(seconds, temperature, top_p, seed, num_samples, form)
-            params.update(check_style(SimpleNamespace(guidance=guidance, **style)))
+            params.update(check_style(studio, SimpleNamespace(guidance=guidance, **style)))
             params.update(check_memory(memory))
             data = primer.file.read(studio.max_upload_bytes + 1)
             if len(data) > studio.max_upload_bytes:
@@ -186,6 +201,23 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
             raise HTTPException(422, str(e)) from None
         params["primer_seconds"] = float(primer_seconds)
         return submit(params, notes)
+
+    @app.get("/api/jobs/{job_id}", summary="A job's status, progress and result files")
+    def job_status(job_id: str):
+        job = studio.jobs.get(job_id)
+        if job is None:
+            raise HTTPException(404, "no such job (results are kept only for the most recent jobs)")
+        return studio.describe(job)
+
+
+def _live_routes(app, studio) -> None:
+    """Play along at once, no job: POST /api/continue, /api/duet (live.py)."""
+    from fastapi import HTTPException
+
+    from .requests import DuetRequest, continue_request
+
+    ContinueRequest = continue_request(studio.max_seconds)
+    studio_live = Live(studio)
 
     def live(call):
         try:
@@ -203,7 +235,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
                           "MIDI, WAV and MP3, which hold the answer alone.")
     def continue_playing(req: ContinueRequest):
         def call():
-            style = check_style(req)
+            style = check_style(studio, req)
             notes = check_notes([list(n) for n in req.notes])
             return studio_live.answer(notes, req.seconds, req.temperature, req.top_p, req.seed, **style)
         return live(call)
@@ -223,12 +255,15 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
             return {"files": studio_live.duet(*shift)}
         return live(call)
 
-    @app.get("/api/jobs/{job_id}", summary="A job's status, progress and result files")
-    def job_status(job_id: str):
-        job = studio.jobs.get(job_id)
-        if job is None:
-            raise HTTPException(404, "no such job (results are kept only for the most recent jobs)")
-        return studio.describe(job)
+
+def _info_routes(app, studio) -> None:
+    """What the page reads and serves: limits, models, result files, the API docs, the page itself."""
+    import asyncio
+
+    from fastapi import HTTPException
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+    from .requests import ModelChoice
 
     @app.get("/api/config", summary="Limits and defaults")
     def config():
@@ -259,8 +294,6 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
                          f"(up to {PENDING_WAIT:g} s, holding no server thread), then answers 202 with "
                          "Retry-After while it is still being encoded.")
     async def result_file(job_id: str, name: str):
-        import asyncio
-
         # async, so a wait holds no worker thread: 45 such waits used to starve every other route
         event = studio.pending(job_id, name)
         deadline = time.monotonic() + PENDING_WAIT
@@ -284,9 +317,6 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
     @app.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html", media_type="text/html")
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app
 
 
 def model_memory(studio) -> dict:
