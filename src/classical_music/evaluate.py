@@ -281,9 +281,9 @@ def _lanes(model, precision, device, forward, lanes: list, batch_size: int, scor
     """Score each lane's files in its own batch on its own Python thread, PyTorch at one thread.
 
     The ops release the GIL, so lanes run on separate cores without OpenMP's barrier at every op:
-    measured on 2 AMD EPYC cores, 20 valid files in int8 (docs/benchmarks.md, run 7), beside a busy
-    process two lanes scored 4,783 events/s against 1,748 for one batch on two OpenMP threads, and
-    a lane sharing its core with that process slows only itself. Each lane has its own forward (its
+    beside a busy process, one batch on two OpenMP threads waits for the slower core at every op,
+    while a lane sharing its core with that process slows only itself (2.7x the events/s in
+    docs/benchmarks.md, run 7). Each lane has its own forward (its
     buffers are per call site) and a share of batch_size (at least LANE_MIN_BATCH rows), so memory
     stays near one batch's. The first failure stops every lane at its next chunk and is raised.
     """

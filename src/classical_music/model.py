@@ -52,7 +52,7 @@ class ModelConfig:
     # inserted before the output layer, so any sizes work.
     tie_weights: bool = False
     # Style conditions (classical_music.conditions): name -> its vocabulary, "any" first. Each
-    # gets an embedding added to every step's input; {} is the unconditioned model of old.
+    # gets an embedding added to every step's input; {} is an unconditioned model.
     conditions: dict = field(default_factory=dict)
     # Each condition also adds a learned bias to the next-event logits: a direct path that learns
     # in a few hundred steps what the input embeddings alone learn in many thousands (measured:

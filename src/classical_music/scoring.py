@@ -180,19 +180,17 @@ class ChunkedInt8:
 
     Layer by layer like nn.LSTM, time-major: the first layer's input projection is a lookup table
     (embedding @ W_ih, biases folded in); a further layer's, and the output layer, are one matmul
-    over all batch x chunk rows, in bfloat16 where the CPU has native bf16 (AMX / AVX512-BF16:
-    1.05 TFLOP/s against 128 for float32 here; int8 there cost 7e-4 more max error), float32
-    elsewhere; the output bias stays float32. The recurrence is one int8 matmul per step at batch
-    width, in a TorchScript loop (batch 1: 26 against 45 us a layer-step in Python).
-    Accuracy (max per-file nats/event against float32, 20 valid files, shipped model): int8 weights
-    of the cell-input (g) rows were most of the error (1.75e-3 all rows, 7e-4 with g exact), so
-    those rows also carry their int8 residual, a second row whose scale is 1/254 of the first
-    (+25 % recurrent work; 2.5e-3 -> 8.3e-4 in all). Activations are 7-bit on fbgemm without
-    AVX512-VNNI (its 16-bit pair sums could saturate), 8-bit otherwise. The output layer is never
-    int8: that added as much error as a whole LSTM layer. On native-bf16 CPUs a batch at least
-    BF16_FROM wide runs its recurrence in bf16 instead (faster there, a fifth of the gate error):
-    all 84 valid files then moved by at most 4.3e-4 (2.6e-3 all-int8) at 32,035 against 28,253
-    events/s. bench/evaluate_speed.py measures it.
+    over all batch x chunk rows, in bfloat16 where the CPU has native bf16 (AMX / AVX512-BF16, an
+    order of magnitude faster than float32 there, and more accurate than int8), float32 elsewhere;
+    the output bias stays float32. The recurrence is one int8 matmul per step at batch width, in a
+    TorchScript loop (Python's per-step overhead was most of a layer-step at batch 1).
+    Accuracy: the cell-input (g) rows' int8 weights were most of the error, so those rows also
+    carry their int8 residual, a second row whose scale is 1/254 of the first (+25 % recurrent
+    work, a third of the error). Activations are 7-bit on fbgemm without AVX512-VNNI (its 16-bit
+    pair sums could saturate), 8-bit otherwise. The output layer is never int8: that added as much
+    error as a whole LSTM layer. On native-bf16 CPUs a batch at least BF16_FROM wide runs its
+    recurrence in bf16 instead (faster there, a fifth of the gate error). The figures are in
+    docs/benchmarks.md (Evaluation speed); bench/evaluate_speed.py measures them.
     """
 
     @torch.inference_mode()

@@ -294,7 +294,7 @@ def _info_routes(app, studio) -> None:
                          f"(up to {PENDING_WAIT:g} s, holding no server thread), then answers 202 with "
                          "Retry-After while it is still being encoded.")
     async def result_file(job_id: str, name: str):
-        # async, so a wait holds no worker thread: 45 such waits used to starve every other route
+        # async, so a wait holds no worker thread: dozens of waits would otherwise starve every route
         event = studio.pending(job_id, name)
         deadline = time.monotonic() + PENDING_WAIT
         while event is not None and not event.is_set() and time.monotonic() < deadline:

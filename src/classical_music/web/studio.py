@@ -385,8 +385,7 @@ class Studio:
     def _prune(self) -> None:
         """Delete finished result folders beyond the newest keep_jobs, or older than max_age_seconds,
         including ones left by earlier runs; never a queued or running job, nor one finished less
-        than keep_seconds ago (with 10 kept and 17 accepted, the first 7 used to vanish while their
-        pages were still polling)."""
+        than keep_seconds ago (its page may still be polling it or fetching its files)."""
         now = time.time()
         with self._lock:
             finished = {j.id: j.finished for j in self.jobs.values() if j.finished is not None}
