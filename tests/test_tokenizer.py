@@ -129,7 +129,12 @@ def test_ten_thousand_notes_at_one_instant_are_bounded():
 
 
 def test_tokenizer_json_roundtrip(tmp_path):
-    for name in ("performance", "remi"):
+    from classical_music.tokenizer import NAMES
+    from classical_music.tokenizer.base import _REGISTRY
+
+    get_tokenizer("performance")  # registers them all
+    assert NAMES == tuple(_REGISTRY)  # the flags' choices are the registered tokenizers
+    for name in NAMES:
         tok = get_tokenizer(name)
         tok.save(tmp_path / name)
         again = load_tokenizer(tmp_path / name)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 from .errors import UserError
 
 HELP = ("CPU threads for PyTorch (default, or 0: half the cores, at least 1, or OMP_NUM_THREADS when set; "
@@ -65,6 +63,8 @@ def apply(threads: int | None) -> int:
         threads = default_threads()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise UserError(f"--threads must be a positive integer, got {threads!r}")
+    import torch  # here: `data prepare` asks cores() without loading PyTorch
+
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     return threads

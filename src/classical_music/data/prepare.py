@@ -20,7 +20,8 @@ from ..errors import UserError
 from ..files import write_json
 from ..locks import folder_lock
 from ..notes import MidiReadError, has_drums_only, load_score, score_to_notes
-from ..tokenizer import get_tokenizer
+from ..threads import cores
+from ..tokenizer import NAMES as TOKENIZERS, get_tokenizer
 from .cache import CacheWriter
 from .sources import SourceFile, assign_split, iter_folder
 
@@ -221,9 +222,9 @@ def add_prepare_parser(data_sub) -> None:
     )
     p.add_argument("source", type=Path, metavar="DIR", help="folder of MIDI files, an Aria-MIDI folder, or one file")
     p.add_argument("--out", type=Path, default=Path("data/prepared"), help="cache folder (default: data/prepared)")
-    p.add_argument("--tokenizer", default="performance", choices=["performance", "remi"],
+    p.add_argument("--tokenizer", default="performance", choices=TOKENIZERS,
                    help="performance: Performance RNN events (default); remi: MidiTok REMI for score-like MIDI")
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)), help="parallel processes")
+    p.add_argument("--workers", type=int, default=cores(), help="parallel processes (default: this machine's cores)")
     p.add_argument("--valid_fraction", type=float, default=0.05,
                    help="share of pieces held out for validation when the source gives no split")
     p.add_argument("--genre", action="append", default=[], help="keep only this genre (repeatable)")

@@ -14,6 +14,9 @@ from ..notes import Notes
 
 TOKENIZER_FILE = "tokenizer.json"
 _REGISTRY: dict[str, type["Tokenizer"]] = {}
+# The registered names, written out so a flag's choices need not import MidiTok (REMI) to list
+# them; tests/test_tokenizer.py checks they are the registry's.
+NAMES = ("performance", "remi")
 
 
 def register(cls):

@@ -53,10 +53,11 @@ def prepare_folder(folder: Path, cache_dir: Path, tokenizer, progress: bool = Tr
     with the checkpoint's own tokenizer, then choose the held-out pieces among the usable files."""
     from ..data.cache import SPLITS, Cache, read_manifest
     from ..data.prepare import PrepareConfig, prepare
+    from ..tokenizer import NAMES as TOKENIZERS
 
     if not folder.exists():
         raise UserError(f"no such folder: {folder}")
-    if tokenizer.name not in ("performance", "remi"):
+    if tokenizer.name not in TOKENIZERS:
         raise UserError(f"the checkpoint's tokenizer {tokenizer.name!r} cannot prepare MIDI files")
     probe = _tokenizer_of(tokenizer.name)
     if probe.to_dict() != tokenizer.to_dict():
