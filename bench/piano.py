@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import write_midi  # noqa: E402
 
-from classical_music import audio, piano  # noqa: E402
+from classical_music import audio, piano, soundfont  # noqa: E402
 
 RATE = 48000
 PIECES = sorted((ROOT / "docs" / "samples").glob("*.mid"))
@@ -163,7 +163,7 @@ def main(argv=None) -> None:
     if sfz is None:
         sys.exit(f"bench/piano.py: {problem}")
     grand = audio.find_instrument(piano=sfz)
-    gm = audio.find_instrument(soundfont=audio._pretty_midi_soundfont())
+    gm = audio.find_instrument(soundfont=soundfont.pretty_midi_soundfont())
     res = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from classical_music import audio
+from classical_music.audio import encode, sf2
+from classical_music.soundfont import find_soundfont
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "classical-piano"
 
@@ -73,7 +75,7 @@ def pick_files(n: int, max_seconds: float, tmp: Path) -> list[Path]:
 
 def engines(args, tmp: Path, soundfont: Path):
     sf_bytes = soundfont.read_bytes()
-    workers = args.workers or audio._default_workers()
+    workers = args.workers or sf2.default_workers()
 
     def ours(n):
         def run(path):
@@ -99,12 +101,12 @@ def engines(args, tmp: Path, soundfont: Path):
         yield f"render, 1 worker, 44.1 kHz {fmt}", ours(1)
     if args.mp3:
         def libsndfile_mp3(path):  # the same render, with libsndfile's MP3 writer instead of lameenc
-            real = audio.find_spec
-            audio.find_spec = lambda name: None if name == "lameenc" else real(name)
+            real = encode.find_spec
+            encode.find_spec = lambda name: None if name == "lameenc" else real(name)
             try:
                 return ours(workers)(path)
             finally:
-                audio.find_spec = real
+                encode.find_spec = real
 
         yield f"render, {workers} workers, MP3 by libsndfile (peer encoder)", libsndfile_mp3
     yield "midirenderer raw, 1 call, 48 kHz in memory", raw
@@ -183,7 +185,7 @@ def dsp_tables(soundfont: Path, files: list[Path]) -> None:
         return 10 * np.log10((err ** 2).mean() / (ref[inner] ** 2).mean())
 
     for name, fn in (("polyphase Kaiser sinc (ours before)", lambda z: kaiser_resample(z, up, down)),
-                     ("soxr HQ (audio.resample now)", lambda z: audio.resample(z, up, down)),
+                     ("soxr HQ (audio.resample now)", lambda z: sf2.resample(z, up, down)),
                      ("soxr VHQ", lambda z: soxr.resample(z, 48000, 44100, quality="VHQ"))):
         y, wall = best_of(lambda: fn(x))
         print(f"| {name} | {wall * 1e3:.0f} | {seconds / wall:.0f}x | {db(y, exact):.1f} | "
@@ -195,7 +197,7 @@ def dsp_tables(soundfont: Path, files: list[Path]) -> None:
     print(f"\nDecoding midirenderer's WAV bytes ({len(wav) / 2**20:.1f} MB, {files[-1].name}; best of 5)\n")
     print("| decoder | ms | same samples |")
     print("|---|---:|---|")
-    (ref, _), wall = best_of(lambda: audio._decode_wav(wav))
+    (ref, _), wall = best_of(lambda: sf2._decode_wav(wav))
     print(f"| audio._decode_wav (ours) | {wall * 1e3:.1f} | - |")
     (got, _), wall = best_of(lambda: soundfile.read(io.BytesIO(wav), dtype="float32", always_2d=True))
     print(f"| soundfile.read(BytesIO) | {wall * 1e3:.1f} | {np.array_equal(ref, got)} |\n", flush=True)
@@ -211,7 +213,7 @@ def main():
     ap.add_argument("--dsp_only", action="store_true", help="only the resampler and WAV decoder tables")
     args = ap.parse_args()
 
-    soundfont = audio.find_soundfont(args.soundfont)
+    soundfont = find_soundfont(args.soundfont)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {load:.2f} before the run; "
           f"SoundFont {soundfont.name} ({soundfont.stat().st_size / 2**20:.1f} MB)")

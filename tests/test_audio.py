@@ -12,6 +12,7 @@ import symusic
 from conftest import scale, write_midi
 
 from classical_music import audio, soundfont
+from classical_music.audio import sf2
 from classical_music.cli import run
 from classical_music.errors import UserError
 
@@ -22,7 +23,7 @@ def rms(x):
 
 @pytest.fixture(autouse=True)
 def no_env_soundfont(monkeypatch):
-    monkeypatch.delenv(audio.SOUNDFONT_ENV, raising=False)
+    monkeypatch.delenv(soundfont.SOUNDFONT_ENV, raising=False)
 
 
 def test_wav_is_44k_stereo_normalised_and_trimmed(tmp_path):
@@ -37,7 +38,7 @@ def test_wav_is_44k_stereo_normalised_and_trimmed(tmp_path):
     assert rms(data) > 0.01
     assert info["seconds"] == pytest.approx(len(data) / sr)
     # release, the hall's ring and a short tail, not seconds of silence
-    assert 2.0 < info["seconds"] < 2.0 + audio.RELEASE + 2.0
+    assert 2.0 < info["seconds"] < 2.0 + sf2.RELEASE + 2.0
     assert np.abs(data[-20:]).max() < 1e-3  # faded out, no click at the cut
     assert info["render_seconds"] > 0 and os.path.isfile(info["soundfont"])
     assert sorted(os.listdir(tmp_path)) == ["a.mid", "a.wav"]  # no temporary left behind
@@ -138,45 +139,45 @@ def test_parallel_chunks_sum_to_the_single_render(tmp_path, monkeypatch):
 def test_resample_keeps_a_sine_and_lines_up_pieces():
     t = np.arange(4800) / 48000
     x = np.stack([np.sin(2 * np.pi * 1000 * t)] * 2, 1).astype(np.float32)
-    y = audio.resample(x, 147, 160)
+    y = sf2.resample(x, 147, 160)
     t2 = np.arange(len(y)) / 44100
     assert len(y) == 4410 and y.dtype == np.float32
     assert np.abs(y[200:-200, 0] - np.sin(2 * np.pi * 1000 * t2[200:-200])).max() < 1e-4
-    assert audio.resample(np.ones((12345, 2), np.float32), 147, 320).shape == (-(-12345 * 147 // 320), 2)  # ceil, as documented
+    assert sf2.resample(np.ones((12345, 2), np.float32), 147, 320).shape == (-(-12345 * 147 // 320), 2)  # ceil, as documented
     # a piece starting at a multiple of `down` (with LEAD samples of silence before its first
     # sound, as _chunks makes them) resamples to the matching slice of the whole, at every rate
     noise = np.random.default_rng(0).standard_normal((24000, 2)).astype(np.float32) * 0.1
     for rate in (8000, 11025, 22050, 44100, 96000):
-        up, down = audio._rate_ratio(rate)
+        up, down = sf2.rate_ratio(rate)
         cut = down * (9000 // down)
         head, tail = noise.copy(), noise.copy()
-        head[cut + audio.LEAD:], tail[:cut + audio.LEAD] = 0, 0
-        whole = audio.resample(noise, up, down)
-        glued = audio.resample(head, up, down)
-        part = audio.resample(tail[cut:], up, down)
+        head[cut + sf2.LEAD:], tail[:cut + sf2.LEAD] = 0, 0
+        whole = sf2.resample(noise, up, down)
+        glued = sf2.resample(head, up, down)
+        part = sf2.resample(tail[cut:], up, down)
         glued[cut // down * up:] += part
         assert np.abs(glued - whole).max() < 1e-5, rate
         # with too little silence before the cut the filter's reach is lost: the test can tell
         head, tail = noise.copy(), noise.copy()
         head[cut + 8:], tail[:cut + 8] = 0, 0
-        short = audio.resample(head, up, down)
-        short[cut // down * up:] += audio.resample(tail[cut:], up, down)
+        short = sf2.resample(head, up, down)
+        short[cut // down * up:] += sf2.resample(tail[cut:], up, down)
         assert np.abs(short - whole).max() > 1e-4, rate
 
 
 def test_soundfont_discovery(tmp_path, monkeypatch):
-    bundled = audio._pretty_midi_soundfont()
+    bundled = soundfont.pretty_midi_soundfont()
     assert bundled is not None  # the pip-only fallback exists
     monkeypatch.setattr(soundfont, "SYSTEM_SOUNDFONTS", ())
-    assert audio.find_soundfont() == bundled
+    assert soundfont.find_soundfont() == bundled
     copy = tmp_path / "copy.sf2"
     copy.write_bytes(bundled.read_bytes())
-    monkeypatch.setenv(audio.SOUNDFONT_ENV, str(copy))
-    assert audio.find_soundfont() == copy
-    assert audio.find_soundfont(bundled) == bundled  # an explicit one wins over the environment
-    monkeypatch.setenv(audio.SOUNDFONT_ENV, str(tmp_path / "gone.sf2"))
+    monkeypatch.setenv(soundfont.SOUNDFONT_ENV, str(copy))
+    assert soundfont.find_soundfont() == copy
+    assert soundfont.find_soundfont(bundled) == bundled  # an explicit one wins over the environment
+    monkeypatch.setenv(soundfont.SOUNDFONT_ENV, str(tmp_path / "gone.sf2"))
     with pytest.raises(UserError, match="CLASSICAL_MUSIC_SOUNDFONT"):
-        audio.find_soundfont()
+        soundfont.find_soundfont()
 
 
 def _bad_inputs(tmp_path):
@@ -187,7 +188,7 @@ def _bad_inputs(tmp_path):
     not_sf = tmp_path / "in" / "notes.sf2"
     not_sf.write_text("not a soundfont")
     truncated = tmp_path / "in" / "truncated.sf2"  # right header, broken body: the engine refuses it
-    truncated.write_bytes(audio._pretty_midi_soundfont().read_bytes()[:200_000])
+    truncated.write_bytes(soundfont.pretty_midi_soundfont().read_bytes()[:200_000])
     out = tmp_path / "out"
     out.mkdir()
     return [
@@ -235,7 +236,7 @@ def test_a_failing_parallel_render_leaves_no_file_or_worker(tmp_path, monkeypatc
 
     monkeypatch.setattr(audio.sf2, "PARALLEL_MIN_SECONDS", 0.0)
     broken = tmp_path / "broken.sf2"
-    broken.write_bytes(audio._pretty_midi_soundfont().read_bytes()[:200_000])
+    broken.write_bytes(soundfont.pretty_midi_soundfont().read_bytes()[:200_000])
     mid = write_midi(tmp_path / "a.mid", scale(24, step=0.2))
     with pytest.raises(UserError, match="cannot render"):
         audio.render(mid, tmp_path / "a.wav", soundfont=broken, workers=2)

@@ -19,7 +19,8 @@ from classical_music.generate import GenerateConfig, compose, list_conditions, s
 from classical_music.model import ComposerLSTM, ModelConfig
 from classical_music.notes import Notes
 from classical_music.tokenizer import get_tokenizer
-from classical_music.train import TrainConfig, Trainer, _with_conditions
+from classical_music.train import TrainConfig, Trainer
+from classical_music.train.checkpoints import with_conditions
 
 from conftest import write_midi
 
@@ -268,7 +269,7 @@ def test_unconditioned_checkpoints_load_and_conditions_round_trip(tmp_path):
 
 def test_new_conditions_start_at_zero_so_the_old_model_is_unchanged():
     old = tiny_model()
-    new = _with_conditions(old, C.vocabularies({"chopin": 2.0})).eval()
+    new = with_conditions(old, C.vocabularies({"chopin": 2.0})).eval()
     x = torch.randint(3, TOK.vocab_size, (2, 30))
     cond = torch.tensor([[2, 3, 1, 5, 9], [0, 0, 0, 0, 0]])
     assert torch.equal(old(x)[0], new(x, cond=cond)[0])

@@ -117,7 +117,7 @@ def test_tokens_kept_within_budget_else_reread(tmp_path, monkeypatch):
 @pytest.mark.parametrize("precision", ["float32", "int8"])
 def test_lanes_score_as_one_batch_does_and_a_failing_lane_stops_them_all(tmp_path, monkeypatch, precision):
     from classical_music import evaluate as E
-    from classical_music.model import int8_available
+    from classical_music.decoding import int8_available
 
     if precision == "int8" and not int8_available():
         pytest.skip("no int8 kernels in this PyTorch")

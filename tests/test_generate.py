@@ -3,12 +3,13 @@ import pytest
 import symusic
 import torch
 
+from classical_music.decoding import int8_available
 from classical_music.errors import UserError
 from classical_music.generate import (
-    GenerateConfig, _draw, compose, end_allowed_after, filter_logits, main, parse_note_name, parse_primer_notes,
-    sample,
+    GenerateConfig, compose, end_allowed_after, filter_logits, main, parse_note_name, parse_primer_notes, sample,
 )
-from classical_music.model import ComposerLSTM, ModelConfig, int8_available
+from classical_music.generate.sampling import _draw
+from classical_music.model import ComposerLSTM, ModelConfig
 from classical_music.tokenizer import get_tokenizer
 
 from conftest import scale, tiny_checkpoint, write_midi

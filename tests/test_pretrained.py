@@ -9,7 +9,7 @@ import torch
 
 from classical_music.evaluate import evaluate
 from classical_music.generate import default_checkpoint, load_model, parse_primer_notes
-from classical_music.model import int8_available
+from classical_music.decoding import int8_available
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "classical-piano"
 DEFAULT = default_checkpoint()

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 from conftest import write_midi
 
-from classical_music import audio, piano
+from classical_music import audio, piano, soundfont
 from classical_music.audio import instrument, sampler
 from classical_music.errors import UserError
 
@@ -129,10 +129,10 @@ def test_instrument_choice_and_fallback(tmp_path, tiny_piano, monkeypatch, capsy
     assert instrument.find_instrument(piano=tiny_piano).kind == "sfz"
     monkeypatch.setenv(instrument.PIANO_ENV, str(tiny_piano))
     assert instrument.find_instrument().path == tiny_piano
-    assert instrument.find_instrument(soundfont=audio._pretty_midi_soundfont()).kind == "sf2"  # explicit wins
+    assert instrument.find_instrument(soundfont=soundfont.pretty_midi_soundfont()).kind == "sf2"  # explicit wins
     for kwargs, message in [(dict(piano=tmp_path / "none.sfz"), "not found"),
-                            (dict(piano=audio._pretty_midi_soundfont()), "not an SFZ"),
-                            (dict(piano=tiny_piano, soundfont=audio._pretty_midi_soundfont()), "one of them")]:
+                            (dict(piano=soundfont.pretty_midi_soundfont()), "not an SFZ"),
+                            (dict(piano=tiny_piano, soundfont=soundfont.pretty_midi_soundfont()), "one of them")]:
         with pytest.raises(UserError, match=message):
             instrument.find_instrument(**kwargs)
     empty = tmp_path / "empty.sfz"

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from classical_music import cli, scoring
+from classical_music.decoding import int8_available, int8_pack
 from classical_music.evaluate import _read, collect, file_nll
-from classical_music.decoding import int8_pack
-from classical_music.model import ComposerLSTM, ModelConfig, int8_available
+from classical_music.model import ComposerLSTM, ModelConfig
 from classical_music.tokenizer import get_tokenizer
 
 from conftest import scale, write_midi

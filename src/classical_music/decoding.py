@@ -35,10 +35,10 @@ class StepDecoder:
             raise ValueError("int8 decoding runs on the CPU only")
         n = model.config.num_layers
         w_ih, w_hh, bias, self.table = gate_scaled(model)
-        linear = _int8_linear if int8 else _float_linear
+        linear = _int8_linear if int8 else float_linear
         self.hh0 = linear(w_hh[0], None)
         self.layers = [linear(torch.cat([w_ih[k], w_hh[k]], 1), bias[k]) for k in range(1, n)]
-        self.proj = None if model.proj is None else _float_linear(model.proj.weight, None)
+        self.proj = None if model.proj is None else float_linear(model.proj.weight, None)
         self.head = linear(model.head.weight, model.head.bias)
         self.int8 = int8
         self._model, self._w_ih0 = model, w_ih[0]
@@ -122,7 +122,7 @@ def int8_available() -> bool:
         return False
 
 
-def _float_linear(weight, bias):
+def float_linear(weight, bias):
     """x @ weight.T + bias, or + `add` in its place (the first layer's table row), as one addmm."""
     w = weight.t().contiguous()
     b = torch.zeros(w.shape[1], dtype=w.dtype, device=w.device) if bias is None else bias

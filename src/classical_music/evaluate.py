@@ -336,7 +336,7 @@ def add_parser(sub) -> None:
     p.add_argument("--split", default=None, help="with a folder holding metadata.csv: only files of this split")
     p.add_argument("--json", type=Path, default=None, help="write the full result as JSON here")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", choices=scoring.PRECISIONS, default="float32",
+    p.add_argument("--precision", choices=scoring.SCORE_PRECISIONS, default="float32",
                    help="default float32; int8: CPU only, faster (10-16x the single-file path on one core of an AMX/VNNI "
                         "Xeon, 2x on an AVX2-only CPU); totals within ~2e-4 nats/event of float32, single "
                         "valid files within 4.5e-4 on that Xeon and 1.3e-3 on AVX2 (docs/benchmarks.md)")

@@ -20,12 +20,16 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
 from .errors import UserError
 from .files import require_regular
+
+if TYPE_CHECKING:  # decoding.py builds on this module; imported where a decoder is made
+    from .decoding import StepDecoder
 
 MODEL_TYPE = "classical-music-lstm"
 CONFIG_NAME = "config.json"
@@ -460,7 +464,3 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-# Moved to decoding.py; imported here too, so `from classical_music.model import ...` keeps working.
-from .decoding import StepDecoder, _float_linear, _int8_linear, condition_terms, int8_available  # noqa: E402,F401

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .decoding import _float_linear, condition_terms, gate_scaled, int8_available, int8_pack
+from .decoding import float_linear, condition_terms, gate_scaled, int8_available, int8_pack
 
 IGNORE = -100  # cross_entropy's ignore_index: the padded tail of a row whose file ended mid-chunk
 
@@ -30,7 +30,7 @@ IGNORE = -100  # cross_entropy's ignore_index: the padded tail of a row whose fi
 # (batch 1: ~1,800 events/s, batch 64: ~4,000 on one core, float32), and a chunk of 256 wastes at
 # most 255 padded steps per file end (~2 % for 7,000-event files). GPU: wide enough to fill it.
 DEFAULTS = {"cpu": (64, 256), "cuda": (256, 512)}
-PRECISIONS = ("float32", "int8")
+SCORE_PRECISIONS = ("float32", "int8")
 SPLIT_BELOW = 8  # float32 on CPU: narrower batches run row by row (see make_forward)
 # int8 path, native-bf16 CPUs: from this batch width the recurrence runs in bf16 (AMX) instead.
 # Measured, one layer-step of the scripted loop, H=512, one thread (Xeon, AMX): batch 1 29 us int8 /
@@ -53,8 +53,8 @@ def defaults(device) -> tuple[int, int]:
 def make_forward(model, precision: str = "float32", device="cpu", hidden: bool = False) -> Callable:
     """forward(idx [B, T], state | None, cond | None) -> (logits [B, T, V], (h, c) [layers, B, H]),
     and with hidden=True the top LSTM layer's output [B, T, H] third (for the memory's cache)."""
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision not in SCORE_PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(SCORE_PRECISIONS)}, got {precision!r}")
     if precision == "int8":
         if torch.device(device).type != "cpu":
             raise UserError("--precision int8 runs on the CPU only: use float32 on a GPU")
@@ -195,7 +195,7 @@ class ChunkedInt8:
 
     @torch.inference_mode()
     def __init__(self, model):
-        self.proj = None if getattr(model, "proj", None) is None else _float_linear(model.proj.weight, None)
+        self.proj = None if getattr(model, "proj", None) is None else float_linear(model.proj.weight, None)
         n, hid = model.config.num_layers, model.config.hidden_size
         w_ih, w_hh, bias, table = gate_scaled(model)  # on the CPU: make_forward checks
         self.table = table.float()

@@ -20,7 +20,7 @@ SYSTEM_SOUNDFONTS = (
 )
 
 
-def _pretty_midi_soundfont() -> Path | None:
+def pretty_midi_soundfont() -> Path | None:
     # find_spec, not import: pretty_midi pulls in mido and friends that we do not need here
     spec = find_spec("pretty_midi")
     if spec is None or not spec.origin:
@@ -39,7 +39,7 @@ def find_soundfont(soundfont: str | os.PathLike | None = None) -> Path:
     for p in SYSTEM_SOUNDFONTS:
         if os.path.isfile(p):
             return Path(p)
-    bundled = _pretty_midi_soundfont()
+    bundled = pretty_midi_soundfont()
     if bundled is None:
         raise UserError(f"no SoundFont found: pass --soundfont FILE.sf2 or set ${SOUNDFONT_ENV}")
     return bundled

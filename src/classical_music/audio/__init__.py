@@ -24,14 +24,21 @@ import numpy as np
 from ..errors import UserError
 from ..files import atomic_path
 from ..notes import open_score
-from ..soundfont import SOUNDFONT_ENV, _pretty_midi_soundfont, find_soundfont  # noqa: F401
+from ..soundfont import SOUNDFONT_ENV
 from . import sampler, sf2
-from .encode import FORMATS, MP3_RATES, Writer, encode_mp3, output_format  # noqa: F401
-from .instrument import PIANO_ENV, Instrument, find_instrument  # noqa: F401
-from .room import CEILING, DEFAULT_REVERB, TARGET_LUFS, Loudness, Reverb, check_reverb, limiter_gain
-from .room import HOLD, LOOK
-from .sf2 import LEAD, RELEASE, _rate_ratio, resample  # noqa: F401
-from .timeline import pedal_intervals, performance  # noqa: F401
+from .encode import Writer, output_format
+from .instrument import PIANO_ENV, Instrument, find_instrument
+from .room import CEILING, DEFAULT_REVERB, HOLD, LOOK, TARGET_LUFS, Loudness, Reverb, check_reverb, limiter_gain
+from .sf2 import rate_ratio
+from .timeline import performance
+
+# The package's API (the rest lives in its modules: sf2.resample, encode.encode_mp3,
+# soundfont.find_soundfont ...); DEFAULT_REVERB, check_reverb and find_instrument are what generate
+# and the studio check a request with before anything renders.
+__all__ = [
+    "DEFAULT_REVERB", "PEAK", "TARGET_LUFS", "Instrument", "add_arguments", "add_instrument_arguments",
+    "add_parser", "check_reverb", "contiguous", "find_instrument", "main", "render",
+]
 
 PEAK = CEILING  # the highest sample peak any output has (-1 dBFS and a little)
 SILENCE_DB = -60.0  # below this (relative to the peak) the tail counts as silence
@@ -40,7 +47,6 @@ FADE = 0.05  # seconds of fade-out so a cut never clicks
 SPOOL_IN_MEMORY = 64 * 2**20  # the spool stays in memory up to this (~6 min of 44.1 kHz stereo)
 PASS_BLOCK = 1 << 17  # frames per block of the second pass (~3 s)
 STEP = 1 << 16  # frames at most per step of the first pass
-_encode_mp3 = encode_mp3  # the name live.py and older callers use
 
 
 def contiguous(chunks: Iterable[tuple[int, np.ndarray]]) -> Iterator[np.ndarray]:
@@ -142,7 +148,7 @@ def render(midi, out_path, soundfont=None, sample_rate: int = 44100, workers: in
     outs = [Path(p) for p in (out_path if isinstance(out_path, (list, tuple)) else [out_path])]
     if not outs:
         raise UserError("no output file given")
-    _rate_ratio(sample_rate)  # one check of the rate for both backends
+    rate_ratio(sample_rate)  # one check of the rate for both backends
     fmts = [output_format(p, sample_rate) for p in outs]
     reverb = check_reverb(reverb)
     inst = instrument or find_instrument(piano, soundfont)
@@ -150,7 +156,7 @@ def render(midi, out_path, soundfont=None, sample_rate: int = 44100, workers: in
     if not any(len(t.notes) for t in score.tracks):
         raise UserError(f"{midi if isinstance(midi, (str, Path)) else 'the score'} has no notes to render")
     perf = performance(score)
-    n = workers if workers is not None else sf2._default_workers()
+    n = workers if workers is not None else sf2.default_workers()
     if inst.kind == "sfz":
         blocks, used = sampler.render_blocks(perf, inst.path, sample_rate), 1
     else:

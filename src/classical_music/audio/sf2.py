@@ -26,7 +26,7 @@ PARALLEL_MIN_SECONDS = 20.0  # shorter pieces render in-process: a fork costs mo
 CHUNK_SECONDS = 60.0  # at most about this much music per chunk, so a chunk's audio stays small
 
 
-def _rate_ratio(sample_rate: int) -> tuple[int, int]:
+def rate_ratio(sample_rate: int) -> tuple[int, int]:
     if not isinstance(sample_rate, (int, np.integer)) or not 8000 <= sample_rate <= 192000:
         raise UserError(f"--sample_rate must be an integer from 8000 to 192000, got {sample_rate}")
     r = Fraction(int(sample_rate), ENGINE_RATE)
@@ -185,7 +185,7 @@ def _state_then_window(times: np.ndarray, keys: np.ndarray, start: int, stop: in
     return keep
 
 
-def _default_workers() -> int:
+def default_workers() -> int:
     from ..threads import cores
 
     return max(1, min(8, cores()))
@@ -249,7 +249,7 @@ def _child(conn, midi_bytes, soundfont, up, down) -> None:
 def render_chunks(perf: Performance, soundfont: Path, sample_rate: int, workers: int) -> Iterator[tuple[int, np.ndarray]]:
     """(start sample at the output rate, float32 (n, 2) audio) per chunk, in time order; the chunks
     overlap (a chunk rings on into the next) and sum to the piece."""
-    up, down = _rate_ratio(sample_rate)
+    up, down = rate_ratio(sample_rate)
     seconds = perf.end()
     n = 1 if seconds < PARALLEL_MIN_SECONDS else max(1, int(workers))
     n_chunks = max(n, math.ceil(seconds / CHUNK_SECONDS))

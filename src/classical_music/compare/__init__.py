@@ -8,18 +8,8 @@
 """
 
 from .command import add_parser
-from .report import (GENERATED_COLOR, PITCH_CLASS_NAMES, REFERENCE_COLOR, ROLL_PIECES, ROLL_SECONDS, format_table,
-                     render_report)
-from .sets import PROGRESS_MIN_FILES, PieceSet, compare_piece_sets, compare_sets, load_set
-from .statistics import (CHORD_SECONDS, ONSET_RATE_WINDOW, FEATURE_NAMES, FEATURES, GRID_SIZE, KL_EPSILON, MIN_SECONDS,
-                         POLYPHONY_STEP, Distributions, Feature, distributions, features, kl_divergence, load_notes,
-                         overlap_area, piece_features, silverman_bandwidth)
+from .sets import compare_sets
+from .statistics import FEATURE_NAMES, features, kl_divergence, load_notes, overlap_area, piece_features
 
-# What `classical_music.compare` offered as one module, importable from here as before.
-__all__ = [
-    "CHORD_SECONDS", "ONSET_RATE_WINDOW", "FEATURE_NAMES", "FEATURES", "GENERATED_COLOR", "GRID_SIZE", "KL_EPSILON",
-    "MIN_SECONDS", "PITCH_CLASS_NAMES", "POLYPHONY_STEP", "PROGRESS_MIN_FILES", "REFERENCE_COLOR", "ROLL_PIECES",
-    "ROLL_SECONDS", "Distributions", "Feature", "PieceSet", "add_parser", "compare_piece_sets", "compare_sets",
-    "distributions", "features", "format_table", "kl_divergence", "load_notes", "load_set", "overlap_area",
-    "piece_features", "render_report", "silverman_bandwidth",
-]
+__all__ = ["FEATURE_NAMES", "add_parser", "compare_sets", "features", "kl_divergence", "load_notes", "overlap_area",
+           "piece_features"]

@@ -25,7 +25,7 @@ from ..files import atomic_path, staged_paths, writable_folder
 from ..notes import notes_to_score
 from . import composer, options
 from .checkpoint import check_device, list_conditions, load_model
-from .config import MAX_EVENTS, MAX_SECONDS, MEMORY_MODES, PRECISIONS, GenerateConfig
+from .config import DECODE_PRECISIONS, MAX_EVENTS, MAX_SECONDS, MEMORY_MODES, GenerateConfig
 from .form import DEFAULT_LONG_FORM, ENDINGS, THROUGH_UNDER_SECONDS
 from .primer import MAX_PRIMER_EVENTS, parse_primer_notes, primer_from_midi, primer_tokens
 
@@ -212,7 +212,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     memory.add_arguments(p, MEMORY_MODES)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     cpu_threads.add_argument(p)
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+    p.add_argument("--precision", choices=DECODE_PRECISIONS, default="auto",
                    help="decoding matmuls: int8 is ~3x faster on the CPU at batch 1 and ~6.5x at batch 8, "
                         "scoring within ~2e-4 nats/event of float32 overall, though a seed's "
                         "piece differs between them (auto: int8 on the CPU, float32 elsewhere)")

@@ -16,7 +16,7 @@ from .form import ENDINGS, THROUGH, resolve_plan
 from .options import DEFAULT as SAMPLING, SamplingOptions
 from .sampling import use_int8
 
-PRECISIONS = ("auto", "float32", "int8")
+DECODE_PRECISIONS = ("auto", "float32", "int8")
 from ..memory import COMPOSING_MODES as MEMORY_MODES  # noqa: E402
 # One piece is at most an hour of music, or as many events as sample() budgets for an hour:
 # without a cap, --seconds 1e9 decodes for ever while its event lists grow.
@@ -98,8 +98,8 @@ class GenerateConfig(StyleFields):
         if not 0 < self.primer_chord_seconds < math.inf:
             raise UserError(f"--primer_chord_seconds must be a positive number, got {self.primer_chord_seconds}")
         check_device(self.device)
-        if self.precision not in PRECISIONS:
-            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in DECODE_PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(DECODE_PRECISIONS)}, got {self.precision!r}")
         if self.precision == "int8" and not use_int8(self.device):
             raise UserError(f"--precision int8 runs on the CPU only, with PyTorch's int8 kernels: "
                             f"not on {self.device}" if torch.device(self.device).type != "cpu"

@@ -12,7 +12,7 @@ import torch
 
 from .. import conditions
 from ..errors import UserError
-from .options import MAX_NOTE_SECONDS, SamplingOptions  # noqa: F401  (generate.MAX_NOTE_SECONDS)
+from .options import SamplingOptions
 from .primer import prime
 
 END_AFTER = 0.8  # share of --seconds before the model may end a piece itself (KeyTracker)

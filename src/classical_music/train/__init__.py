@@ -9,15 +9,11 @@
     session.py      around the loop: a missing cache, a save dir in use, Ctrl-C, the time estimate
 """
 
-from .checkpoints import STATE_JSON, STATE_TENSORS, _with_conditions
-from .command import add_arguments, add_parser, config_from_args, main, run, train
-from .config import ARCH_FIELDS, ENV_FIELDS, TrainConfig, lr_at
-from .devices import Dist
+from .command import add_arguments, add_parser, config_from_args, main, train
+from .config import ENV_FIELDS, TrainConfig, lr_at
 from .loop import Trainer
 
-# What `classical_music.train` offered as one module, importable from here as before.
 __all__ = [
-    "ARCH_FIELDS", "ENV_FIELDS", "STATE_JSON", "STATE_TENSORS", "Dist", "TrainConfig", "Trainer",
-    "_with_conditions", "add_arguments", "add_parser", "config_from_args", "lr_at", "main",
-    "run", "train",
+    "ENV_FIELDS", "TrainConfig", "Trainer", "add_arguments", "add_parser", "config_from_args", "lr_at", "main",
+    "train",
 ]

@@ -109,7 +109,7 @@ class Checkpoints:
 
         model = load_model(None if source == "default" else source).float()  # shipped weights are fp16
         if self.vocab and (model.config.conditions != self.vocab or not model.config.condition_bias):
-            model = _with_conditions(model, self.vocab)
+            model = with_conditions(model, self.vocab)
             self.log(f"condition embeddings for {', '.join(self.vocab)} start at zero: step 0 is {source} itself")
         if model.tokenizer.to_dict() != self.tokenizer.to_dict():
             raise UserError(f"{self.cfg.data} uses tokenizer {self.tokenizer.to_dict()} but --init_from {source} "
@@ -212,7 +212,7 @@ def _check_optimizer_shapes(optimizer) -> None:
                     raise ValueError(f"{key} has shape {tuple(v.shape)} for a parameter of shape {tuple(p.shape)}")
 
 
-def _with_conditions(model: ComposerLSTM, vocab: dict) -> ComposerLSTM:
+def with_conditions(model: ComposerLSTM, vocab: dict) -> ComposerLSTM:
     """The same weights in a model with these condition vocabularies: embeddings of labels the old
     model knew are kept, new ones start at zero, so the new model computes what the old one did."""
     from dataclasses import replace

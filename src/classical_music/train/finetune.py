@@ -140,11 +140,11 @@ def _vocabulary(base, composer: str | None) -> tuple[str | None, dict]:
 
 def _grown(base, vocab: dict, composer_key: str | None):
     """The base model with these vocabularies: a new composer starts as the base model's `other`."""
-    from .checkpoints import _with_conditions
+    from .checkpoints import with_conditions
 
     if vocab == base.config.conditions:
         return base
-    model = _with_conditions(base, vocab)
+    model = with_conditions(base, vocab)
     model.checkpoint_config = getattr(base, "checkpoint_config", {})
     if composer_key is not None and conditions.OTHER in vocab["composer"]:
         new, other = vocab["composer"].index(composer_key), vocab["composer"].index(conditions.OTHER)

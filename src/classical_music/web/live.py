@@ -199,7 +199,7 @@ class Live:
 def _encode_mp3(wav, done: threading.Event) -> None:
     import soundfile
 
-    from ..audio import _encode_mp3 as encode
+    from ..audio.encode import encode_mp3 as encode
     from ..files import atomic_path
 
     try:
