@@ -150,6 +150,7 @@ def test_recall_transposes_the_phrase_and_drops_key_ups_it_never_struck():
     history = [ts + 99, tok.velocity + 20, ts + 9, on + 60, ts + 99, on + 62, ts + 99, on + 64]
     got = opening_phrase(history, 0, tok, 150)  # from the first key-down, 1.5 s, its velocity first
     assert got == [tok.velocity + 20, on + 60, ts + 99, on + 62, ts + 49]
+    assert opening_phrase(history, 0, tok, 10_000) == [tok.velocity + 20, *history[3:]]  # all there is
 
 
 def test_a_returning_section_opens_with_the_first_ones_phrase_transposed(checkpoint, tmp_path):
@@ -175,6 +176,38 @@ def test_a_returning_section_opens_with_the_first_ones_phrase_transposed(checkpo
     later = [(round(t - r0, 2), p) for t, p, _, _ in notes if r0 + 3.05 <= t < r0 + 6]
     copied = {(round(t - t0, 2), up(p)) for t, p, _, _ in notes if t0 + 3.05 <= t < t0 + 6}
     assert later and set(later) != copied
+
+
+def test_a_long_first_hearing_states_its_basic_idea_twice_and_a_through_piece_does_not(checkpoint, tmp_path):
+    from classical_music.generate.conductor import IDEA_SECONDS
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps([{"label": "A", "seconds": 24, "key": "C"}, {"label": "B", "seconds": 8, "key": "G"}]))
+    out = tmp_path / "ab.mid"
+    compose(GenerateConfig(output=out, checkpoint=checkpoint, plan=plan, seed=5, precision="float32"))
+    notes = notes_of(out)
+    t0 = notes[0][0]
+    assert t0 < 2.0
+    r0 = min(t for t, *_ in notes if t >= IDEA_SECONDS - 0.011)
+    span = IDEA_SECONDS - t0 - 0.2  # what had been composed of the idea when it came back
+    def keyboard(p):  # replayed onto the piano's 88 keys (the untrained model strikes any of 128)
+        return p + 12 * max(0, -(-(21 - p) // 12)) - 12 * max(0, -(-(p - 108) // 12))
+
+    idea = [(round(t - t0, 2), keyboard(p)) for t, p, _, _ in notes if t0 <= t < t0 + span]
+    again = [(round(t - r0, 2), p) for t, p, _, _ in notes if r0 <= t < r0 + span]
+    assert len(idea) >= 4 and sorted(again) == sorted(idea)
+    # the continuation after it is composed, not a third copy
+    after = {(round(t - r0, 2), p) for t, p, _, _ in notes if r0 + IDEA_SECONDS + 0.05 <= t < r0 + 2 * IDEA_SECONDS}
+    assert after and after != set(idea)
+    # a through piece keeps its own course: no repeat at IDEA_SECONDS
+    through = tmp_path / "t.mid"
+    compose(GenerateConfig(output=through, checkpoint=checkpoint, form="through", seconds=24, seed=5,
+                           precision="float32"))
+    tn = notes_of(through)
+    t1 = tn[0][0]
+    r1 = min(t for t, *_ in tn if t >= IDEA_SECONDS - 0.011)
+    assert sorted((round(t - r1, 2), p) for t, p, _, _ in tn if r1 <= t < r1 + span) != \
+        sorted((round(t - t1, 2), p) for t, p, _, _ in tn if t1 <= t < t1 + span)
 
 
 # -- the ending -----------------------------------------------------------------------------------

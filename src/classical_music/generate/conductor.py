@@ -44,6 +44,10 @@ FINAL_HOLD = 1.6  # seconds the last chord rings at least (with the pedal down f
 FINAL_VELOCITY = 72
 RECALL_SECONDS = 8.0  # opening phrase a return recalls; a varied return (A') half of it
 RECALL_SHARE = 0.25  # at most this share of the section recalled
+# A first hearing opens as a classical sentence does: its basic idea, then that idea again, then
+# the continuation. Only in sections long enough to carry it; the repeat is at most RECALL_SHARE.
+IDEA_SECONDS = 4.5
+IDEA_FROM_SECONDS = 20.0
 VARIED_TEMPERATURE = 1.15  # a varied return composes on a little warmer
 PEDAL_LATE = 0.06  # seconds after the last chord's onset the pedal goes down
 DYNAMICS_FADE = 1.5  # seconds over which one section's dynamics turn into the next's
@@ -193,7 +197,8 @@ def opening_phrase(history: list[int], start: int, tokenizer, steps: int) -> lis
     start = next((i for i in range(start, len(history)) if on.start <= history[i] < on.stop), len(history))
     shift = tokenizer.shift_steps(np.asarray(history[start:], np.int64))
     elapsed = np.cumsum(shift)
-    n = int(np.searchsorted(elapsed, steps, side="left")) + 1 if len(shift) else 0
+    # (all of what there is when that is shorter: a section's idea repeated while still being composed)
+    n = min(int(np.searchsorted(elapsed, steps, side="left")) + 1, len(shift))
     phrase = history[start:start + n]
     if phrase and elapsed[n - 1] > steps:  # its last wait cut to the phrase's length
         phrase[-1] -= int(elapsed[n - 1] - steps)
@@ -227,6 +232,7 @@ class Conductor:
         self.queue = [deque() for _ in range(n)]
         self.forced = [False] * n
         self.warm = [False] * n  # a varied return composing on at VARIED_TEMPERATURE
+        self.idea_at = [None] * n  # when the section's basic idea is heard again (steps), if it will be
         self.phase = [None] * n  # None, "V" or "I": where in its section's cadence a row is
         # each row's section keys (a through piece asked for none finds its own)
         self.keys_of = [[None if s.key is None else conditions.parse_key(s.key) for s in p.sections] for p in plans]
@@ -283,6 +289,8 @@ class Conductor:
             self.queue[row].clear()  # a recall still playing gives way to the ending
             self._final(row, now)
             return
+        if self.idea_at[row] is not None and now >= self.idea_at[row] and not self.queue[row]:
+            self._repeat_idea(row, i)
         self._steer(row, now)
 
     def cond(self):
@@ -308,9 +316,23 @@ class Conductor:
         self._set_key(row, self.keys_of[row][i])
         s = self.plan.sections[i]
         first = next(j for j, o in enumerate(self.plan.sections) if o.letter == s.letter)
+        self.idea_at[row] = None
         if first < i:
             self._recall(row, i, first)
             self.warm[row] = s.varied
+        elif not self.plan.through and s.seconds >= IDEA_FROM_SECONDS:
+            span = self.spans[i]
+            due = now + round(IDEA_SECONDS / span.tempo * self.sps)
+            if due + round(IDEA_SECONDS / span.tempo * self.sps) < span.end - span.cadence:
+                self.idea_at[row] = due
+
+    def _repeat_idea(self, row: int, i: int) -> None:
+        """The section's opening IDEA_SECONDS again, as it was played (keys still down go up first)."""
+        self.idea_at[row] = None
+        steps = round(min(IDEA_SECONDS, RECALL_SHARE * self.plan.sections[i].seconds) / self.spans[i].tempo * self.sps)
+        phrase = opening_phrase(self.history[row], self.starts[row][i], self.tok, steps)
+        held = [] if self.keys is None else sorted(self.keys.since[row])
+        self.queue[row].extend([self.tok.key_ups.start + k for k in held] + transpose_phrase(phrase, self.tok, 0))
 
     def _recall(self, row: int, i: int, src: int) -> None:
         seconds = min(RECALL_SECONDS / (2 if self.plan.sections[i].varied else 1),
