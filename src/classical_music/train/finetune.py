@@ -198,8 +198,6 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log) -> dict:
     model.train()
     ad = recipes.adapt(model, cfg.recipe, cfg.lr or None, cfg.seed)
     opt = torch.optim.AdamW(ad.groups, lr=ad.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    log(f"recipe {cfg.recipe}: {ad.trainable():,} of {model.num_parameters():,} parameters learn at {ad.lr:g}; "
-        f"{cfg.minutes:g} min on {threads} thread(s)")
 
     budget = cfg.minutes * 60
     check_every = budget / CHECKS
@@ -218,6 +216,9 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log) -> dict:
     interrupted = False
     try:
         with StopOnSignal() as signal:
+            # said once the handler is in place: a signal from here on keeps the best so far
+            log(f"recipe {cfg.recipe}: {ad.trainable():,} of {model.num_parameters():,} parameters learn at {ad.lr:g}; "
+                f"{cfg.minutes:g} min on {threads} thread(s)")
             while stop_reason == "time budget" and not interrupted and not (cfg.max_steps and steps >= cfg.max_steps):
                 ds.set_epoch(epoch)
                 loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0,
