@@ -14,6 +14,7 @@ from classical_music import conditions as C
 from classical_music.data.cache import Cache, condition_shard_path
 from classical_music.data.dataset import AugmentConfig, WindowDataset
 from classical_music.data.prepare import PrepareConfig, prepare
+from classical_music.decoding import StepDecoder
 from classical_music.errors import UserError
 from classical_music.generate import GenerateConfig, compose, list_conditions, sample
 from classical_music.model import ComposerLSTM, ModelConfig
@@ -284,7 +285,7 @@ def test_step_decoder_matches_forward_with_conditions():
     x = torch.randint(3, TOK.vocab_size, (3, 12))
     cond = torch.tensor([[2, 3, 1, 5, 9], [0, 1, 2, 7, 0], [0, 0, 0, 0, 0]])
     full, _ = m(x, cond=cond)
-    dec = m.decoder()
+    dec = StepDecoder(m)
     terms = dec.conditioning(cond)
     _, state = m(x[:, :1], cond=cond)
     state = ([h for h in state[0]], [c for c in state[1]])

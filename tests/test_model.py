@@ -6,8 +6,10 @@ import os
 import pytest
 import torch
 
+from classical_music.checkpoint import atomic_folder
+from classical_music.decoding import StepDecoder
 from classical_music.errors import UserError
-from classical_music.model import ComposerLSTM, ModelConfig, atomic_folder
+from classical_music.model import ComposerLSTM, ModelConfig
 
 VOCAB = 40
 
@@ -57,16 +59,17 @@ def test_state_carry_equals_whole_sequence():
 
 @pytest.mark.parametrize("layers, tie, embed", [(2, False, 16), (1, True, 16), (3, True, 32)])
 def test_step_matches_forward(layers, tie, embed):
-    # step() is the decoder's fast path; it must be the same function as forward() on one event.
+    # StepDecoder is generation's fast path; it must be the same function as forward() on one event.
     m = tiny(num_layers=layers, tie_weights=tie, embed_size=embed)
     x = tokens(3, 12)
     whole, (h_all, c_all) = m(x)
     _, state = m(x[:, :4])
+    dec = StepDecoder(m)
     for t in range(4, 12):
-        logits, state = m.step(x[:, t], state)
+        logits, state = dec(x[:, t], state)
         torch.testing.assert_close(logits, whole[:, t], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(state[0], h_all, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(state[1], c_all, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.stack(state[0]), h_all, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.stack(state[1]), c_all, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("embed", [16, 32])
@@ -226,8 +229,20 @@ def test_decoder_builds_on_another_device():
     # The decoder's constants must follow the weights (a CUDA model must not meet CPU tensors);
     # "meta" stands in for a GPU here. int8 is CPU only and says so.
     m = tiny(num_layers=3).to("meta")
-    logits, (h, c) = m.decoder()(torch.zeros(2, dtype=torch.long, device="meta"),
-                                 (torch.zeros(3, 2, 32, device="meta"), torch.zeros(3, 2, 32, device="meta")))
+    logits, (h, c) = StepDecoder(m)(torch.zeros(2, dtype=torch.long, device="meta"),
+                                    (torch.zeros(3, 2, 32, device="meta"), torch.zeros(3, 2, 32, device="meta")))
     assert logits.shape == (2, VOCAB) and logits.device.type == "meta" and len(h) == len(c) == 3
     with pytest.raises(ValueError, match="CPU"):
-        m.decoder(int8=True)
+        StepDecoder(m, int8=True)
+
+
+def test_kept_decoders_are_built_once_per_precision():
+    # sample() builds a decoder per piece (the weights may have changed since); the studio, which
+    # never trains, keeps one per precision (keep_decoders).
+    from classical_music.decoding import keep_decoders, step_decoder
+
+    m = tiny()
+    assert step_decoder(m) is not step_decoder(m)
+    keep_decoders(m)
+    assert step_decoder(m) is step_decoder(m) and not step_decoder(m).int8
+    assert step_decoder(m, int8=False) is step_decoder(m)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from classical_music.decoding import StepDecoder, int8_available
 from classical_music.evaluate import evaluate
 from classical_music.generate import default_checkpoint, load_model, parse_primer_notes
-from classical_music.decoding import int8_available
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "classical-piano"
 DEFAULT = default_checkpoint()
@@ -54,7 +54,7 @@ def test_int8_decoding_stays_close_to_float32():
         whole, _ = model(tokens[None])
         exact = whole[0].log_softmax(-1)
         state = model(tokens[None, :1])[1]
-        dec = model.decoder(int8=True)
+        dec = StepDecoder(model, int8=True)
         steps = []
         for t in tokens[1:].tolist():
             logits, state = dec(torch.tensor([t]), state)

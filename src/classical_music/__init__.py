@@ -4,6 +4,7 @@ Pipeline, one module per stage:
     data/       MIDI folders or Aria-MIDI -> token cache (prepare), training windows (dataset)
     tokenizer/  notes <-> events (Performance RNN vocabulary, or REMI via MidiTok)
     model.py    Embedding -> stacked LSTM -> dropout -> linear
+    checkpoint.py  checkpoint folders: config.json, model.safetensors, tokenizer.json, atomic saves
     decoding.py the one-step decoder generation runs (float32 or int8)
     train/      training loop, checkpoints, DDP
     generate/   sampling with carried LSTM state, primers

@@ -90,6 +90,23 @@ class StepDecoder:
         return (logits if bias is None else logits + bias), (hs, cs)
 
 
+def step_decoder(model: ComposerLSTM, int8: bool = False) -> StepDecoder:
+    """StepDecoder(model, int8=int8), or the one keep_decoders(model) kept for that precision."""
+    kept = getattr(model, "_kept_decoders", None)
+    if kept is None:
+        return StepDecoder(model, int8=int8)
+    if int8 not in kept:
+        kept[int8] = StepDecoder(model, int8=int8)
+    return kept[int8]
+
+
+def keep_decoders(model: ComposerLSTM) -> None:
+    """From now on step_decoder(model, ...) builds each precision's decoder once instead of per
+    piece: for a model that no longer trains (the studio's), a decoder being a copy of the weights
+    re-arranged (and for int8 quantized) when it is built."""
+    model._kept_decoders = {}
+
+
 def gate_scaled(model: ComposerLSTM):
     """The LSTM's weights as both decoders use them: (w_ih, w_hh, bias) per layer with the
     cell-input gate's rows doubled (tanh(x) = 2 sigmoid(2x) - 1: one sigmoid for all four gates;

@@ -198,9 +198,9 @@ def _pieces(paths, files) -> list[str]:
 
 
 def _run(args) -> int:
+    from .checkpoint import checkpoint_folder
     from .evaluate import collect
     from .generate import load_model
-    from .model import checkpoint_folder
 
     threads.apply(args.threads)
     files = collect(args.paths, args.split)

@@ -310,7 +310,9 @@ def sample(model, tokenizer, prefix: np.ndarray, options: SamplingOptions | None
                           cond=torch.cat([cond, torch.zeros_like(cond)]) if guided else cond,
                           on_hidden=None if cache is None else (lambda h, s: cache.push_many(
                               h[:num_samples], _next_events(prefix, s, h.shape[1], num_samples, device))))
-    step = _Stepper(model.decoder(int8=use_int8(device) if int8 is None else int8), cond, opt.guidance)
+    from ..decoding import step_decoder
+
+    step = _Stepper(step_decoder(model, int8=use_int8(device) if int8 is None else int8), cond, opt.guidance)
     logits = step.guide(logits)
     vocab = logits.shape[-1]
     bias = np.zeros((num_samples, vocab), np.float32)  # added to the logits: -inf = never

@@ -13,9 +13,10 @@ import torch
 import torch.distributed as dist
 
 from .. import conditions
+from ..checkpoint import checkpoint_folder
 from ..errors import UserError
 from ..files import read_text, require_regular
-from ..model import ComposerLSTM, checkpoint_folder
+from ..model import ComposerLSTM
 from .config import ARCH_FIELDS, ENV_FIELDS, TrainConfig
 from .devices import _cpu_name
 

@@ -17,8 +17,9 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .. import conditions
 from .. import threads as cpu_threads
+from ..checkpoint import checkpoint_folder, read_config
 from ..errors import UserError
-from ..model import ComposerLSTM, ModelConfig, checkpoint_folder, read_config
+from ..model import ComposerLSTM, ModelConfig
 from .checkpoints import Checkpoints, _find_resume
 from .config import TrainConfig, lr_at
 from .devices import _resolve_device, _setup_distributed

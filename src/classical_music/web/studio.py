@@ -8,7 +8,6 @@ recent, and a new job or answer that could not fit even then is refused (OutputF
 MP3s of live answers are encoded after the answer is sent, one at a time (a bounded pool).
 """
 
-import functools
 import logging
 import os
 import queue
@@ -145,13 +144,14 @@ class Studio:
     def model(self):
         with self._model_lock:
             if self._model is None:
+                from ..decoding import keep_decoders
                 from ..generate import load_model
 
                 model = load_model(self.checkpoint, self.device)
                 # sample() asks for a StepDecoder per piece, re-arranging (and for int8 quantizing)
                 # all weights: 0.07-0.27 s that a live answer cannot spare. The studio never trains,
                 # so one per precision serves every request.
-                model.decoder = functools.lru_cache(maxsize=2)(model.decoder)
+                keep_decoders(model)
                 self._model = model
             return self._model
 
