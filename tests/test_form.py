@@ -249,6 +249,39 @@ def test_ending_none_keeps_a_through_piece_as_it_was_and_cadence_changes_it(chec
     assert notes_of(tmp_path / "a.mid") != notes_of(tmp_path / "b.mid")
 
 
+@pytest.mark.parametrize("form", ["through", "ABA"])
+def test_a_planned_piece_does_not_open_with_seconds_of_silence(tmp_path, form):
+    # issue 27 item 10 for pieces with a plan (the default under 45 s is through with its ending):
+    # a model that would rather wait than play still strikes its first note within LEAD_SECONDS
+    from classical_music.notes import LEAD_SECONDS
+
+    tok = get_tokenizer("performance")
+    torch.manual_seed(0)
+    model = ComposerLSTM(ModelConfig(vocab_size=tok.vocab_size, embed_size=16, hidden_size=32, num_layers=1))
+    with torch.no_grad():
+        model.head.bias[tok.eos_id] = -20
+        model.head.bias[tok.time_shifts] = 3.0  # waiting is far likelier than playing
+    model.save_pretrained(tmp_path / "waits", tokenizer=tok)
+    flags = ["--checkpoint", str(tmp_path / "waits"), "--seed", "1", "--precision", "float32", "--form", form]
+    assert main([*flags, "--seconds", "30", "--output", str(tmp_path / "a.mid")]) == 0
+    first = min(n[0] for n in notes_of(tmp_path / "a.mid"))
+    assert first <= LEAD_SECONDS + 0.02, first
+    # the same model without a plan or an ending waits; that piece is trimmed afterwards instead
+    from classical_music.generate import composer
+
+    def untrimmed(notes):
+        untrimmed.lead = float(notes.onset.min())
+        return composer_trim(notes)
+
+    composer_trim, composer.trim_leading_silence = composer.trim_leading_silence, untrimmed
+    try:
+        assert main([*flags[:-2], "--form", "through", "--ending", "none", "--seconds", "30",
+                     "--output", str(tmp_path / "b.mid")]) == 0
+    finally:
+        composer.trim_leading_silence = composer_trim
+    assert untrimmed.lead > LEAD_SECONDS and min(n[0] for n in notes_of(tmp_path / "b.mid")) == 0.0
+
+
 # SHA-256 of the MIDI files main's generate wrote before forms existed (commit 477ab79), with this
 # tiny model, float32 decoding (the int8 kernels pick different notes on different CPU families)
 # and 6 s: seed 5 alone; seed 9 in two variations after typed chords.

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .. import conditions
-from ..notes import Notes
+from ..notes import LEAD_SECONDS, Notes
 from .checkpoint import condition_codes
 from .form import DYNAMICS, Plan
 from .sampling import density_push, key_bonus
@@ -244,6 +244,11 @@ class Conductor:
         self.changed = False
         vocab = tokenizer.vocab_size
         self.on, self.vel, self.wait = tokenizer.key_downs, tokenizer.velocities, tokenizer.time_shifts
+        # A piece without a primer does not open with more than LEAD_SECONDS of silence: until its
+        # first note, no time shift may take it past that (trimming afterwards would move the plan's
+        # sections; through pieces without a plan are trimmed instead, composer.pieces).
+        self.lead = None if primer else math.floor(LEAD_SECONDS / self.spans[0].tempo * self.sps)
+        self.wait_steps = tokenizer.shift_steps(np.arange(self.wait.start, self.wait.stop))
         self.bonus = np.zeros((n, vocab), np.float32)
         self.keybonus = [np.zeros(128, np.float32) for _ in range(n)]
         self.keys = None
@@ -268,6 +273,9 @@ class Conductor:
                 scores[row, self.queue[row][0]] = 0.0
                 continue
             scores[row] += self.bonus[row]
+            if self.lead is not None and not self.onsets[row]:
+                too_long = self.wait_steps > self.lead - elapsed[row]
+                scores[row, self.wait.start:self.wait.stop][too_long] = -np.inf
             if self.cadence:
                 scores[row, self.tok.eos_id] = -np.inf  # the piece ends with its final chord
             if self.warm[row]:
