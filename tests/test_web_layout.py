@@ -164,6 +164,14 @@ def test_the_korean_studio_shows_no_english_outside_proper_names(long_names_url,
             assert page.evaluate("reason(`unknown composer 'x': did you mean chopin?`)") == "이 모델이 모르는 스타일 값입니다."
             assert english_words(page.evaluate("reason('the primer is not a MIDI file (it should start with MThd)')"),
                                  proper) == []
+            for detail, status in [("no model named 'x': the studio has shipped, mine", 422),
+                                   ("no such job (results are kept only for the most recent jobs)", 404),
+                                   ("this file is still being encoded; try again in a moment", 202),
+                                   ("notes[3]: pitch must be 0..127, got 200", 422),
+                                   ("seconds must be at most 10 for an answer, got 30", 422),
+                                   ("temperature must be at least 0.01, got 1e-300", 422)]:
+                said = page.evaluate("([d, s]) => reason(d, s)", [detail, status])
+                assert said and english_words(said, proper) == [], (detail, said)
             # an upload that is no MIDI file: its name shown, the refusal in Korean
             (tmp_path / "notes.mid").write_text("just text")
             page.set_input_files("#primer", str(tmp_path / "notes.mid"))

@@ -86,7 +86,7 @@ async function chooseModel() {
                                                body: JSON.stringify({ name: $("model").value }) });
   const r = await response.json();
   if (!response.ok) {
-    $("model-note").textContent = `${t("model_failed")}: ${r.detail}`;
+    $("model-note").textContent = `${t("model_failed")}: ${reason(r.detail, response.status)}`;
     return;
   }
   if (CONFIG) CONFIG.conditions = r.conditions;  // first: the menus read the composers' names from it
@@ -162,6 +162,11 @@ function reason(detail, status = 422) {
   if (/primer.*(not a MIDI|not a usable)/.test(detail)) return t("primer_bad");
   if (/primer has no notes/.test(detail)) return t("primer_empty");
   if (/^composing failed/.test(detail)) return t("composing_failed");
+  if (/^no model named/.test(detail)) return t("unknown_model");
+  if (/still being encoded/.test(detail)) return t("still_encoding");
+  if (status === 404 || /^no such (job|file)/.test(detail)) return t("not_found");
+  if (/^(notes|you|model)\b.*(\[|notes|span|play at least)/.test(detail)) return t("bad_notes");
+  if (/must be|at most|at least|choose one of|does not parse/.test(detail)) return t("value_refused", { detail });
   return t("failed_detail", { detail });
 }
 
