@@ -314,64 +314,23 @@ def sample(model, tokenizer, prefix: np.ndarray, options: SamplingOptions | None
 
     step = _Stepper(step_decoder(model, int8=use_int8(device) if int8 is None else int8), cond, opt.guidance)
     logits = step.guide(logits)
-    vocab = logits.shape[-1]
-    bias = np.zeros((num_samples, vocab), np.float32)  # added to the logits: -inf = never
-    bias[:, [tokenizer.pad_id, tokenizer.bos_id]] = -np.inf
-    timed = tokenizer.timed
-    sps = tokenizer.steps_per_second
-    shift = keys = steering = None
-    if timed:
-        shift = tokenizer.shift_steps(np.arange(vocab)).tolist()
-        keys = KeyTracker(tokenizer, prefix, bias, max_hold_steps=round(opt.max_note_seconds * sps),
-                          release=opt.release,
-                          end_from=math.ceil(end_allowed_after(seconds, events, min_seconds) * sps))
-        if opt.steer and (steer_density or steer_key is not None):
-            steering = Steering(tokenizer, num_samples, vocab, steer_density, steer_key, opt.steer)
-    # Without a time signal in the tokens (REMI), bound the length by a generous event budget.
-    max_events = events or int((seconds or 30) * (400 if timed else 1000))
-    limit = seconds * sps if (seconds and timed and not events) else math.inf
+    rows = _Rows(tokenizer, prefix, opt, num_samples, logits.shape[-1], seconds, events, min_seconds, min_events,
+                 steer_density, steer_key, conductor)
     plain = not (opt.top_k or opt.top_p < 1 or opt.min_p > 0)
-    eos = tokenizer.eos_id
-    out: list[list[int]] = [[] for _ in range(num_samples)]
-    elapsed = [0] * num_samples
-    done = [False] * num_samples
-    if conductor is not None:
-        conductor.start(keys)
-    for n in range(max_events):
+    for n in range(rows.max_events):
         if cache is not None:  # the top layer's h is the state's last layer ([B, H], stacked or listed)
             logits = cache.mix(logits, state[0][-1][:num_samples])
-        scores = logits.float().cpu().numpy() + bias
-        if steering is not None:
-            scores += steering.scores
-        if keys is not None:
-            keys.force_overdue(scores, elapsed)
-        if n < min_events:
-            scores[:, eos] = -np.inf
-        if conductor is not None:
-            conductor.shape(scores, elapsed)
+        scores = rows.scores(logits, n)
         if plain:
             if opt.temperature != 1:
                 scores *= 1.0 / opt.temperature
         else:
             scores = filter_logits(torch.from_numpy(scores), opt.temperature, opt.top_k, opt.top_p, opt.min_p).numpy()
         nxt = _draw(scores, rng)
-        for row, tok in enumerate(nxt.tolist()):
-            if done[row]:
-                nxt[row] = eos  # a finished row idles on the end token until all are done
-                continue
-            out[row].append(tok)
-            if shift is not None:
-                elapsed[row] += shift[tok]
-            if keys is not None:
-                keys.update(row, tok, elapsed[row])
-            if conductor is not None:
-                conductor.update(row, tok, elapsed[row])
-            done[row] = tok == eos or elapsed[row] >= limit
-            if steering is not None:
-                steering.update(row, tok, elapsed[row])
+        finished = rows.advance(nxt)
         if progress:
-            progress(n + 1, max_events, min(elapsed) / sps if timed else None)
-        if all(done):
+            progress(n + 1, rows.max_events, rows.seconds())
+        if finished:
             break
         if conductor is not None and (changed := conductor.cond()) is not None:
             step.condition(changed.to(device))
@@ -379,7 +338,78 @@ def sample(model, tokenizer, prefix: np.ndarray, options: SamplingOptions | None
         if cache is not None:
             cache.observe(idx)
         logits, state = step(idx, state)
-    return [np.array(row[:-1] if row and row[-1] == eos else row, dtype=np.int64) for row in out]
+    return rows.events()
+
+
+class _Rows:
+    """Each variation's events so far and the grammar kept on them while sampling: the tokens never
+    drawn (pad, BOS), keys released only if down and none held too long (KeyTracker), the end
+    token's earliest step, held density and key (Steering), the length limit and a conductor's
+    plan. scores() shapes a step's logits; advance() takes the drawn events."""
+
+    def __init__(self, tokenizer, prefix, opt: SamplingOptions, num_samples: int, vocab: int, seconds, events,
+                 min_seconds, min_events: int, steer_density, steer_key, conductor):
+        self.bias = np.zeros((num_samples, vocab), np.float32)  # added to the logits: -inf = never
+        self.bias[:, [tokenizer.pad_id, tokenizer.bos_id]] = -np.inf
+        self.sps = tokenizer.steps_per_second
+        self.timed = tokenizer.timed
+        self.shift = self.keys = self.steering = None
+        if self.timed:
+            self.shift = tokenizer.shift_steps(np.arange(vocab)).tolist()
+            self.keys = KeyTracker(tokenizer, prefix, self.bias, max_hold_steps=round(opt.max_note_seconds * self.sps),
+                                   release=opt.release,
+                                   end_from=math.ceil(end_allowed_after(seconds, events, min_seconds) * self.sps))
+            if opt.steer and (steer_density or steer_key is not None):
+                self.steering = Steering(tokenizer, num_samples, vocab, steer_density, steer_key, opt.steer)
+        # Without a time signal in the tokens (REMI), bound the length by a generous event budget.
+        self.max_events = events or int((seconds or 30) * (400 if self.timed else 1000))
+        self.limit = seconds * self.sps if (seconds and self.timed and not events) else math.inf
+        self.min_events, self.eos, self.conductor = min_events, tokenizer.eos_id, conductor
+        self.out: list[list[int]] = [[] for _ in range(num_samples)]
+        self.elapsed = [0] * num_samples
+        self.done = [False] * num_samples
+        if conductor is not None:
+            conductor.start(self.keys)
+
+    def scores(self, logits: torch.Tensor, n: int) -> np.ndarray:
+        """Step n's logits [rows, V] -> NumPy scores with the grammar, steering and plan applied."""
+        scores = logits.float().cpu().numpy() + self.bias
+        if self.steering is not None:
+            scores += self.steering.scores
+        if self.keys is not None:
+            self.keys.force_overdue(scores, self.elapsed)
+        if n < self.min_events:
+            scores[:, self.eos] = -np.inf
+        if self.conductor is not None:
+            self.conductor.shape(scores, self.elapsed)
+        return scores
+
+    def advance(self, nxt: np.ndarray) -> bool:
+        """Take each row's drawn event (a finished row's becomes the end token, in place); True when
+        every row is done."""
+        for row, tok in enumerate(nxt.tolist()):
+            if self.done[row]:
+                nxt[row] = self.eos  # a finished row idles on the end token until all are done
+                continue
+            self.out[row].append(tok)
+            if self.shift is not None:
+                self.elapsed[row] += self.shift[tok]
+            if self.keys is not None:
+                self.keys.update(row, tok, self.elapsed[row])
+            if self.conductor is not None:
+                self.conductor.update(row, tok, self.elapsed[row])
+            self.done[row] = tok == self.eos or self.elapsed[row] >= self.limit
+            if self.steering is not None:
+                self.steering.update(row, tok, self.elapsed[row])
+        return all(self.done)
+
+    def seconds(self) -> float | None:
+        """Music seconds of the shortest row so far (None without a time grammar)."""
+        return min(self.elapsed) / self.sps if self.timed else None
+
+    def events(self) -> list[np.ndarray]:
+        eos = self.eos
+        return [np.array(row[:-1] if row and row[-1] == eos else row, dtype=np.int64) for row in self.out]
 
 
 def _next_events(prefix: np.ndarray, start: int, t: int, rows: int, device) -> torch.Tensor:
