@@ -95,7 +95,7 @@ def machine() -> str:
         name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Model name")), platform.processor())
     except OSError:
         name = platform.processor()
-    return f"{name}, {os.cpu_count()} cores (shared with other developers' jobs), PyTorch {_torch()}"
+    return f"{name}, {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the start), PyTorch {_torch()}"
 
 
 def _torch() -> str:
