@@ -50,10 +50,16 @@ def halves(corpus: Path, files) -> dict[str, str]:
     return {str(f): half(str((meta.get(str(f)) or {}).get("piece") or f)) for f in files}
 
 
+def _key(path) -> str:
+    """One spelling per file: tune-memory's arrays, evaluate and collect may each write it differently."""
+    return str(Path(path).resolve())
+
+
 def summarize(per_file: dict[str, tuple[float, int]], which: dict[str, str]) -> dict[str, float]:
+    which = {_key(k): v for k, v in which.items()}
     out = {}
     for name in ("tune", "held-out", "all"):
-        sel = [v for k, v in per_file.items() if name == "all" or which[k] == name]
+        sel = [v for k, v in per_file.items() if name == "all" or which[_key(k)] == name]
         out[name] = round(sum(n for n, _ in sel) / sum(e for _, e in sel), 5) if sel else None
     return out
 
@@ -74,8 +80,8 @@ def from_arrays(folder: Path, tuned: M.Memory) -> tuple[dict, dict]:
     for r in load_arrays(folder):
         th, sz = [float(x) for x in r["thetas"]], [int(x) for x in r["sizes"]]
         lpc = r["lpc"][th.index(tuned.theta), sz.index(tuned.size)]
-        none[r["path"]] = (float(-r["lp"].sum(dtype=np.float64)), len(r["lp"]))
-        cache[r["path"]] = (mixed_nats(r["lp"], lpc, tuned.lam), len(r["lp"]))
+        none[_key(r["path"])] = (float(-r["lp"].sum(dtype=np.float64)), len(r["lp"]))
+        cache[_key(r["path"])] = (mixed_nats(r["lp"], lpc, tuned.lam), len(r["lp"]))
     return none, cache
 
 
@@ -84,18 +90,19 @@ def likelihood(model, corpus: Path, tuned: M.Memory, dynamic_files: int, arrays:
     which = halves(corpus, files)
     if arrays is not None:
         none, cache = from_arrays(arrays, tuned)
-        files = [f for f in files if str(f) in none]
+        files = [f for f in files if _key(f) in none]
     else:
         none, _ = scored(model, files, None)
         cache, _ = scored(model, files, M.with_mode(tuned, "cache"))
+        none, cache = ({_key(k): v for k, v in d.items()} for d in (none, cache))
     out: dict = {"files": len(files), "none": summarize(none, which), "cache": summarize(cache, which)}
     print("likelihood none", out["none"], "cache", out["cache"], flush=True)
     if dynamic_files:
         # dynamic evaluation is a forward and a backward pass per event, one file at a time: the
         # shortest files of each half, so that it fits beside the others on a shared machine
         pick = [f for h in ("tune", "held-out")
-                for f in sorted((f for f in files if which[str(f)] == h), key=lambda f: none[str(f)][1])[:dynamic_files]]
-        sub = {str(f): none[str(f)] for f in pick}
+                for f in sorted((f for f in files if which[str(f)] == h), key=lambda f: none[_key(f)][1])[:dynamic_files]]
+        sub = {_key(f): none[_key(f)] for f in pick}
         dyn, dyn_speed = scored(model, pick, M.with_mode(tuned, "dynamic"))
         print("dynamic", summarize(dyn, which), round(dyn_speed), "events/s", flush=True)
         both, both_speed = scored(model, pick, M.with_mode(tuned, "both"))

@@ -205,7 +205,13 @@ class StepCache:
         n = min(self.count, self.size)
         if n == 0 or self.lam <= 0:
             return logits
-        s = torch.bmm(self.keys[:, :n], hidden.float().unsqueeze(2)).squeeze(2) * self.theta  # [rows, n]
+        # one matrix-vector product per row: torch.bmm with a single column takes a slow generic
+        # kernel on the CPU (9x slower at 8 rows x 500 events, docs/benchmarks.md "Memory of the piece")
+        q = hidden.float()
+        s = torch.empty(len(q), n, device=q.device)
+        for r in range(len(q)):
+            torch.mv(self.keys[r, :n], q[r], out=s[r])
+        s *= self.theta  # [rows, n]
         w = torch.softmax(s, 1)
         p_cache = torch.zeros(len(logits), self.vocab, device=logits.device).scatter_add_(1, self.next[:, :n], w)
         if self.lam >= 1:
