@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 import tarfile
 
@@ -188,3 +189,30 @@ def test_a_second_install_into_the_folder_waits_its_turn(fake_npm, tmp_path):
             piano.install(4, folder, log=lambda *a, **k: None)
     assert calls(fake_npm) == []
 
+
+
+def test_a_long_piece_plays_fewer_layers_of_the_installed_grand(tmp_path):
+    # issue 27 item 1: sfizz keeps each sample it has played decoded, so an hour with all 16 layers
+    # peaked at 2.4 GB; long pieces get a mapping of fewer layers over the same samples
+    folder = tmp_path / "piano"
+    folder.mkdir()
+    sfz = folder / piano.SFZ_NAME
+    sfz.write_text(piano.sfz_text(16))
+    (folder / piano.MANIFEST).write_text(json.dumps({"version": piano.VERSION, "layers": 16, "packages": {}}))
+    assert piano.for_length(sfz, 10 * 60) == (sfz, None)  # the studio's and most pieces: all of it
+    light, layers = piano.for_length(sfz, 20 * 60)
+    assert layers == 8 and light.read_text() == piano.sfz_text(8)
+    light, layers = piano.for_length(sfz, 3600)
+    assert layers == 4 and light.name == "salamander-4.sfz"
+
+    def samples(text):
+        return set(re.findall(r"sample=(\S+)", text))
+
+    assert samples(light.read_text()) < samples(sfz.read_text())  # only files the 16-layer install has
+    assert len({s for s in samples(light.read_text()) if not s.startswith("rel")}) == 4 * len(piano.NOTES)
+    # an install of 4 layers, or an SFZ that is not ours, plays as it is
+    (folder / piano.MANIFEST).write_text(json.dumps({"version": piano.VERSION, "layers": 4, "packages": {}}))
+    assert piano.for_length(sfz, 3600) == (sfz, None)
+    other = tmp_path / "mine.sfz"
+    other.write_text(piano.sfz_text(16))
+    assert piano.for_length(other, 3600) == (other, None)

@@ -82,6 +82,32 @@ def layer_numbers(layers: int) -> list[int]:
     return [step * (k + 1) for k in range(layers)]  # the loudest of each group: 127 still gets v16
 
 
+# sfizz keeps every sample it has played decoded in memory (float32): a long piece that has sounded
+# all 480 samples of the 16 layers holds ~1.7 GB of them, ~0.8 GB with 8 layers. Long pieces play
+# fewer layers, so that an hour of dense music peaks under 1.5 GB (docs/benchmarks.md, "Piano").
+LONG_PIECES = ((40 * 60, 4), (15 * 60, 8))  # (longer than these seconds, the layers played), longest first
+
+
+def for_length(sfz: Path, seconds: float) -> tuple[Path, int | None]:
+    """(the SFZ to play a piece this long with, the layers it plays or None when unchanged): the
+    installed grand itself, or for a long piece a mapping of fewer of its layers (written beside it)."""
+    sfz = Path(sfz)
+    want = next((n for longer, n in LONG_PIECES if seconds > longer), None)
+    if want is None or not is_ours(sfz):
+        return sfz, None
+    layers = _manifest(sfz.parent).get("layers")
+    if not isinstance(layers, int) or layers <= want:
+        return sfz, None
+    light = sfz.with_name(f"salamander-{want}.sfz")
+    text = sfz_text(want)
+    try:
+        if not light.is_file() or light.read_text(encoding="utf-8") != text:
+            write_text(light, text)
+    except OSError:  # a read-only cache: the full instrument, memory and all
+        return sfz, None
+    return light, want
+
+
 def packages(layers: int) -> list[str]:
     return [f"piano-velocity{v}" for v in layer_numbers(layers)] + ["piano-release"]
 

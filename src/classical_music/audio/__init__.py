@@ -27,7 +27,7 @@ from ..notes import open_score
 from ..soundfont import SOUNDFONT_ENV
 from . import sampler, sf2
 from .encode import Writer, output_format
-from .instrument import PIANO_ENV, Instrument, find_instrument
+from .instrument import PIANO_ENV, Instrument, find_instrument, notice
 from .room import CEILING, DEFAULT_REVERB, HOLD, LOOK, TARGET_LUFS, Loudness, Reverb, check_reverb, limiter_gain
 from .sf2 import rate_ratio
 from .timeline import performance
@@ -158,7 +158,13 @@ def render(midi, out_path, soundfont=None, sample_rate: int = 44100, workers: in
     perf = performance(score)
     n = workers if workers is not None else sf2.default_workers()
     if inst.kind == "sfz":
-        blocks, used = sampler.render_blocks(perf, inst.path, sample_rate), 1
+        from .. import piano as grand
+
+        path, layers = grand.for_length(inst.path, perf.end())
+        if layers is not None:
+            notice(f"a piece of {perf.end() / 60:.0f} min plays with {layers} of the grand's velocity layers, "
+                   f"so that its samples fit in memory")
+        blocks, used = sampler.render_blocks(perf, path, sample_rate), 1
     else:
         blocks, used = contiguous(sf2.render_chunks(perf, inst.path, sample_rate, n)), max(1, int(n))
         used = 1 if perf.end() < sf2.PARALLEL_MIN_SECONDS else used
