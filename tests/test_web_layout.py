@@ -172,6 +172,10 @@ def test_the_korean_studio_shows_no_english_outside_proper_names(long_names_url,
                                    ("temperature must be at least 0.01, got 1e-300", 422)]:
                 said = page.evaluate("([d, s]) => reason(d, s)", [detail, status])
                 assert said and english_words(said, proper) == [], (detail, said)
+            # the model menu's words (shown only with a second model in --models_dir)
+            for said in page.evaluate("""() => [t('model'), t('model_hint'), t('shipped_model'), t('model_failed'),
+                    t('finetuned_on', {folder: '', a: '2.31', b: '2.12'})]"""):
+                assert said and english_words(re.sub(r"`[^`]*`", "", said), proper) == [], said  # a command stays a command
             # an upload that is no MIDI file: its name shown, the refusal in Korean
             (tmp_path / "notes.mid").write_text("just text")
             page.set_input_files("#primer", str(tmp_path / "notes.mid"))

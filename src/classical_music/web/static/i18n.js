@@ -96,7 +96,7 @@ const STRINGS = {
     period: "시대", kind: "종류", density: "밀도", density_unit: "초당 음표 수, 비우면 아무거나", key: "조성",
     guidance: "가이던스", guidance_unit: "1 = 끔, 클수록 스타일을 더 따릅니다", any: "아무거나",
     model: "모델", model_hint: "`finetune --out models/이름`으로 만든 내 모델", shipped_model: "기본 제공 모델",
-    finetuned_on: "{folder}(으)로 미세 조정: 평가용 곡 {a} → {b} nats/event", model_failed: "모델을 바꾸지 못했습니다",
+    finetuned_on: "{folder}(으)로 미세 조정: 평가용 곡에서 이벤트당 {a} → {b} 나트", model_failed: "모델을 바꾸지 못했습니다",
     form: "형식", form_hint: "여러 부분, 되돌아오는 주제, 마침", form_through: "통작 형식",
     form_aba: "ABA (세도막 형식)", form_aaba: "AABA (가요 형식)", form_rondo: "론도 (ABACA)", sections: "부분",
     form_of: "{form} 형식",
