@@ -20,12 +20,13 @@ nb.cells = [
     md("# Classical Music Creation: quick start\n\n"
        "A few MIDI files to an MP3, stage by stage: **prepare** 20 files into a token cache, "
        "**train** a tiny LSTM for a few seconds, **compose** with the model shipped in the package, "
-       "**listen** and look at the **piano roll**. Everything happens in a temporary folder, "
+       "**listen** and look at the **piano roll**, **fine-tune** the shipped model on a folder of your own. Everything happens in a temporary folder, "
        "removed at the end."),
     code("# Parameters (the test suite runs this notebook with fewer steps and files)\n"
          "TRAIN_STEPS = 150\n"
          "N_FILES = 20\n"
-         "SECONDS = 15"),
+         "SECONDS = 15\n"
+         "FT_STEPS = 30"),
     code("import os, tempfile, warnings\n"
          "from pathlib import Path\n\n"
          "from IPython.display import Audio, Image, display\n\n"
@@ -108,7 +109,23 @@ nb.cells = [
          "                              primer_notes='C4 E4 G4, F4 A4 C5', plot=True))[0]\n"
          "print(tiny['notes'], 'notes')\n"
          "display(Image(filename=str(tiny['files']['png'])))"),
-    md("## 7. Clean up\nThe pictures and the audio above live in the notebook now; the temporary folder goes."),
+    md("## 7. Make it yours: fine-tune the shipped model on your own MIDI\n"
+       "`classical-music finetune FOLDER --out models/NAME` (10 minutes by default) holds out a fifth of the "
+       "folder's pieces, scores the shipped model on them, trains from it and keeps the best; the result is an "
+       "ordinary checkpoint folder for `generate --checkpoint`, `evaluate` and `serve --models_dir models`. "
+       "Here a few of the files above, for `FT_STEPS` steps:"),
+    code("import shutil\n"
+         "from classical_music.train.finetune import FinetuneConfig, finetune\n"
+         "mine = Path('mine')\n"
+         "mine.mkdir()\n"
+         "for f in sorted(corpus.rglob('*.mid'))[:N_FILES]:\n"
+         "    shutil.copy(f, mine / f.name)\n"
+         "r = finetune(FinetuneConfig(folder=str(mine), out='models/mine', minutes=5, max_steps=FT_STEPS, batch_size=8,\n"
+         "                            seq_len=128, threads=2, no_progress=True))\n"
+         "yours = compose(GenerateConfig(output=work / 'mine.mid', checkpoint=work / 'models' / 'mine', seconds=SECONDS,\n"
+         "                               seed=2))[0]\n"
+         "print('composed with it:', yours['notes'], 'notes')"),
+    md("## 8. Clean up\nThe pictures and the audio above live in the notebook now; the temporary folder goes."),
     code("import shutil\n"
          "work = Path.cwd()\n"
          "os.chdir(start)\n"

@@ -24,7 +24,7 @@ def test_quickstart_notebook_executes_and_leaves_no_temp_folder(tmp_path, monkey
     nb = nbformat.read(NOTEBOOK, as_version=4)
     params = nb.cells[1]
     assert "TRAIN_STEPS" in params.source
-    params.source = "TRAIN_STEPS = 10\nN_FILES = 6\nSECONDS = 5"
+    params.source = "TRAIN_STEPS = 10\nN_FILES = 6\nSECONDS = 5\nFT_STEPS = 3"
     nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]

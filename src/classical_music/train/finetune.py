@@ -99,8 +99,10 @@ def finetune(cfg: FinetuneConfig, log=print) -> dict:
     folder, out = Path(cfg.folder), Path(cfg.out)
     if not folder.is_dir():
         raise UserError(f"no such folder: {folder}" if not folder.exists() else f"{folder} is not a folder")
-    if not out.parent.exists():
-        raise UserError(f"cannot write --out {out}: folder {out.parent} does not exist")
+    try:  # models/ is made as generate makes its output's folder (issue 27 item 15)
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write --out {out}: {e.strerror or e}") from None
     # One run per --out: the lock lives in a working folder beside it (OUT itself is swapped in
     # whole at the end), which also holds the prepared folder unless --cache keeps it elsewhere.
     with folder_lock(out.parent / f".{out.name}.finetune", "finetune") as lock:
