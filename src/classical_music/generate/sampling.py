@@ -12,6 +12,7 @@ import torch
 
 from .. import conditions
 from ..errors import UserError
+from ..notes import LEAD_SECONDS
 from .options import SamplingOptions
 from .primer import prime
 
@@ -326,7 +327,8 @@ def sample(model, tokenizer, prefix: np.ndarray, options: SamplingOptions | None
                 scores *= 1.0 / opt.temperature
         else:
             scores = filter_logits(torch.from_numpy(scores), opt.temperature, opt.top_k, opt.top_p, opt.min_p).numpy()
-        nxt = _draw(scores, rng)
+        before = scores.copy() if rows.lead is not None else None  # _draw adds its noise in place
+        nxt = rows.prompt(_draw(scores, rng), before, rng)
         finished = rows.advance(nxt)
         if progress:
             progress(n + 1, rows.max_events, rows.seconds())
@@ -368,6 +370,16 @@ class _Rows:
         self.out: list[list[int]] = [[] for _ in range(num_samples)]
         self.elapsed = [0] * num_samples
         self.done = [False] * num_samples
+        # A piece without a primer strikes its first note within LEAD_SECONDS (issue 27: one 6-s
+        # piece began with 3.26 s of silence, and trimming it afterwards shortened the piece). A
+        # drawn wait that would pass that is drawn again without such waits, so a piece that starts
+        # promptly is untouched to the byte. A conductor holds its plan's own lead (its tempo).
+        self.lead = (math.floor(LEAD_SECONDS * self.sps)
+                     if self.timed and len(prefix) <= 1 and conductor is None else None)
+        if self.lead is not None:
+            self.waits = np.asarray(self.shift)
+            self.downs = tokenizer.key_events(np.arange(vocab))[0].tolist()
+            self.started = [False] * num_samples
         if conductor is not None:
             conductor.start(self.keys)
 
@@ -383,6 +395,23 @@ class _Rows:
         if self.conductor is not None:
             self.conductor.shape(scores, self.elapsed)
         return scores
+
+    def prompt(self, nxt: np.ndarray, scores: np.ndarray | None, rng) -> np.ndarray:
+        """nxt with each drawn wait that would keep a row silent past its lead drawn again."""
+        if self.lead is None:
+            return nxt
+        for row, tok in enumerate(nxt.tolist()):
+            if self.started[row] or self.done[row] or self.elapsed[row] + self.waits[tok] <= self.lead:
+                continue
+            again = scores[row].copy()
+            again[self.waits > self.lead - self.elapsed[row]] = -np.inf
+            if np.isfinite(again).any():  # truncation may have left nothing but waits: then it waits
+                nxt[row] = _draw(again[None], rng)[0]
+        for row, tok in enumerate(nxt.tolist()):
+            self.started[row] = self.started[row] or self.downs[tok]
+        if all(self.started):
+            self.lead = None
+        return nxt
 
     def advance(self, nxt: np.ndarray) -> bool:
         """Take each row's drawn event (a finished row's becomes the end token, in place); True when
