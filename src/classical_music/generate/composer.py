@@ -31,8 +31,9 @@ class Composition:
 
     def pieces(self, tokenizer, primer_end: float = 0.0, keep_primer: bool = True, events: bool = False):
         """[(Notes, pedals)] per variation: decoded, performed by its plan (tempo, dynamics,
-        pedal), cut to the length asked; without a primer or plan the leading silence goes (a piece
-        asked for never opens with seconds of nothing; a planned one keeps its sections' times)."""
+        pedal), cut to the length asked. Without a primer or plan a leading silence over a second
+        goes (a safety net: the sampler already holds the first note's lead, sampling._Rows.prompt;
+        a planned piece keeps its sections' times, and its conductor holds the lead)."""
         out = []
         for i, new in enumerate(self.rows):
             whole, pedals = tokenizer.decode(np.concatenate([self.prefix, new])), []

@@ -347,7 +347,8 @@ class _Rows:
     """Each variation's events so far and the grammar kept on them while sampling: the tokens never
     drawn (pad, BOS), keys released only if down and none held too long (KeyTracker), the end
     token's earliest step, held density and key (Steering), the length limit and a conductor's
-    plan. scores() shapes a step's logits; advance() takes the drawn events."""
+    plan, the first note's lead. scores() shapes a step's logits, prompt() redraws an opening wait
+    held too long, advance() takes the drawn events."""
 
     def __init__(self, tokenizer, prefix, opt: SamplingOptions, num_samples: int, vocab: int, seconds, events,
                  min_seconds, min_events: int, steer_density, steer_key, conductor):
