@@ -33,7 +33,7 @@ class Composition:
         """[(Notes, pedals)] per variation: decoded, performed by its plan (tempo, dynamics,
         pedal), cut to the length asked. Without a primer or plan a leading silence over a second
         goes (a safety net: the sampler already holds the first note's lead, sampling._Rows.prompt;
-        a planned piece keeps its sections' times, and its conductor holds the lead)."""
+        a planned piece keeps its sections' times)."""
         out = []
         for i, new in enumerate(self.rows):
             whole, pedals = tokenizer.decode(np.concatenate([self.prefix, new])), []

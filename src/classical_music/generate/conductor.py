@@ -244,11 +244,9 @@ class Conductor:
         self.changed = False
         vocab = tokenizer.vocab_size
         self.on, self.vel, self.wait = tokenizer.key_downs, tokenizer.velocities, tokenizer.time_shifts
-        # A piece without a primer does not open with more than LEAD_SECONDS of silence: until its
-        # first note, no time shift may take it past that (trimming afterwards would move the plan's
-        # sections; through pieces without a plan are trimmed instead, composer.pieces).
-        self.lead = None if primer else math.floor(LEAD_SECONDS / self.spans[0].tempo * self.sps)
-        self.wait_steps = tokenizer.shift_steps(np.arange(self.wait.start, self.wait.stop))
+        # A piece without a primer strikes its first note within LEAD_SECONDS of real time: in the
+        # model's time that is the first section's tempo's share (sample() holds it, _Rows.prompt).
+        self.lead_steps = None if primer else math.floor(LEAD_SECONDS / self.spans[0].tempo * self.sps)
         self.bonus = np.zeros((n, vocab), np.float32)
         self.keybonus = [np.zeros(128, np.float32) for _ in range(n)]
         self.keys = None
@@ -273,9 +271,6 @@ class Conductor:
                 scores[row, self.queue[row][0]] = 0.0
                 continue
             scores[row] += self.bonus[row]
-            if self.lead is not None and not self.onsets[row]:
-                too_long = self.wait_steps > self.lead - elapsed[row]
-                scores[row, self.wait.start:self.wait.stop][too_long] = -np.inf
             if self.cadence:
                 scores[row, self.tok.eos_id] = -np.inf  # the piece ends with its final chord
             if self.warm[row]:

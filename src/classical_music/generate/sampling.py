@@ -374,9 +374,11 @@ class _Rows:
         # A piece without a primer strikes its first note within LEAD_SECONDS (issue 27: one 6-s
         # piece began with 3.26 s of silence, and trimming it afterwards shortened the piece). A
         # drawn wait that would pass that is drawn again without such waits, so a piece that starts
-        # promptly is untouched to the byte. A conductor holds its plan's own lead (its tempo).
-        self.lead = (math.floor(LEAD_SECONDS * self.sps)
-                     if self.timed and len(prefix) <= 1 and conductor is None else None)
+        # promptly is untouched to the byte. A plan's lead is in its first section's tempo.
+        if conductor is not None:
+            self.lead = conductor.lead_steps
+        else:
+            self.lead = math.floor(LEAD_SECONDS * self.sps) if self.timed and len(prefix) <= 1 else None
         if self.lead is not None:
             self.waits = np.asarray(self.shift)
             self.downs = tokenizer.key_events(np.arange(vocab))[0].tolist()
