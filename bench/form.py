@@ -3,7 +3,7 @@ stay as realistic and as fast as composing through? Pieces from `generate` with 
 --form through (with its cadence ending, and with none: the piece of before forms), and the valid
 split's real pieces, side by side.
 
-    OMP_NUM_THREADS=1 python bench/form.py --pieces 32 --seconds 120 --forms ABA,AABA,ABACA
+    OMP_NUM_THREADS=1 python bench/form.py --pieces 64 --batch 4 --seconds 120 --forms AABA,ABA
 
 Measures (per set; the issue defines them):
   recurrence   share of the top voice's interval 6-grams (top voice: the highest pitch of each

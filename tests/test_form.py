@@ -70,6 +70,35 @@ def test_default_plans_share_the_length_and_move_b_to_a_related_key():
     assert {resolve_plan("ABA", None, 60, "Eb", None, None, 4, i).home_key for i in range(4)} == {"Eb major"}
 
 
+
+def test_a_planned_piece_draws_its_density_as_it_draws_its_key():
+    # asked for none, a planned piece draws a home density from the corpus's pieces, each seed its
+    # own; the run's variations share it (and the form), each draws its own key
+    drawn = [resolve_plan("ABA", None, 60, None, None, None, seed) for seed in range(16)]
+    homes = [p.sections[0].density for p in drawn]
+    lo, hi = conditions.OPENING_DENSITY_DECILES[0], conditions.OPENING_DENSITY_DECILES[-1]
+    assert all(lo <= d <= hi for d in homes) and len(set(homes)) > 8
+    assert homes == [resolve_plan("AABA", None, 90, None, None, None, seed).sections[0].density for seed in range(16)]
+    assert all(p.sections[1].density < p.sections[0].density == p.sections[2].density for p in drawn)  # B sparser
+    variations = [resolve_plan("ABA", None, 60, None, None, None, 4, i) for i in range(8)]
+    assert len({p.sections[0].density for p in variations}) == 1 and len({p.home_key for p in variations}) > 1
+    # the typical piece, not the model's dense lean: half the draws of many seeds under the median
+    many = [conditions.draw_density(s) for s in range(2000)]
+    assert np.median(many) == pytest.approx(conditions.OPENING_DENSITY_DECILES[5], rel=0.05)
+    assert {resolve_plan("ABA", None, 60, None, 6.0, None, 4, i).sections[0].density for i in range(4)} == {6.0}
+    assert resolve_plan("through", None, 60, None, None, None, 4).sections[0].density is None  # the model's own
+
+
+def test_each_variation_is_steered_to_its_own_plans_density(checkpoint):
+    from classical_music.generate.composer import compose as compose_rows
+    from classical_music.model import ComposerLSTM as M
+
+    model = M.from_pretrained(checkpoint)
+    plans = [default_plan("AB", 20, 0, density=d, ending="none") for d in (2.0, 16.0)]
+    piece = compose_rows(model, np.array([model.tokenizer.bos_id]), seconds=20, num_samples=2, seed=3, plans=plans)
+    rates = [len(n) / 20 for n, _ in piece.pieces(model.tokenizer)]
+    assert rates[1] > 3 * rates[0], rates  # before, every row was held to the first plan's density
+
 def test_a_plan_file_round_trips_through_plan_json():
     raw = [{"label": "A", "seconds": 20, "key": "Eb", "dynamics": "p", "tempo": 1.2},
            {"label": "B", "seconds": 10, "density": 4, "composer": "chopin"}, {"label": "A'", "seconds": 8}]

@@ -35,8 +35,10 @@ INNER_CADENCE_SECONDS = 2.5
 DOMINANT_SHARE = 0.55  # of a cadence spent on the dominant before the tonic
 # A planned section's key is held at this share of --steer (a --key through piece at all of it):
 # at full strength 8 ABA pieces' pitch-class overlap with real music fell from 0.90 (through) to
-# 0.76, at half to 0.84 (docs/benchmarks.md, "Whole pieces").
-SECTION_KEY_STEER = 0.5
+# 0.76, at half to 0.84 (docs/benchmarks.md, "Whole pieces"). Since sections draw a home density,
+# sparse ones hold their key less well: at 0.5 32 AABA pieces kept 85 % of section keys (88 % with
+# the relative), at 0.8 94-97 %, pitch-class overlap 0.90-0.91 either way.
+SECTION_KEY_STEER = 0.8
 CADENCE_GAIN = 1.2  # chord-tone bonus in a cadence, in units of the key bonus at --steer 1
 DIMINUENDO = 0.7  # velocity scale reached at the piece's end (inner cadences: INNER_DIMINUENDO)
 INNER_DIMINUENDO = 0.85
@@ -56,14 +58,13 @@ DYNAMICS_FADE = 1.5  # seconds over which one section's dynamics turn into the n
 @dataclass
 class Span:
     """One section in the model's time: starts at `start` steps, lasts `length`, its last
-    `cadence` steps a cadence; its real time is `tempo` x (ramping to `ritard` over the cadence)."""
+    `cadence` steps a cadence; its real time is `tempo` x (ramping to `ritard` over the cadence).
+    (Shared by all rows; each row's keys and densities are the Conductor's.)"""
     start: int
     length: int
     cadence: int
     tempo: float
     ritard: float
-    key: int | None
-    density: float | None
     dynamics: float
     diminuendo: float
 
@@ -83,8 +84,7 @@ def timeline(plan: Plan, steps_per_second: int) -> list[Span]:
         # real seconds = tempo * (L - k) + tempo * k * (1 + r) / 2, with k = c / tempo the cadence's steps
         k = round(c / s.tempo * steps_per_second)
         length = max(round(s.seconds / s.tempo * steps_per_second - k * (r - 1) / 2), k + 10)
-        spans.append(Span(t, length, k, s.tempo, r,
-                          None if s.key is None else conditions.parse_key(s.key), s.density, DYNAMICS[s.dynamics],
+        spans.append(Span(t, length, k, s.tempo, r, DYNAMICS[s.dynamics],
                           (DIMINUENDO if last else INNER_DIMINUENDO) if cadence_on else 1.0))
         t += spans[-1].length
     return spans
@@ -215,7 +215,7 @@ class Conductor:
     update(row, token, elapsed) after it, and cond() for a changed style (None: unchanged)."""
 
     def __init__(self, plans: list[Plan], tokenizer, prefix: np.ndarray, codes=None, steer: float = 1.0):
-        # one plan per row: the same sections and timing, each its own keys
+        # one plan per row: the same sections and timing, each its own keys and densities
         self.plans, self.tok = plans, tokenizer
         self.plan = plan = plans[0]
         self.sps = tokenizer.steps_per_second
@@ -236,6 +236,7 @@ class Conductor:
         self.phase = [None] * n  # None, "V" or "I": where in its section's cadence a row is
         # each row's section keys (a through piece asked for none finds its own)
         self.keys_of = [[None if s.key is None else conditions.parse_key(s.key) for s in p.sections] for p in plans]
+        self.density_of = [[s.density for s in p.sections] for p in plans]  # and densities (notes/s)
         self.onsets, self.since_onsets, self.since = [0] * n, [0] * n, [0] * n
         # the last chord is struck at least FINAL_HOLD before the end (in real time: the ritardando only lengthens it)
         self.hold = math.ceil(FINAL_HOLD / self.spans[-1].tempo * self.sps)
@@ -365,8 +366,9 @@ class Conductor:
                     pcs = [(tonic + d) % 12 for d in ((7, 11, 2, 5) if phase == "V" else (0, 3 if key >= 12 else 4, 7))]
                     self.keybonus[row] = chord_profile(pcs, CADENCE_GAIN * max(self.steer, 1.0))
                     self.bonus[row, self.on] = self.keybonus[row]
-        if span.density and self.steer:
-            want = span.density * max((now - self.since[row]) / self.sps, 1.0)
+        density = self.density_of[row][self.section[row]]
+        if density and self.steer:
+            want = density * max((now - self.since[row]) / self.sps, 1.0)
             push = density_push(self.onsets[row] - self.since_onsets[row], want, self.steer)
             self.bonus[row, self.on] = self.keybonus[row] + push
             self.bonus[row, self.vel] = push

@@ -266,14 +266,18 @@ def _number(value, where: str) -> float:
 def resolve_plan(form: str | None, plan_path: Path | None, seconds: float | None, key: str | None,
                  density: float | None, ending: str | None, seed: int, variation: int = 0) -> Plan:
     """What a run composes: --plan, else --form (default: through under THROUGH_UNDER_SECONDS,
-    DEFAULT_LONG_FORM above), with the home key from --key or drawn by the seed (each variation
-    its own: they share the form and the timing, not the key)."""
+    DEFAULT_LONG_FORM above), with the home key and density from --key and --density or drawn by
+    the seed (variations share the form, the timing and the density, each draws its own key); a
+    through piece keeps the model's own key and density unless asked."""
     ending = ending or "cadence"
     if plan_path is not None:
         return load_plan(plan_path, ending)
     if form is None:
         form = THROUGH if not seconds or seconds < THROUGH_UNDER_SECONDS else DEFAULT_LONG_FORM
     home = conditions.parse_key(key) if key is not None else None
-    if form.strip().lower() != THROUGH and home is None:
-        home = draw_home_key(seed, variation)
+    if form.strip().lower() != THROUGH:
+        if home is None:
+            home = draw_home_key(seed, variation)
+        if density is None:  # the model's own leans dense (conditions.OPENING_DENSITY_DECILES)
+            density = conditions.draw_density(seed)
     return default_plan(form, seconds or 30.0, home, density, ending)
