@@ -338,3 +338,14 @@ def test_forms_work_with_styles_variations_primers_and_print_plan(styled, tmp_pa
         assert notes[0][1] in (60, 64, 67) and notes[0][0] == 0  # the primer opens A
         assert (tmp_path / f"v_{i}.plan.json").exists()
     assert notes_of(tmp_path / "v_1.mid") != notes_of(tmp_path / "v_2.mid")
+
+
+def test_a_section_is_not_pushed_into_a_burst_as_it_starts():
+    from classical_music.generate.sampling import density_push
+
+    # a dense section's first second: 14 notes due, none played yet; with a second's allowance the
+    # push is log 2 of the gain, not log 15 (a burst of chords up to the top of the keyboard)
+    assert density_push(0, 14.0, 1.0, allowance=14.0) < density_push(0, 14.0) / 3
+    # later in the section the controller is as it was: behind pushes, ahead holds back
+    assert density_push(100, 140.0, 1.0, allowance=14.0) == pytest.approx(density_push(100, 140.0), rel=0.1)
+    assert density_push(100, 140.0, 1.0, allowance=14.0) > 0 > density_push(120, 100.0, 1.0, allowance=14.0)

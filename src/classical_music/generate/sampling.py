@@ -52,10 +52,11 @@ def key_bonus(key: int, strength: float = 1.0) -> np.ndarray:
     return (strength * STEER_KEY_GAIN * z[np.arange(128) % 12]).astype(np.float32)
 
 
-def density_push(onsets: int, want: float, strength: float = 1.0) -> float:
+def density_push(onsets: int, want: float, strength: float = 1.0, allowance: float = 1.0) -> float:
     """The density controller's logit push on key-downs and velocities (minus on waits) for a piece
-    with `onsets` key-downs where `want` were due: -inf (wait for time to pass) well ahead of it."""
-    gap = min(max(math.log((want + 1) / (onsets + 1)), -4.0), 4.0)
+    with `onsets` key-downs where `want` were due: -inf (wait for time to pass) well ahead of it.
+    allowance: key-downs counted on both sides, so the first ones due are not pushed for as hard."""
+    gap = min(max(math.log((want + allowance) / (onsets + allowance)), -4.0), 4.0)
     push = strength * STEER_DENSITY_GAIN * gap
     # Well ahead of the schedule, no new key-down until time catches up: a soft malus alone let a
     # model in full flow overshoot 2 notes/s by half again.
