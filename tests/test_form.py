@@ -349,3 +349,49 @@ def test_a_section_is_not_pushed_into_a_burst_as_it_starts():
     # later in the section the controller is as it was: behind pushes, ahead holds back
     assert density_push(100, 140.0, 1.0, allowance=14.0) == pytest.approx(density_push(100, 140.0), rel=0.1)
     assert density_push(100, 140.0, 1.0, allowance=14.0) > 0 > density_push(120, 100.0, 1.0, allowance=14.0)
+
+
+def test_no_density_is_drawn_where_a_style_or_primer_implies_one(tmp_path):
+    from classical_music.generate.form import draws_density
+
+    assert draws_density({}, primed=False) and not draws_density({}, primed=True)
+    assert not draws_density({"composer": "liszt"}, False) and not draws_density({"period": "romantic"}, False)
+    cfg = GenerateConfig(output=tmp_path / "x.mid", seconds=60, composer="liszt", form="ABA")
+    assert all(s.density is None for p in cfg.piece_plans(3) for s in p.sections)  # the model's Liszt pace
+    cfg = GenerateConfig(output=tmp_path / "x.mid", seconds=60, primer_notes="C4 E4 G4", form="ABA")
+    assert all(s.density is None for p in cfg.piece_plans(3) for s in p.sections)
+    assert all(s.density for p in GenerateConfig(output=tmp_path / "x.mid", seconds=60).piece_plans(3) for s in p.sections)
+
+
+def test_key_and_density_fill_a_plan_files_sections_that_set_none(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps([{"label": "A", "seconds": 20}, {"label": "B", "seconds": 20, "key": "A major",
+                                                                 "density": 9}, {"label": "A", "seconds": 20}]))
+    plan = resolve_plan(None, path, None, "D", 4.0, None, seed=1)
+    assert [(s.key, s.density) for s in plan.sections] == [("D major", 4.0), ("A major", 9), ("D major", 4.0)]
+    assert plan.home_key == "D major"
+    bare = resolve_plan(None, path, None, None, None, None, seed=1)  # nothing asked: left to the model
+    assert [(s.key, s.density) for s in bare.sections] == [(None, None), ("A major", 9), (None, None)]
+
+
+def test_a_section_without_a_density_is_not_held_to_the_one_before(styled, tmp_path):
+    def b_rate(first_density):
+        path = tmp_path / f"p{first_density}.json"
+        path.write_text(json.dumps([{"label": "A", "seconds": 8, **({"density": first_density} if first_density else {})},
+                                    {"label": "B", "seconds": 8}]))
+        out = tmp_path / f"b{first_density}.mid"
+        assert main(["--checkpoint", str(styled), "--plan", str(path), "--ending", "none", "--seed", "3",
+                     "--output", str(out)]) == 0
+        return sum(8 <= n[0] < 16 for n in notes_of(out)) / 8
+
+    free = b_rate(None)
+    assert free > 3 and b_rate(1) > 0.5 * free  # before, B stayed held to A's 1 note/s
+
+
+def test_the_summary_names_each_variations_key_and_the_drawn_density(styled, tmp_path, capsys):
+    assert main(["--checkpoint", str(styled), "--form", "ABA", "--seconds", "12", "--seed", "1", "--num_samples", "3",
+                 "--output", str(tmp_path / "v.mid")]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("wrote")]
+    for i, line in enumerate(lines, 1):
+        plan = json.loads((tmp_path / f"v_{i}.plan.json").read_text())
+        assert f"key {plan['home_key']}" in line and f"density {plan['sections'][0]['density']:g}" in line, line

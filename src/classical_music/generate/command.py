@@ -263,8 +263,14 @@ def _run(args) -> int:
     for r in results:
         names = ", ".join(str(p) for p in r["files"].values())
         used = dict(r["conditions"])
-        if "density" in used and cfg.density is not None:  # what was asked and steered to, not its bin (5.66 for 6)
-            used["density"] = f"{conditions.clamp_density(cfg.density):g}"
+        plan = r["plan"] or {}
+        if "key" in used and plan.get("home_key"):  # each variation's own
+            used["key"] = plan["home_key"]
+        # what was asked or drawn and steered to, not its bin (5.66 for 6)
+        density = plan["sections"][0].get("density") if plan else None
+        density = density if density is not None else cfg.density
+        if "density" in used and density is not None:
+            used["density"] = f"{conditions.clamp_density(density):g}"
         style = "".join(f", {k} {v}" for k, v in used.items())
         if r["conditions"] and cfg.guidance != 1:
             style += f", guidance {cfg.guidance:g}"

@@ -318,6 +318,7 @@ class Conductor:
         else:
             self.starts[row].append(len(self.history[row]))
         self._set_key(row, self.keys_of[row][i])
+        self.bonus[row, self.vel] = self.bonus[row, self.wait] = 0.0  # a section without a density is not held to the last one's
         s = self.plan.sections[i]
         first = next(j for j, o in enumerate(self.plan.sections) if o.letter == s.letter)
         self.idea_at[row] = None

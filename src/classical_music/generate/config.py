@@ -12,7 +12,7 @@ import torch
 from .. import conditions
 from ..errors import UserError
 from .checkpoint import check_device
-from .form import ENDINGS, THROUGH, resolve_plan
+from .form import ENDINGS, THROUGH, draws_density, resolve_plan
 from .options import DEFAULT as SAMPLING, SamplingOptions
 from .sampling import use_int8
 
@@ -126,7 +126,8 @@ class GenerateConfig(StyleFields):
         """Each variation's plan (form.resolve_plan); None for a plain --events run."""
         if self.events:
             return None
-        return [resolve_plan(self.form, self.plan, self.seconds, self.key, self.density, self.ending, seed, i)
+        draw = draws_density(self.style(), self.primer is not None or self.primer_notes is not None)
+        return [resolve_plan(self.form, self.plan, self.seconds, self.key, self.density, self.ending, seed, i, draw)
                 for i in range(self.num_samples)]
 
     def memory_options(self, model):

@@ -263,21 +263,38 @@ def _number(value, where: str) -> float:
     return float(value)
 
 
+def draws_density(style: dict, primed: bool) -> bool:
+    """Whether a planned piece asked for no density draws one (resolve_plan): not when something
+    asked already implies its pace: a composer, period or kind (Liszt is not Satie) or a primer,
+    whose pace the piece continues."""
+    return not primed and all(style.get(n) is None for n in ("composer", "period", "kind"))
+
+
 def resolve_plan(form: str | None, plan_path: Path | None, seconds: float | None, key: str | None,
-                 density: float | None, ending: str | None, seed: int, variation: int = 0) -> Plan:
+                 density: float | None, ending: str | None, seed: int, variation: int = 0,
+                 draw_density: bool = True) -> Plan:
     """What a run composes: --plan, else --form (default: through under THROUGH_UNDER_SECONDS,
     DEFAULT_LONG_FORM above), with the home key and density from --key and --density or drawn by
-    the seed (variations share the form, the timing and the density, each draws its own key); a
-    through piece keeps the model's own key and density unless asked."""
+    the seed (variations share the form, the timing and the density, each draws its own key; no
+    density is drawn where draw_density is false, see draws_density); a through piece keeps the
+    model's own key and density unless asked. A plan file's sections without a key or density take
+    --key and --density (or are left to the model)."""
     ending = ending or "cadence"
     if plan_path is not None:
-        return load_plan(plan_path, ending)
+        plan = load_plan(plan_path, ending)
+        # --key and --density fill the sections that set none, held there as the plan's own
+        named = None if key is None else conditions.key_name(conditions.parse_key(key))
+        for s in plan.sections:
+            s.key = s.key if s.key is not None else named
+            s.density = s.density if s.density is not None else density
+        plan.home_key = plan.home_key or plan.sections[0].key
+        return plan
     if form is None:
         form = THROUGH if not seconds or seconds < THROUGH_UNDER_SECONDS else DEFAULT_LONG_FORM
     home = conditions.parse_key(key) if key is not None else None
     if form.strip().lower() != THROUGH:
         if home is None:
             home = draw_home_key(seed, variation)
-        if density is None:  # the model's own leans dense (conditions.OPENING_DENSITY_DECILES)
+        if density is None and draw_density:  # the model's own leans dense (conditions.OPENING_DENSITY_DECILES)
             density = conditions.draw_density(seed)
     return default_plan(form, seconds or 30.0, home, density, ending)
