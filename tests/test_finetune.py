@@ -64,6 +64,15 @@ def test_tiny_folder_finetunes_and_held_out_falls(tmp_path, tiny, capsys):
     assert (out / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "held-out nats/event" in (out / "MODEL_CARD.md").read_text()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".finetune-")]
+    # how densely your pieces open (the 6 learned from: one note every 0.2-0.27 s), which planned
+    # pieces from it draw their density from
+    block = json.loads((out / "config.json").read_text())[conditions.OPENING_KEY]
+    assert block["pieces"] == 6 and 1 / 0.28 < block["deciles"][0] <= block["deciles"][-1] < 1 / 0.19
+    from classical_music.generate import GenerateConfig
+
+    drawn = {GenerateConfig(output=tmp_path / "x.mid", seconds=60).piece_plans(s, model)[0].sections[0].density
+             for s in range(12)}
+    assert len(drawn) > 3 and all(block["deciles"][0] <= d <= block["deciles"][-1] for d in drawn)
     # the new composer name is a new vocabulary entry, known to --list_conditions and generate
     assert model.config.conditions["composer"][-1] == "bingen"
     from classical_music.generate import condition_codes, list_conditions

@@ -3,6 +3,7 @@ piece with no ending is today's piece."""
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from classical_music.model import ComposerLSTM, ModelConfig
 from classical_music.tokenizer import get_tokenizer
 
 from conftest import tiny_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -71,22 +74,43 @@ def test_default_plans_share_the_length_and_move_b_to_a_related_key():
 
 
 
-def test_a_planned_piece_draws_its_density_as_it_draws_its_key():
-    # asked for none, a planned piece draws a home density from the corpus's pieces, each seed its
-    # own; the run's variations share it (and the form), each draws its own key
-    drawn = [resolve_plan("ABA", None, 60, None, None, None, seed) for seed in range(16)]
+SHIPPED_DECILES = (1.98, 4.56, 5.76, 6.86, 7.94, 9.27, 10.35, 11.69, 13.4, 15.77, 23.32)
+
+
+def with_openings(deciles=SHIPPED_DECILES):
+    """A stand-in model whose checkpoint says how densely its music opens."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(checkpoint_config={conditions.OPENING_KEY: {"deciles": list(deciles)}})
+
+
+def test_a_planned_piece_draws_its_density_as_it_draws_its_key(tmp_path):
+    # asked for none, a planned piece draws a home density from its checkpoint's openings, each
+    # seed its own; the run's variations share it (and the form), each draws its own key
+    drawn = [resolve_plan("ABA", None, 60, None, None, None, seed, deciles=SHIPPED_DECILES) for seed in range(16)]
     homes = [p.sections[0].density for p in drawn]
-    lo, hi = conditions.OPENING_DENSITY_DECILES[0], conditions.OPENING_DENSITY_DECILES[-1]
-    assert all(lo <= d <= hi for d in homes) and len(set(homes)) > 8
-    assert homes == [resolve_plan("AABA", None, 90, None, None, None, seed).sections[0].density for seed in range(16)]
+    assert all(SHIPPED_DECILES[0] <= d <= SHIPPED_DECILES[-1] for d in homes) and len(set(homes)) > 8
+    assert homes == [resolve_plan("AABA", None, 90, None, None, None, s, deciles=SHIPPED_DECILES).sections[0].density
+                     for s in range(16)]
     assert all(p.sections[1].density < p.sections[0].density == p.sections[2].density for p in drawn)  # B sparser
-    variations = [resolve_plan("ABA", None, 60, None, None, None, 4, i) for i in range(8)]
+    variations = [resolve_plan("ABA", None, 60, None, None, None, 4, i, SHIPPED_DECILES) for i in range(8)]
     assert len({p.sections[0].density for p in variations}) == 1 and len({p.home_key for p in variations}) > 1
     # the typical piece, not the model's dense lean: half the draws of many seeds under the median
-    many = [conditions.draw_density(s) for s in range(2000)]
-    assert np.median(many) == pytest.approx(conditions.OPENING_DENSITY_DECILES[5], rel=0.05)
-    assert {resolve_plan("ABA", None, 60, None, 6.0, None, 4, i).sections[0].density for i in range(4)} == {6.0}
-    assert resolve_plan("through", None, 60, None, None, None, 4).sections[0].density is None  # the model's own
+    many = [conditions.draw_density(s, SHIPPED_DECILES) for s in range(2000)]
+    assert np.median(many) == pytest.approx(SHIPPED_DECILES[5], rel=0.05)
+    assert {resolve_plan("ABA", None, 60, None, 6.0, None, 4, i, SHIPPED_DECILES).sections[0].density
+            for i in range(4)} == {6.0}
+    assert resolve_plan("through", None, 60, None, None, None, 4, deciles=SHIPPED_DECILES).sections[0].density is None
+    # from a model: its checkpoint's block; a checkpoint without one (or a broken one) composes at its own pace
+    cfg = GenerateConfig(output=tmp_path / "x.mid", seconds=60)
+    assert cfg.piece_plans(4, with_openings())[0].sections[0].density == drawn[4].sections[0].density
+    assert cfg.piece_plans(4)[0].sections[0].density is None
+    for bad in ([1, 2, 3], [5.0] * 10 + ["x"], list(range(11, 0, -1)), [0.0] * 11):
+        assert conditions.model_deciles(with_openings(bad)) is None
+    from classical_music.model import ComposerLSTM as M
+
+    shipped = M.from_pretrained(ROOT / "src" / "classical_music" / "pretrained" / "default")
+    assert conditions.model_deciles(shipped) == SHIPPED_DECILES  # recipes/opening_density.py wrote it
 
 
 def test_each_variation_is_steered_to_its_own_plans_density(checkpoint):
@@ -357,10 +381,12 @@ def test_no_density_is_drawn_where_a_style_or_primer_implies_one(tmp_path):
     assert draws_density({}, primed=False) and not draws_density({}, primed=True)
     assert not draws_density({"composer": "liszt"}, False) and not draws_density({"period": "romantic"}, False)
     cfg = GenerateConfig(output=tmp_path / "x.mid", seconds=60, composer="liszt", form="ABA")
-    assert all(s.density is None for p in cfg.piece_plans(3) for s in p.sections)  # the model's Liszt pace
+    model = with_openings()
+    assert all(s.density is None for p in cfg.piece_plans(3, model) for s in p.sections)  # the model's Liszt pace
     cfg = GenerateConfig(output=tmp_path / "x.mid", seconds=60, primer_notes="C4 E4 G4", form="ABA")
-    assert all(s.density is None for p in cfg.piece_plans(3) for s in p.sections)
-    assert all(s.density for p in GenerateConfig(output=tmp_path / "x.mid", seconds=60).piece_plans(3) for s in p.sections)
+    assert all(s.density is None for p in cfg.piece_plans(3, model) for s in p.sections)
+    cfg = GenerateConfig(output=tmp_path / "x.mid", seconds=60)
+    assert all(s.density for p in cfg.piece_plans(3, model) for s in p.sections)
 
 
 def test_key_and_density_fill_a_plan_files_sections_that_set_none(tmp_path):
@@ -389,7 +415,13 @@ def test_a_section_without_a_density_is_not_held_to_the_one_before(styled, tmp_p
 
 
 def test_the_summary_names_each_variations_key_and_the_drawn_density(styled, tmp_path, capsys):
-    assert main(["--checkpoint", str(styled), "--form", "ABA", "--seconds", "12", "--seed", "1", "--num_samples", "3",
+    import shutil
+
+    ck = tmp_path / "ck"
+    shutil.copytree(styled, ck)
+    config = json.loads((ck / "config.json").read_text())
+    (ck / "config.json").write_text(json.dumps({**config, conditions.OPENING_KEY: {"deciles": list(SHIPPED_DECILES)}}))
+    assert main(["--checkpoint", str(ck), "--form", "ABA", "--seconds", "12", "--seed", "1", "--num_samples", "3",
                  "--output", str(tmp_path / "v.mid")]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("wrote")]
     for i, line in enumerate(lines, 1):

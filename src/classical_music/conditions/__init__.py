@@ -30,8 +30,9 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UserError
-from .density import (DENSITY_CENTERS, DENSITY_MAX, DENSITY_WINDOW, OPENING_DENSITY_DECILES, clamp_density,
-                      density_bin, density_codes, density_label, draw_density)
+from .density import (DENSITY_CENTERS, DENSITY_MAX, DENSITY_WINDOW, OPENING_KEY, OPENING_SECONDS, clamp_density,
+                      density_bin, density_codes, density_label, draw_density, model_deciles, opening_block,
+                      opening_density)
 from .events import Onsets, onsets, window_sum
 from .keys import (KEY_WINDOW, KEYS, PROFILES, estimate_key, key_codes, key_name, note_durations, parse_key,
                    relative_key, transpose_codes, transpose_key)
@@ -308,7 +309,8 @@ def menus() -> list[dict]:
 
 __all__ = [
     "ANY", "BY_NAME", "COMPOSER_MIN_HOURS", "COMPOSERS", "CONDITIONS", "DENSITY_CENTERS", "DENSITY_MAX", "DENSITY_WINDOW",
-    "OPENING_DENSITY_DECILES", "SUGGEST_CUTOFF", "clamp_density", "draw_density",
+    "OPENING_KEY", "OPENING_SECONDS", "SUGGEST_CUTOFF", "clamp_density", "draw_density", "model_deciles",
+    "opening_block", "opening_density",
     "EVENT_CONDITIONS", "FILE_CONDITIONS", "KEYS", "KEY_WINDOW", "KINDS", "NAMES", "OTHER", "PERIODS", "PROFILES",
     "Condition", "Onsets", "add_arguments", "asked", "composer_display", "density_bin", "density_label", "describe",
     "encode_request", "estimate_key", "event_conditions", "file_codes", "file_conditions", "filter_form", "flags", "fold",

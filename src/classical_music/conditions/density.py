@@ -27,20 +27,58 @@ def density_bin(notes_per_second) -> np.ndarray | int:
     return np.searchsorted(_DENSITY_EDGES, notes_per_second, side="right") + 1
 
 
-# How dense a piece's first two minutes are (onsets/s), deciles 0 .. 100 %: the shipped corpus's
-# train split, one value per piece (a piece's performances averaged). Training counts windows, so
-# dense pieces and pieces with many performances weigh more, and the model's own density leans
-# dense (median 10.4 per file, 11 in its 120-s pieces) against 9.1 for a typical piece; a planned
-# piece asked for no density draws one from here (form.resolve_plan), as it draws its key.
-OPENING_DENSITY_DECILES = (1.98, 4.54, 5.72, 6.84, 7.89, 9.14, 10.26, 11.48, 13.23, 15.6, 23.32)
+# How dense pieces open: a checkpoint's config.json may carry an "opening_density" block, the
+# deciles (0 .. 100 %) of its training music's onsets/s over each piece's first OPENING_SECONDS,
+# one value per piece (a piece's performances averaged). A planned piece asked for no density
+# draws one from it (form.resolve_plan), as it draws its key. Why not the model's own: training
+# counts windows, so dense pieces and pieces with many performances weigh more, and the shipped
+# model composed 120-s pieces at ~11 notes/s against 9.1 for its corpus's typical piece (per file
+# 10.4). `finetune` writes its folder's; the shipped model's is its train split's
+# (recipes/opening_density.py); a checkpoint without one composes at its own pace.
+OPENING_SECONDS = 120.0
+OPENING_KEY = "opening_density"
 
 
-def draw_density(seed: int) -> float:
-    """A piece's home density drawn by the seed from OPENING_DENSITY_DECILES, log-linear between
-    deciles. A run's variations share it, as they share the form: variations composed together
-    wait for the densest, and pieces one to twelve times as dense made a batch 1.4x slower."""
+def opening_density(onsets: np.ndarray) -> float | None:
+    """Onsets per second over a piece's first OPENING_SECONDS (its length when shorter); None for a
+    piece too short to say (under 5 s)."""
+    onsets = np.sort(np.asarray(onsets, np.float64))
+    if len(onsets) == 0:
+        return None
+    t = onsets - onsets[0]
+    span = min(OPENING_SECONDS, float(t[-1]))
+    if span < 5.0:
+        return None
+    return float(np.count_nonzero(t < OPENING_SECONDS) / span)
+
+
+def opening_block(per_piece: dict[str, list[float]], source: str) -> dict | None:
+    """The config.json block from each piece's files' opening densities (None: fewer than 2 pieces)."""
+    values = [float(np.mean(v)) for v in per_piece.values() if v]
+    if len(values) < 2:
+        return None
+    deciles = np.percentile(values, np.arange(0, 101, 10))
+    return {"deciles": [round(float(d), 2) for d in deciles], "pieces": len(values), "seconds": OPENING_SECONDS,
+            "source": source}
+
+
+def model_deciles(model) -> tuple | None:
+    """The checkpoint's opening-density deciles, or None (none stored, or not 11 increasing numbers)."""
+    block = (getattr(model, "checkpoint_config", None) or {}).get(OPENING_KEY)
+    d = block.get("deciles") if isinstance(block, dict) else None
+    if (not isinstance(d, list) or len(d) != 11
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 1000 for x in d)
+            or any(b < a for a, b in zip(d, d[1:]))):
+        return None
+    return tuple(float(x) for x in d)
+
+
+def draw_density(seed: int, deciles) -> float:
+    """A piece's home density drawn by the seed from these deciles, log-linear between them. A
+    run's variations share it, as they share the form: variations composed together wait for the
+    densest, and pieces one to twelve times as dense made a batch 1.4x slower."""
     u = np.random.default_rng([int(seed) % 2**32, 24]).random()
-    q = np.log(OPENING_DENSITY_DECILES)
+    q = np.log(np.asarray(deciles, np.float64))
     return round(float(np.exp(np.interp(u * (len(q) - 1), np.arange(len(q)), q))), 2)
 
 

@@ -75,6 +75,7 @@ def compose(cfg: GenerateConfig, progress: bool = False) -> list[dict]:
     seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
     plans = cfg.piece_plans(seed)  # a bad plan stops us before the model loads
     model = load_model(cfg.checkpoint, cfg.device)
+    plans = cfg.piece_plans(seed, model)  # and its density, drawn from the checkpoint's
     memory = cfg.memory_options(model)
     tok = model.tokenizer
     prefix = primer_tokens(tok, primer)

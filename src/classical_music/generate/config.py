@@ -122,12 +122,14 @@ class GenerateConfig(StyleFields):
             Memory("cache", **{k: v for k, v in (("theta", self.memory_theta), ("lam", self.memory_lambda),
                                                  ("size", self.memory_size)) if v is not None})  # checks them
 
-    def piece_plans(self, seed: int) -> list | None:
-        """Each variation's plan (form.resolve_plan); None for a plain --events run."""
+    def piece_plans(self, seed: int, model=None) -> list | None:
+        """Each variation's plan (form.resolve_plan); None for a plain --events run. With the model,
+        a planned piece asked for no density draws one from its checkpoint (form.draws_density)."""
         if self.events:
             return None
-        draw = draws_density(self.style(), self.primer is not None or self.primer_notes is not None)
-        return [resolve_plan(self.form, self.plan, self.seconds, self.key, self.density, self.ending, seed, i, draw)
+        primed = self.primer is not None or self.primer_notes is not None
+        deciles = conditions.model_deciles(model) if model is not None and draws_density(self.style(), primed) else None
+        return [resolve_plan(self.form, self.plan, self.seconds, self.key, self.density, self.ending, seed, i, deciles)
                 for i in range(self.num_samples)]
 
     def memory_options(self, model):

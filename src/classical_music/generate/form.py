@@ -272,11 +272,11 @@ def draws_density(style: dict, primed: bool) -> bool:
 
 def resolve_plan(form: str | None, plan_path: Path | None, seconds: float | None, key: str | None,
                  density: float | None, ending: str | None, seed: int, variation: int = 0,
-                 draw_density: bool = True) -> Plan:
+                 deciles=None) -> Plan:
     """What a run composes: --plan, else --form (default: through under THROUGH_UNDER_SECONDS,
     DEFAULT_LONG_FORM above), with the home key and density from --key and --density or drawn by
-    the seed (variations share the form, the timing and the density, each draws its own key; no
-    density is drawn where draw_density is false, see draws_density); a through piece keeps the
+    the seed (variations share the form, the timing and the density, each draws its own key; the
+    density from `deciles`, conditions.model_deciles, none drawn without them); a through piece keeps the
     model's own key and density unless asked. A plan file's sections without a key or density take
     --key and --density (or are left to the model)."""
     ending = ending or "cadence"
@@ -295,6 +295,6 @@ def resolve_plan(form: str | None, plan_path: Path | None, seconds: float | None
     if form.strip().lower() != THROUGH:
         if home is None:
             home = draw_home_key(seed, variation)
-        if density is None and draw_density:  # the model's own leans dense (conditions.OPENING_DENSITY_DECILES)
-            density = conditions.draw_density(seed)
+        if density is None and deciles:  # the model's own leans dense (conditions.density, OPENING_KEY)
+            density = conditions.draw_density(seed, deciles)
     return default_plan(form, seconds or 30.0, home, density, ending)

@@ -310,7 +310,7 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log) -> dict:
                  "skipped": len(data.skipped), "held_out": [data.keys[i] for i in data.held_out]},
         "curve": curve,
     }
-    _save(model, cfg, result, vocab, cache)
+    _save(model, cfg, result, vocab, cache, fd.opening_block(data, model.tokenizer, Path(cfg.folder)))
     log(summary_line(result))
     log(f"saved {cfg.out} (compose with: classical-music generate --checkpoint {cfg.out}"
         + (f" --composer {composer_key}" if composer_key else "") + ")")
@@ -356,7 +356,7 @@ def _cpu() -> str:
     return _cpu_name()
 
 
-def _save(model, cfg, result: dict, vocab: dict, cache) -> None:
+def _save(model, cfg, result: dict, vocab: dict, cache, opening: dict | None = None) -> None:
     import json
 
     hours = {}
@@ -372,6 +372,8 @@ def _save(model, cfg, result: dict, vocab: dict, cache) -> None:
     extra = {"finetune": {**info, "folder": fd.folder_identity(Path(cfg.folder)), "config": asdict(cfg)},
              "condition_hours": hours,
              "composer_min_hours": old.get("composer_min_hours", conditions.COMPOSER_MIN_HOURS)}
+    if opening is not None:  # planned pieces draw their density from your pieces' openings
+        extra[conditions.OPENING_KEY] = opening
     files = {"MODEL_CARD.md": model_card(result).encode("utf-8"), "learning_curve.png": learning_curve_png(result),
              "finetune.json": (json.dumps(result, indent=1, default=float) + "\n").encode("utf-8")}
     model.save_pretrained(cfg.out, model.tokenizer, extra=extra, extra_files=files)

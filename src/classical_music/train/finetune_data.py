@@ -7,14 +7,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .. import conditions
 from ..errors import UserError
 
 HOLD_OUT = 0.2  # the share of pieces held out when the folder gives no split of its own
+OPENING_EVENTS = 20_000  # enough for any piece's first two minutes (~170 events/s)
 # Held-out pieces are scored from their start with the LSTM state carried (as `evaluate` does),
 # up to these many events in all, each file getting an equal share: the report at the end, and the
 # smaller check between training stretches that picks the best weights and stops early.
@@ -38,6 +40,7 @@ class Folder:
     skipped: list
     own_split: bool  # the folder's metadata.csv split was used
     keys: list  # each cache file's path inside the folder
+    groups: list = field(default_factory=list)  # each cache file's piece
 
     @property
     def train_events(self) -> int:
@@ -91,7 +94,7 @@ def prepare_folder(folder: Path, cache_dir: Path, tokenizer, progress: bool = Tr
     train = np.setdiff1d(usable, held)
     pieces = len({group[i] for i in held})
     train_pieces = len({group[i] for i in train})
-    return Folder(cache, train, held, pieces, train_pieces, report["skipped"], own_split, keys)
+    return Folder(cache, train, held, pieces, train_pieces, report["skipped"], own_split, keys, group)
 
 
 def _tokenizer_of(name: str):
@@ -176,3 +179,15 @@ def read_json(path: Path) -> dict:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+
+
+def opening_block(data: Folder, tokenizer, folder: Path) -> dict | None:
+    """The config.json block of how densely the pieces to learn from open (conditions.density), so
+    planned pieces from the new model draw your music's pace rather than the shipped corpus's."""
+    per_piece: dict[str, list[float]] = {}
+    for i in map(int, data.train):
+        notes = tokenizer.decode(data.cache.tokens(i, 0, OPENING_EVENTS).astype(np.int64))
+        d = conditions.opening_density(notes.onset) if len(notes) else None
+        if d is not None:
+            per_piece.setdefault(data.groups[i] if data.groups else str(i), []).append(d)
+    return conditions.opening_block(per_piece, f"finetune folder {folder.name}, the part learned from")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import conditions
 from ..errors import UserError
 
 log = logging.getLogger(__name__)
@@ -349,9 +350,9 @@ class Studio:
         job.stage = "composing"
         style = p.get("style") or {}
         # the plan, as `generate --form` makes it: sections, returns, cadences and a final tonic
-        draw = draws_density(style, job.primer is not None)
+        deciles = conditions.model_deciles(model) if draws_density(style, job.primer is not None) else None
         plans = [resolve_plan(p.get("form", DEFAULTS["form"]), None, p["seconds"], style.get("key"),
-                              style.get("density"), "cadence", p["seed"], i, draw) for i in range(p["num_samples"])]
+                              style.get("density"), "cadence", p["seed"], i, deciles) for i in range(p["num_samples"])]
         piece = compose(model, prefix, seconds=p["seconds"], num_samples=p["num_samples"], seed=p["seed"],
                         style=style, options=SamplingOptions.pick(p), plans=plans,
                         memory=composing(model, p.get("memory")),  # none asked: the model's default
