@@ -11,8 +11,10 @@ reports, beside the shipped model (the peer, measured in the same run):
 1. held-out nats/event, shipped → fine-tuned (goal: at least 0.05 lower);
 2. the shipped corpus's valid split, the files not in the folder (finetune's own check), shipped
    → fine-tuned (goal: rises by at most 0.05);
-3. pieces composed by each model at the same seeds (8 × 30 s, defaults), their mean overlap area
-   (`compare` statistics) with the folder's held-out pieces (goal: the fine-tuned model's higher).
+3. pieces composed by each model at the same seeds (8 × 30 s, defaults: through-composed; and
+   8 × 120 s, defaults: AABA, whose density is drawn from the checkpoint's opening_density, the
+   folder's for the fine-tuned model), their mean overlap area (`compare` statistics) with the
+   folder's held-out pieces' first SECONDS (goal: the fine-tuned model's higher).
 
 --recipes: finetune the sequenced folder with each recipe (full, top, lora) for --recipe_minutes
 and prints the held-out gain per minute of each.
@@ -72,21 +74,35 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE / "src")}
 
 
-def overlap(checkpoint: str | None, held_out: list[Path], out: Path) -> float:
-    """Mean overlap area of SEEDS pieces composed at fixed seeds with the held-out pieces."""
+def overlap(checkpoint: str | None, held_out: list[Path], out: Path, seconds: int = 30) -> float:
+    """Mean overlap area of SEEDS pieces of `seconds` composed at fixed seeds with the held-out
+    pieces (with 120 s, their first 120 s)."""
     from classical_music.compare import compare_sets
 
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    cmd = [*CLI, "generate", "--output", str(out / "piece.mid"), "--seconds", "30", "--num_samples", str(SEEDS),
+    cmd = [*CLI, "generate", "--output", str(out / "piece.mid"), "--seconds", str(seconds), "--num_samples", str(SEEDS),
            "--seed", "2026", "--threads", "1"]
     if checkpoint:
         cmd += ["--checkpoint", checkpoint]
     p = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     if p.returncode:
         sys.exit(f"generate failed:\n{p.stderr[-3000:]}")
-    return compare_sets([out], held_out)["mean_overlap_area"]
+    if seconds == 30:
+        return compare_sets([out], held_out)["mean_overlap_area"]
+    return _first_seconds_oa(out, held_out, seconds)
+
+
+def _first_seconds_oa(out: Path, held_out: list[Path], seconds: float) -> float:
+    sys.path.insert(0, str(HERE / "bench"))
+    from control import mean_oa, pooled
+    from form import first
+
+    from classical_music.compare import load_notes
+
+    gen = [load_notes(p) for p in sorted(out.glob("*.mid"))]
+    return mean_oa(pooled(gen), pooled([first(load_notes(p), seconds) for p in held_out]))
 
 
 def machine() -> str:
@@ -150,11 +166,14 @@ def main() -> None:
         held = [folder / k for k in r["data"]["held_out"]]
         oa_shipped = overlap(None, held, args.out / f"gen-{kind}-shipped")
         oa_yours = overlap(str(model), held, args.out / f"gen-{kind}-yours")
-        rows.append((kind, r, oa_shipped, oa_yours))
+        long = (overlap(None, held, args.out / f"gen120-{kind}-shipped", 120),
+                overlap(str(model), held, args.out / f"gen120-{kind}-yours", 120))
+        rows.append((kind, r, oa_shipped, oa_yours, long))
     print("| folder | learn / held out | trained | held-out nats/event shipped → yours | goal ≤ −0.05 | "
-          "shipped-corpus valid shipped → yours | goal ≤ +0.05 | overlap with held-out, shipped / yours | goal higher |")
+          "shipped-corpus valid shipped → yours | goal ≤ +0.05 | overlap with held-out, shipped / yours (30 s; "
+          "120 s) | goal higher |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for kind, r, oa_s, oa_y in rows:
+    for kind, r, oa_s, oa_y, (l_s, l_y) in rows:
         h, ref, d = r["held_out"], r["reference"], r["data"]
         dh = h["yours"] - h["shipped"]
         dr = None if ref.get("shipped") is None else ref["yours"] - ref["shipped"]
@@ -163,7 +182,8 @@ def main() -> None:
               f"{h['shipped']:.4f} → {h['yours']:.4f} ({dh:+.4f}) | {'yes' if dh <= -0.05 else 'no'} | "
               + ("not measured | - " if dr is None else
                  f"{ref['shipped']:.4f} → {ref['yours']:.4f} ({dr:+.4f}) | {'yes' if dr <= 0.05 else 'no'} ")
-              + f"| {oa_s:.3f} / {oa_y:.3f} | {'yes' if oa_y > oa_s else 'no'} |")
+              + f"| {oa_s:.3f} / {oa_y:.3f}; {l_s:.3f} / {l_y:.3f} | {'yes' if oa_y > oa_s else 'no'}; "
+              f"{'yes' if l_y > l_s else 'no'} |")
     print(f"\nreference subset: {rows[0][1]['reference']['what']}; held-out: {rows[0][1]['held_out']['what']}")
 
 
