@@ -172,3 +172,30 @@ def test_no_gain_keeps_the_starting_weights(tmp_path, tiny):
     assert r["best_step"] == 0 and r["held_out"]["yours"] == r["held_out"]["shipped"]
     before, after = ComposerLSTM.from_pretrained(tiny).state_dict(), ComposerLSTM.from_pretrained(out).state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_folder_of_music_the_model_learned_from_is_named_and_the_new_model_remembers(tmp_path, capsys):
+    import shutil
+
+    from classical_music.checkpoint import TRAINED_ON_NAME
+    from classical_music.train.finetune_data import digest
+
+    folder = folder_of(tmp_path / "midi")
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model(tmp_path / "plain"), base)
+    learned = sorted(folder.glob("*.mid"))[:3]
+    (base / TRAINED_ON_NAME).write_text("".join(f"{digest(p)}\n" for p in learned) + "not a digest\n")
+    out = tmp_path / "mine"
+    r = finetune(cfg(folder, out, base, tmp_path, max_steps=3))
+    assert r["data"]["already_learned"] == 3
+    assert "note: 3 of the folder's 8 files are music the base model learned from" in capsys.readouterr().out
+    assert "3 files the base model had already learned from" in (out / "MODEL_CARD.md").read_text()
+    # the new model knows what it learned: the base's files and the ones it learned from here
+    mine = set((out / TRAINED_ON_NAME).read_text().split())
+    held = {digest(folder / k) for k in r["data"]["held_out"]}
+    assert {digest(p) for p in learned} <= mine and not held & (mine - {digest(p) for p in learned})
+    assert len(mine - {digest(p) for p in learned}) == len({digest(p) for p in folder.glob("*.mid")} - held
+                                                            - {digest(p) for p in learned})
+    # a base without the list says nothing
+    finetune(cfg(folder, tmp_path / "other", tmp_path / "plain", tmp_path, max_steps=3))
+    assert "learned from:" not in capsys.readouterr().out

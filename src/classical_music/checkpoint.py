@@ -33,6 +33,9 @@ from .model import MAX_SIZES, ComposerLSTM, ModelConfig
 
 MODEL_TYPE = "classical-music-lstm"
 CONFIG_NAME = "config.json"
+# Content digests (finetune_data.digest) of the MIDI files a model learned from, one a line: finetune
+# says when a folder holds music the model has already learned.
+TRAINED_ON_NAME = "trained_on.txt"
 WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_NAME = "tokenizer.json"
 
@@ -113,6 +116,7 @@ def load(cls: type[ComposerLSTM], path: str | os.PathLike, map_location="cpu") -
                 f"model expects {model.config.vocab_size}"
             )
     model.checkpoint_config = config  # training info, for reports
+    model.checkpoint_folder = folder  # and the files beside it (finetune reads TRAINED_ON_NAME)
     return model.eval()
 
 

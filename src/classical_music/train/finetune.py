@@ -188,6 +188,12 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log) -> dict:
     log(f"{cfg.folder}: {len(data.train)} files ({data.train_pieces} pieces, {data.train_hours:.2f} h) to learn from, "
         f"{len(data.held_out)} files ({data.pieces} pieces) held out"
         + (" (the folder's own split)" if data.own_split else "") + f"; {len(data.skipped)} skipped")
+    known = fd.trained_on(base)
+    mine = {i: fd.digest(Path(cfg.folder) / data.keys[i]) for i in map(int, np.concatenate([data.train, data.held_out]))}
+    seen = sum(d in known for d in mine.values())
+    if seen:
+        log(f"note: {seen} of the folder's {len(mine)} files are music the {base_name} model learned from: "
+            "it has little to learn there, and the held-out gain says little")
 
     t0 = time.perf_counter()
     shipped_check = _score(model, check_items)
@@ -307,10 +313,12 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log) -> dict:
         "reference": ref_shown,
         "data": {"train_files": len(data.train), "train_pieces": data.train_pieces, "train_hours": data.train_hours,
                  "train_events": data.train_events, "held_out_files": len(data.held_out), "own_split": data.own_split,
-                 "skipped": len(data.skipped), "held_out": [data.keys[i] for i in data.held_out]},
+                 "skipped": len(data.skipped), "held_out": [data.keys[i] for i in data.held_out],
+                 "already_learned": seen},
         "curve": curve,
     }
-    _save(model, cfg, result, vocab, cache, fd.opening_block(data, model.tokenizer, Path(cfg.folder)))
+    learned = known | {mine[i] for i in map(int, data.train)}  # what the new model has learned from
+    _save(model, cfg, result, vocab, cache, fd.opening_block(data, model.tokenizer, Path(cfg.folder)), learned)
     log(summary_line(result))
     log(f"saved {cfg.out} (compose with: classical-music generate --checkpoint {cfg.out}"
         + (f" --composer {composer_key}" if composer_key else "") + ")")
@@ -356,7 +364,8 @@ def _cpu() -> str:
     return _cpu_name()
 
 
-def _save(model, cfg, result: dict, vocab: dict, cache, opening: dict | None = None) -> None:
+def _save(model, cfg, result: dict, vocab: dict, cache, opening: dict | None = None,
+          learned: set | None = None) -> None:
     import json
 
     hours = {}
@@ -376,6 +385,10 @@ def _save(model, cfg, result: dict, vocab: dict, cache, opening: dict | None = N
         extra[conditions.OPENING_KEY] = opening
     files = {"MODEL_CARD.md": model_card(result).encode("utf-8"), "learning_curve.png": learning_curve_png(result),
              "finetune.json": (json.dumps(result, indent=1, default=float) + "\n").encode("utf-8")}
+    if learned:
+        from ..checkpoint import TRAINED_ON_NAME
+
+        files[TRAINED_ON_NAME] = fd.trained_on_text(learned)
     model.save_pretrained(cfg.out, model.tokenizer, extra=extra, extra_files=files)
 
 

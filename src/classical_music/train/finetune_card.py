@@ -70,7 +70,9 @@ def model_card(r: dict) -> str:
         f"| data | {d['train_files']} files of {d['train_pieces']} pieces ({d['train_hours']:.2f} h, "
         f"{d['train_events']:,} events) to learn from; {d['held_out_files']} files of {h['pieces']} pieces held out "
         f"({how}); "
-        f"{d['skipped']} files skipped |",
+        f"{d['skipped']} files skipped"
+        + (f"; {d['already_learned']} files the base model had already learned from" if d.get("already_learned") else "")
+        + " |",
         f"| recipe | {r['recipe']} (learning rate {r['lr']:g}; {r['trainable']:,} of {r['parameters']:,} "
         f"parameters learn), windows of {r['seq_len']} events, batch {r['batch_size']} |",
         f"| training | {r['steps']} steps, {r['train_tokens']:,} events seen, {r['minutes']:.1f} min of a "

@@ -138,9 +138,9 @@ def reference_items(folder_files, tokenizer, root: Path | None = None) -> tuple[
     root = Path(root) if root is not None else REFERENCE
     if not (root / "metadata.csv").is_file():
         return [], f"not measured ({root} not found; --reference DIR)"
-    mine = {_digest(p) for p in folder_files}
+    mine = {digest(p) for p in folder_files}
     valid = sorted((sf.path for sf in iter_folder(root) if sf.split == "valid"), key=str)
-    valid = [p for p in valid if _digest(p) not in mine]
+    valid = [p for p in valid if digest(p) not in mine]
     if not valid:
         return [], f"not measured (every valid file of {root} is in the folder)"
     step = max(1, len(valid) // REFERENCE_FILES)
@@ -156,11 +156,42 @@ def reference_items(folder_files, tokenizer, root: Path | None = None) -> tuple[
     return items, what
 
 
-def _digest(path) -> str:
+def digest(path) -> str:
+    """A file's content digest (blake2b, 16 bytes): how folders and checkpoints name the same MIDI file."""
+    h = hashlib.blake2b(digest_size=16)
     try:
-        return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+        with open(path, "rb") as f:  # a megabyte at a time: memory stays bounded on any file
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     except OSError:
         return f"unreadable:{path}"
+    return h.hexdigest()
+
+MAX_TRAINED_ON = 2_000_000  # digests read from a checkpoint's trained_on.txt at most (~66 MB)
+
+
+def trained_on(model) -> set[str]:
+    """The digests of the files the model learned from (checkpoint.TRAINED_ON_NAME), or none."""
+    from ..checkpoint import TRAINED_ON_NAME
+
+    folder = getattr(model, "checkpoint_folder", None)
+    path = None if folder is None else Path(folder) / TRAINED_ON_NAME
+    out: set[str] = set()
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            for line in f:
+                line = line.strip()
+                if len(line) == 32 and all(c in "0123456789abcdef" for c in line):
+                    out.add(line)
+                if len(out) >= MAX_TRAINED_ON:
+                    break
+    except (OSError, TypeError):
+        pass
+    return out
+
+
+def trained_on_text(digests) -> bytes:
+    return "".join(f"{d}\n" for d in sorted(digests)).encode("ascii")
 
 
 def folder_files(folder: Path) -> list[Path]:
