@@ -110,7 +110,7 @@ def test_a_planned_piece_draws_its_density_as_it_draws_its_key(tmp_path):
     from classical_music.model import ComposerLSTM as M
 
     shipped = M.from_pretrained(ROOT / "src" / "classical_music" / "pretrained" / "default")
-    assert conditions.model_deciles(shipped) == SHIPPED_DECILES  # recipes/opening_density.py wrote it
+    assert conditions.model_deciles(shipped) == SHIPPED_DECILES  # recipes/training_corpus.py wrote it
 
 
 def test_each_variation_is_steered_to_its_own_plans_density(checkpoint):

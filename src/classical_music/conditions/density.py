@@ -34,7 +34,7 @@ def density_bin(notes_per_second) -> np.ndarray | int:
 # counts windows, so dense pieces and pieces with many performances weigh more, and the shipped
 # model composed 120-s pieces at ~11 notes/s against 9.1 for its corpus's typical piece (per file
 # 10.4). `finetune` writes its folder's; the shipped model's is its train split's
-# (recipes/opening_density.py); a checkpoint without one composes at its own pace.
+# (recipes/training_corpus.py); a checkpoint without one composes at its own pace.
 OPENING_SECONDS = 120.0
 OPENING_KEY = "opening_density"
 
