@@ -370,8 +370,8 @@ class Conductor:
         density = self.density_of[row][self.section[row]]
         if density and self.steer:
             want = density * max((now - self.since[row]) / self.sps, 1.0)
-            # a second's notes of allowance: with one, a dense section's first second (14 notes due,
-            # none played) pushed key-downs by ~16 logits, a burst of chords up to the keyboard's top
+            # a second's notes of allowance: with one note's, a dense section's first second (14 notes
+            # due, none played) pushed key-downs by ~16 logits, a burst of chords up to the keyboard's top
             push = density_push(self.onsets[row] - self.since_onsets[row], want, self.steer, max(density, 1.0))
             self.bonus[row, self.on] = self.keybonus[row] + push
             self.bonus[row, self.vel] = push
