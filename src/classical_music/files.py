@@ -172,11 +172,12 @@ def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> None:
     write_text(path, json.dumps(obj, indent=indent))
 
 
-def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> "hashlib._Hash":
-    """The hash of a file's bytes, read a megabyte at a time (hashlib.file_digest is Python 3.11+)."""
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256", **options) -> "hashlib._Hash":
+    """The hash of a file's bytes, read a megabyte at a time (hashlib.file_digest is Python 3.11+);
+    options go to the algorithm (blake2b's digest_size)."""
     import hashlib
 
-    h = hashlib.new(algorithm)
+    h = hashlib.new(algorithm, **options)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)

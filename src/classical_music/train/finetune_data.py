@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import conditions
 from ..errors import UserError
+from ..files import file_digest
 
 HOLD_OUT = 0.2  # the share of pieces held out when the folder gives no split of its own
 OPENING_EVENTS = 20_000  # enough for any piece's first two minutes (~170 events/s)
@@ -158,14 +159,11 @@ def reference_items(folder_files, tokenizer, root: Path | None = None) -> tuple[
 
 def digest(path) -> str:
     """A file's content digest (blake2b, 16 bytes): how folders and checkpoints name the same MIDI file."""
-    h = hashlib.blake2b(digest_size=16)
     try:
-        with open(path, "rb") as f:  # a megabyte at a time: memory stays bounded on any file
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        return file_digest(path, "blake2b", digest_size=16).hexdigest()
     except OSError:
         return f"unreadable:{path}"
-    return h.hexdigest()
+
 
 MAX_TRAINED_ON = 2_000_000  # digests read from a checkpoint's trained_on.txt at most (~66 MB)
 
@@ -175,17 +173,18 @@ def trained_on(model) -> set[str]:
     from ..checkpoint import TRAINED_ON_NAME
 
     folder = getattr(model, "checkpoint_folder", None)
-    path = None if folder is None else Path(folder) / TRAINED_ON_NAME
     out: set[str] = set()
+    if folder is None:
+        return out
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
+        with open(Path(folder) / TRAINED_ON_NAME, encoding="ascii", errors="replace") as f:
             for line in f:
                 line = line.strip()
                 if len(line) == 32 and all(c in "0123456789abcdef" for c in line):
                     out.add(line)
                 if len(out) >= MAX_TRAINED_ON:
                     break
-    except (OSError, TypeError):
+    except OSError:
         pass
     return out
 
