@@ -375,6 +375,18 @@ def test_a_section_is_not_pushed_into_a_burst_as_it_starts():
     assert density_push(100, 140.0, 1.0, allowance=14.0) > 0 > density_push(120, 100.0, 1.0, allowance=14.0)
 
 
+def test_a_key_raises_its_notes_only_in_the_register_and_lowers_the_others_everywhere():
+    from classical_music.generate.conductor import chord_profile
+    from classical_music.generate.sampling import key_bonus
+
+    c_major = conditions.KEYS.index("C major")
+    for bonus in (key_bonus(c_major), chord_profile([0, 4, 7], 1.2)):
+        assert bonus[60] > 0 and bonus[36] == bonus[84] == bonus[60]  # C4, C2, C6: the register's
+        assert bonus[96] == bonus[24] == 0.0  # C7, C1: in key, but not lifted at the keyboard's ends
+        assert 0 < bonus[88] < bonus[84]  # E6 (a chord tone) fades out over half an octave
+        assert bonus[97] == bonus[61] < 0  # C#7 and C#4, out of key, lowered alike
+
+
 def test_no_density_is_drawn_where_a_style_or_primer_implies_one(tmp_path):
     from classical_music.generate.form import draws_density
 

@@ -26,7 +26,7 @@ from .. import conditions
 from ..notes import LEAD_SECONDS, Notes
 from .checkpoint import condition_codes
 from .form import DYNAMICS, Plan
-from .sampling import density_push, key_bonus
+from .sampling import density_push, key_bonus, registered
 
 RITARDANDO = 1.5  # time-shift stretch reached at the piece's end
 INNER_RITARDANDO = 1.2  # at the end of the other sections
@@ -158,11 +158,12 @@ def final_chord(key: int) -> list[int]:
 
 
 def chord_profile(pitch_classes, gain: float) -> np.ndarray:
-    """A logit bonus over the 128 keys for these pitch classes (z-scored, like a key profile)."""
+    """A logit bonus over the 128 keys for these pitch classes (z-scored, like a key profile; its
+    raises held to the register, as a key's are)."""
     v = np.zeros(12)
     v[list(pitch_classes)] = 1.0
     z = (v - v.mean()) / v.std() * gain
-    return z[np.arange(128) % 12].astype(np.float32)
+    return registered(z[np.arange(128) % 12])
 
 
 def transpose_phrase(tokens: list[int], tokenizer, semitones: int, lo: int = 21, hi: int = 108) -> list[int]:

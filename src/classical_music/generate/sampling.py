@@ -22,6 +22,17 @@ END_AFTER = 0.8  # share of --seconds before the model may end a piece itself (K
 STEER_KEY_GAIN = 0.75
 STEER_DENSITY_GAIN = 6.0
 STEER_AHEAD = 1.1  # more key-downs than this share of the schedule (+2) waits for time to pass
+# A key's bonus raises its notes only within C2 ... C6, fading out over half an octave beyond: over
+# the whole keyboard it lifted in-key notes at the ends that the model gave little chance to, and 32
+# planned 120-s pieces' top 5 % of pitches rose from MIDI 88 (no key bonus) to 96 (real music: 83),
+# their pitch overlap with the valid split 0.88 -> 0.83; held to C2 ... C6, 0.90 with keys held as
+# well (docs/benchmarks.md, "Whole pieces"). Notes out of key are still lowered everywhere.
+STEER_REGISTER = (36, 84)
+STEER_REGISTER_FADE = 6
+_p = np.arange(128)
+REGISTER_WEIGHT = (np.clip(1 - np.maximum(_p - STEER_REGISTER[1], 0) / STEER_REGISTER_FADE, 0, 1)
+                   * np.clip(1 - np.maximum(STEER_REGISTER[0] - _p, 0) / STEER_REGISTER_FADE, 0, 1)).astype(np.float32)
+del _p
 # Release pressure (sample's `release`, KeyTracker): the LSTM's memory of which keys are down fades
 # over a piece (it trained on 256-event windows; 30 s is ~1,500 events), and the shipped model's
 # pieces drifted to 20-40 keys sounding at once (a tenth of the time over 23; the corpus's 90th
@@ -47,9 +58,14 @@ def steering(style: dict | None, strength: float = 1.0, parsed: dict | None = No
 
 def key_bonus(key: int, strength: float = 1.0) -> np.ndarray:
     """The logit bonus over the 128 key-downs that holds a key (conditions.KEYS index): its
-    Krumhansl profile as z-scores."""
+    Krumhansl profile as z-scores, raising notes only in the register (registered())."""
     z = conditions.PROFILES[key] * math.sqrt(12)
-    return (strength * STEER_KEY_GAIN * z[np.arange(128) % 12]).astype(np.float32)
+    return registered(strength * STEER_KEY_GAIN * z[np.arange(128) % 12])
+
+
+def registered(bonus: np.ndarray) -> np.ndarray:
+    """A pitch bonus over the 128 keys with its raises held to STEER_REGISTER (its lowerings kept)."""
+    return np.where(bonus > 0, bonus * REGISTER_WEIGHT, bonus).astype(np.float32)
 
 
 def density_push(onsets: int, want: float, strength: float = 1.0, allowance: float = 1.0) -> float:
