@@ -172,7 +172,7 @@ def generated(form: str | None, ending: str | None, args, folder: Path) -> tuple
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pieces", type=int, default=32)
-    p.add_argument("--batch", type=int, default=8, help="variations composed together (same for every set)")
+    p.add_argument("--batch", type=int, default=1, help="variations composed together (same for every set); they share a seed, so its density draw: 32 pieces in batches of 8 sample only 4 draws")
     p.add_argument("--seconds", type=float, default=120.0)
     p.add_argument("--forms", default="ABA,AABA,ABACA")
     p.add_argument("--temperature", type=float, default=1.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 DENSITY_WINDOW = 5.0  # seconds around each event
@@ -73,11 +75,17 @@ def model_deciles(model) -> tuple | None:
     return tuple(float(x) for x in d)
 
 
+GOLDEN = (math.sqrt(5) - 1) / 2
+
+
 def draw_density(seed: int, deciles) -> float:
     """A piece's home density drawn by the seed from these deciles, log-linear between them. A
     run's variations share it, as they share the form: variations composed together wait for the
-    densest, and pieces one to twelve times as dense made a batch 1.4x slower."""
-    u = np.random.default_rng([int(seed) % 2**32, 24]).random()
+    densest, and pieces one to twelve times as dense made a batch 1.4x slower. Seeds step through
+    the deciles by the golden ratio (a Weyl sequence) rather than at random, so that a few
+    consecutive seeds already spread over slow and fast pieces: four random draws (seeds 2300-2303)
+    gave 7.4, 4.9, 12.5 and 4.8 notes/s, and 32 pieces from them an overlap with real music of 0.841."""
+    u = (int(seed) * GOLDEN + 0.5) % 1.0
     q = np.log(np.asarray(deciles, np.float64))
     return round(float(np.exp(np.interp(u * (len(q) - 1), np.arange(len(q)), q))), 2)
 
