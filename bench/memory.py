@@ -12,18 +12,22 @@ make generated pieces repeat their motifs more, and stay fast?
 2. speed: evaluate on --speed_files valid files with and without the cache (lanes as evaluate's
    default), and dynamic evaluation's events/s; generation events/s at batch 1 and batch 8, int8,
    with and without the cache, best of --rounds interleaved rounds.
-3. generation: --pieces pieces of --seconds s at equal seeds (batches of 8), with and without the
-   cache: the top voice's recurrence (bench/form.py's, as issue 23 defines it) and the mean overlap area (compare's
-   features) with the valid split's pieces; real valid pieces' recurrence beside them (the peer).
+3. generation: --pieces pieces of --seconds s as `generate` composes them (its default form), one
+   seed each (2300+, as bench/form.py), with and without the cache (--settings THETA:LAMBDA:N, or
+   the tuned block's): the top voice's recurrence (bench/form.py's, as issue 23 defines it), its
+   change piece by piece at equal seeds, the mean overlap area (compare's features) with the valid
+   split's first --seconds, and events/s; real valid pieces' recurrence beside them (the peer).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,11 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from classical_music import memory as M  # noqa: E402
 from classical_music.evaluate import collect, evaluate, file_metadata  # noqa: E402
-from classical_music.generate import load_model, sample  # noqa: E402
+from classical_music.compare import load_notes  # noqa: E402
+from classical_music.generate import GenerateConfig, compose, load_model, sample  # noqa: E402
 from classical_music.memory_tune import half  # noqa: E402
 from classical_music.notes import Notes  # noqa: E402
-from control import first_seconds, mean_oa, pooled, read_notes  # noqa: E402
-from form import recurrence  # noqa: E402  (issue 23 defines the measure; one home for it)
+from control import mean_oa, pooled, read_notes  # noqa: E402
+from form import first, recurrence  # noqa: E402  (issue 23 defines the measure; one home for it)
 
 SHARED = ROOT.parent / "shared" / "data" / "classical-piano"
 
@@ -137,18 +142,25 @@ def speed(model, corpus: Path, tuned: M.Memory, n_files: int, rounds: int) -> di
     return out
 
 
-def pieces(model, n: int, seconds: float, memory, batch: int = 8) -> list[Notes]:
-    tok = model.tokenizer
-    out = []
-    for s in range(0, n, batch):
-        rows = sample(model, tok, np.array([tok.bos_id]), num_samples=min(batch, n - s), seconds=seconds,
-                      seed=1000 + s, memory=memory)
-        out += [first_seconds(tok.decode(r), seconds) for r in rows]
-    return out
+def pieces(checkpoint, n: int, seconds: float, memory: M.Memory | None, folder: Path) -> tuple[list[Notes], float]:
+    """n pieces as `generate` composes them (its default form), one seed each (2300 + i, as
+    bench/form.py), with the cache's parameters given or none; and their events/s."""
+    kw = {"memory": "none"} if memory is None else {"memory": "cache", "memory_theta": memory.theta,
+                                                    "memory_lambda": memory.lam, "memory_size": memory.size}
+    out, events, wall = [], 0, 0.0
+    for i in range(n):
+        r = compose(GenerateConfig(output=folder / f"s{i}.mid", checkpoint=checkpoint, seconds=seconds,
+                                   seed=2300 + i, **kw))[0]
+        out.append(load_notes(r["files"]["midi"]))
+        events += r["events"]
+        wall += r["wall_seconds"]
+    return out, events / wall
 
 
-def generation(model, corpus: Path, tuned: M.Memory, n: int, seconds: float, lams, skip_none=False) -> dict:
-    real = [x for x in (read_notes(f) for f in collect([corpus], split="valid")) if x is not None and len(x)]
+def generation(checkpoint, corpus: Path, tuned: M.Memory, n: int, seconds: float, settings, skip_none=False) -> dict:
+    """Recurrence (bench/form.py's measure), its paired change against none at equal seeds, the mean
+    overlap area with the valid split's first `seconds` and events/s, for none and each cache setting."""
+    real = [first(x, seconds) for x in (read_notes(f) for f in collect([corpus], split="valid")) if x is not None and len(x)]
     real_feats = pooled(real)
 
     def rec_stats(ps):
@@ -156,14 +168,25 @@ def generation(model, corpus: Path, tuned: M.Memory, n: int, seconds: float, lam
         return {"median": round(float(np.median(rec)), 4), "mean": round(float(np.mean(rec)), 4), "pieces": len(rec)}
 
     out = {"real valid": {"recurrence": rec_stats(real)}}
-    settings = [("none", None)] * (not skip_none) + [(f"cache lambda {lam:g}", M.Memory("cache", theta=tuned.theta, lam=lam, size=tuned.size))
-                                   for lam in lams]
-    for name, mem in settings:
-        t0 = time.perf_counter()
-        ps = pieces(model, n, seconds, mem)
-        out[name] = {"recurrence": rec_stats(ps), "mean_oa_valid": round(mean_oa(pooled(ps), real_feats), 4),
-                     "minutes": round((time.perf_counter() - t0) / 60, 1)}
-        print("generation", name, out[name], flush=True)
+    runs = [("none", None)] * (not skip_none) + [
+        (f"cache theta {m.theta:g}, lambda {m.lam:g}, N {m.size}", m) for m in settings]
+    base = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for j, (name, mem) in enumerate(runs):
+            ps, eps = pieces(checkpoint, n, seconds, mem, Path(tmp) / str(j))
+            rec = [recurrence(p) for p in ps]
+            v = {"recurrence": rec_stats(ps), "mean_oa_valid": round(mean_oa(pooled(ps), real_feats), 4),
+                 "events_per_s": round(eps)}
+            if mem is None:
+                base = (rec, eps)
+            elif base is not None:
+                d = np.array([r - b for r, b in zip(rec, base[0]) if r is not None and b is not None])
+                v["recurrence_change"] = {"mean": round(float(d.mean()), 4),
+                                          "se": round(float(d.std(ddof=1) / math.sqrt(len(d))), 4),
+                                          "higher": int((d > 0).sum()), "pieces": len(d)}
+                v["slower"] = round(base[1] / eps, 2)
+            out[name] = v
+            print("generation", name, v, flush=True)
     return out
 
 
@@ -193,10 +216,13 @@ def table(report: dict) -> str:
                          f"{g[f'batch {b} none'] / g[f'batch {b} cache']:.2f}x |")
     gen = report.get("generation")
     if gen:
-        lines += ["", "| pieces | top-voice recurrence median (mean) | mean OA with valid | minutes |", "|---|---|---|---|"]
+        lines += ["", "| pieces | top-voice recurrence median (mean) | change at equal seeds (± s.e.; pieces higher) "
+                      "| mean OA with the valid split | events/s (slower) |", "|---|---|---|---|---|"]
         for name, v in gen.items():
-            r = v["recurrence"]
-            lines.append(f"| {name} | {r['median']} ({r['mean']}) | {v.get('mean_oa_valid', '')} | {v.get('minutes', '')} |")
+            r, c = v["recurrence"], v.get("recurrence_change")
+            change = f"{c['mean']:+.4f} ± {c['se']:.4f}; {c['higher']} of {c['pieces']}" if c else ""
+            speed_ = f"{v['events_per_s']:,}" + (f" ({v['slower']}x)" if "slower" in v else "") if "events_per_s" in v else ""
+            lines.append(f"| {name} | {r['median']} ({r['mean']}) | {change} | {v.get('mean_oa_valid', '')} | {speed_} |")
     return "\n".join(lines)
 
 
@@ -210,6 +236,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pieces", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--settings", nargs="+", default=None, metavar="THETA:LAMBDA:N",
+                    help="generation: cache settings to compose with (default: the tuned block's)")
     ap.add_argument("--lambdas", type=float, nargs="+", default=None, help="cache lambdas to compose with "
                     "(default: the tuned one)")
     ap.add_argument("--skip_none", action="store_true", help="generation: only the cache settings (none measured before)")
@@ -234,8 +262,11 @@ def main(argv=None) -> int:
     if "speed" in parts:
         report["speed"] = speed(model, args.corpus, tuned, args.speed_files, args.rounds)
     if "generation" in parts:
-        report["generation"] = generation(model, args.corpus, tuned, args.pieces, args.seconds,
-                                          args.lambdas or [tuned.lam], args.skip_none)
+        settings = ([M.Memory("cache", theta=float(t), lam=float(lam), size=int(n))
+                     for t, lam, n in (x.split(":") for x in args.settings)] if args.settings else
+                    [M.Memory("cache", theta=tuned.theta, lam=lam, size=tuned.size) for lam in args.lambdas or [tuned.lam]])
+        report["generation"] = generation(args.checkpoint, args.corpus, tuned, args.pieces, args.seconds,
+                                          settings, args.skip_none)
     print(table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
