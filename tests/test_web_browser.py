@@ -42,7 +42,7 @@ def studio_url(tmp_path):
     yield from serve(tmp_path, {"chopin": 5.0, "bach": 3.0})  # style menus
 
 
-def serve(tmp_path, composer_hours):
+def serve(tmp_path, composer_hours, **app_kw):
     """A studio on a free port with a tiny model knowing these composers; yields its URL."""
     tok = get_tokenizer("performance")
     torch.manual_seed(0)
@@ -58,7 +58,7 @@ def serve(tmp_path, composer_hours):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(tmp_path / "ck", tmp_path / "out"), host="127.0.0.1",
+    server = uvicorn.Server(uvicorn.Config(create_app(tmp_path / "ck", tmp_path / "out", **app_kw), host="127.0.0.1",
                                            port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -198,3 +198,51 @@ def test_play_along_in_chromium(studio_url, tmp_path):
         finally:
             browser.close()
     assert (tmp_path / "play-along.png").stat().st_size > 10_000
+
+
+def test_teach_it_your_music_in_chromium(tmp_path):
+    """A Korean reader uploads a folder's MIDI files from the page; the new model joins the menu."""
+    from conftest import scale, write_midi
+
+    files = []
+    for i in range(8):
+        files.append(str(tmp_path / f"piece{i}.mid"))
+        write_midi(files[-1], scale(160, base=48 + i % 4, step=0.2 + 0.01 * i))
+    quick = {"max_steps": 25, "lr": 0.01, "batch_size": 8, "seq_len": 64, "threads": 1,
+             "reference": str(tmp_path / "no-corpus")}
+    gen = serve(tmp_path, {"chopin": 5.0}, models_dir=tmp_path / "models", finetune_options=quick)
+    url = next(gen)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1100, "height": 1400}, locale="ko-KR")
+                errors = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(url + "/")
+                page.wait_for_selector("#teach:not([hidden])", timeout=30_000)
+                assert page.inner_text("#teach-title") == "내 음악 가르치기"
+                page.set_input_files("#teach-files", files)
+                assert page.inner_text("#teach-count") == "파일 8개를 골랐습니다"
+                page.fill("#teach-name", "mine")
+                page.fill("#teach-minutes", "2")
+                page.click("#teach-start")
+                page.wait_for_function("document.getElementById('teach-text').textContent.includes('모델 메뉴')",
+                                       timeout=120_000)
+                text = page.inner_text("#teach-text")
+                assert "평가용 곡" in text and "2곡" in text and "mine" in text, text
+                # the new model is in the menu, which now shows (two models to choose from)
+                page.wait_for_selector("#model-row:not([hidden])", timeout=10_000)
+                assert "mine" in page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
+                assert page.is_hidden("#teach-cancel") and page.is_enabled("#teach-start")
+                # the same name again: refused in the reader's language
+                page.click("#teach-start")
+                page.wait_for_selector("#teach-message:not([hidden])", timeout=30_000)
+                assert page.inner_text("#teach-message") == "그 이름의 모델이 이미 있습니다. 다른 이름을 골라 주세요."
+                page.screenshot(path=str(tmp_path / "teach.png"), full_page=True)
+                assert not errors, errors
+            finally:
+                browser.close()
+    finally:
+        next(gen, None)
+    assert (tmp_path / "models" / "mine" / "model.safetensors").is_file()

@@ -39,6 +39,10 @@ from . import finetune_data as fd
 from .finetune_card import learning_curve_png, model_card, summary_line
 
 CHECKS = 8  # held-out checks over the budget, besides the starting model's
+
+
+class Cancelled(UserError):
+    """finetune(stop=...) was asked to stop: nothing is saved (the studio's Cancel)."""
 PATIENCE = 3  # checks without a better held-out score before stopping
 WARMUP_STEPS = 10
 MIN_LR_RATIO = 0.1  # cosine over the budget's time, down to lr times this
@@ -92,7 +96,9 @@ def check_out(out: Path, folder: Path, overwrite: bool) -> None:
     raise UserError(f"--out {out} already holds {what}: add --overwrite to replace it, or choose another --out")
 
 
-def finetune(cfg: FinetuneConfig, log=print) -> dict:
+def finetune(cfg: FinetuneConfig, log=print, progress=None, stop=None) -> dict:
+    """progress(fraction of the time budget) after each step; stop: a threading.Event whose set
+    cancels the run (Cancelled) at the next step or stage, saving nothing."""
     from ..generate import load_model
 
     cfg.validate()
@@ -115,7 +121,7 @@ def finetune(cfg: FinetuneConfig, log=print) -> dict:
         cache_dir = Path(cfg.cache) if cfg.cache else Path(tempfile.mkdtemp(prefix="cache-", dir=lock.parent))
         try:
             data = fd.prepare_folder(folder, cache_dir, base.tokenizer, progress=not cfg.no_progress)
-            return _run(cfg, base, base_name, composer_key, vocab, data, threads, log)
+            return _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress, stop)
         finally:
             if not cfg.cache:
                 shutil.rmtree(cache_dir, ignore_errors=True)
@@ -157,10 +163,16 @@ def _grown(base, vocab: dict, composer_key: str | None):
     return model
 
 
-def _run(cfg, base, base_name, composer_key, vocab, data, threads, log) -> dict:
+def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress=None, stop=None) -> dict:
     from ..data.cache import SPLITS
     from ..data.dataset import AugmentConfig, WindowDataset
     from .session import StopOnSignal
+
+    def check_stop():
+        if stop is not None and stop.is_set():
+            raise Cancelled("cancelled: nothing was saved")
+
+    check_stop()
 
     cache = data.cache
     # This run's split (held out by piece) replaces the cache's, in memory only.
@@ -203,6 +215,7 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log) -> dict:
         + (f"; on the shipped corpus's valid split: {shipped_ref:.4f}" if shipped_ref is not None else "")
         + f" ({time.perf_counter() - t0:.0f} s)")
 
+    check_stop()
     model.train()
     ad = recipes.adapt(model, cfg.recipe, cfg.lr or None, cfg.seed)
     opt = torch.optim.AdamW(ad.groups, lr=ad.lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -251,6 +264,9 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log) -> dict:
                     now = time.perf_counter()
                     bar.n = min(round(now - start), bar.total)
                     bar.refresh()
+                    if progress is not None:
+                        progress(min(1.0, (now - start) / budget))
+                    check_stop()
                     if signal.signum is not None:
                         interrupted, stop_reason = True, "interrupted (Ctrl-C or SIGTERM): kept the best so far"
                         break

@@ -79,8 +79,9 @@ class BodyTooLarge(Exception):
 class Guard:
     """ASGI middleware: body cap, Host check, cross-origin refusal (see the module docstring)."""
 
-    def __init__(self, app, *, max_body: int, hosts: set[str], limit_text: str):
+    def __init__(self, app, *, max_body: int, hosts: set[str], limit_text: str, larger: dict | None = None):
         self.app, self.max_body, self.hosts, self.limit_text = app, max_body, hosts, limit_text
+        self.larger = larger or {}  # path -> (max_body, limit_text): the few routes allowed more
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -91,9 +92,10 @@ class Guard:
                                             "address it listens on; start it with --host NAME to add one)")
         if scope["method"] not in SAFE_METHODS and _cross_origin(headers):
             return await _answer(send, 403, "cross-origin request refused: use the studio's own page")
+        max_body, limit_text = self.larger.get(scope.get("path", ""), (self.max_body, self.limit_text))
         size = headers.get("content-length", "")
-        if size.isdigit() and int(size) > self.max_body:
-            return await _answer(send, 413, f"request too large: {self.limit_text}")
+        if size.isdigit() and int(size) > max_body:
+            return await _answer(send, 413, f"request too large: {limit_text}")
 
         seen = 0
         over = started = False
@@ -103,7 +105,7 @@ class Guard:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body:
+                if seen > max_body:
                     over = True  # stop reading here: the rest of the body is never pulled in
                     raise BodyTooLarge
             return message
@@ -124,7 +126,7 @@ class Guard:
             if not over:
                 raise
         if over and not started:
-            await _answer(send, 413, f"request too large: {self.limit_text}")
+            await _answer(send, 413, f"request too large: {limit_text}")
 
 
 def _cross_origin(headers: dict) -> bool:

@@ -15,6 +15,9 @@ OpenAPI at /docs:
     POST /api/continue              play along: JSON {notes: [[pitch, start_s, end_s, velocity]], seconds,
                                     temperature, top_p, seed} -> 200 {notes, start, files} at once (live.py)
     POST /api/duet                  JSON {you: notes, model: notes} -> 200 {files}: both parts rendered
+    POST /api/finetune              multipart: MIDI files, name, minutes, composer -> 202 {"id"}: teach the
+                                    current model your music (teach.py), one at a time; the result joins
+                                    --models_dir; GET /api/finetune/{id} its progress, .../cancel stops it
     GET  /docs                      this API on one offline page (docs_page.py); /openapi.json the schema
 
 Jobs run one at a time on a single worker thread, so concurrent visitors wait in a bounded queue
@@ -45,6 +48,7 @@ from .docs_page import api_page
 from .guard import Guard, allowed_hosts
 from .live import LIVE_DEFAULTS, MAX_ANSWER_SECONDS, MAX_NOTES, MAX_SPAN_SECONDS, Busy, Live, check_notes
 from .models import DEFAULT_MODELS_DIR
+from .teach import MAX_TEACH_BYTES, Busy as TeachBusy, Exists, Teacher
 from .studio import (DEFAULT_OUTPUT_DIR, DEFAULTS, KEEP_JOBS, MAX_PRIMER_SECONDS, MAX_QUEUE, MAX_SAMPLES,
                      MAX_OUTPUT_MB, MAX_SECONDS, MAX_UPLOAD_BYTES, MEDIA_TYPE,
                      STATIC, STUDIO_FORMS, OutputFull, QueueFull, Studio)
@@ -57,10 +61,11 @@ PENDING_WAIT = 20.0  # seconds a GET of a file still being encoded waits before 
 def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max_samples=MAX_SAMPLES,
                max_upload_bytes=MAX_UPLOAD_BYTES, max_primer_seconds=MAX_PRIMER_SECONDS, keep_jobs=KEEP_JOBS,
                max_queue=MAX_QUEUE, soundfont=None, device="cpu", preload=False, host="127.0.0.1", models_dir=None,
-               max_output_mb=MAX_OUTPUT_MB, **studio_kw):
+               max_output_mb=MAX_OUTPUT_MB, finetune_options=None, **studio_kw):
     """The studio's FastAPI app. output_dir=None uses a fresh temporary folder; preload=True loads
     the model now (so `serve` fails at once on a bad checkpoint) instead of on the first job.
-    host: the address it will listen on; requests must name it (or a loopback name) in Host."""
+    host: the address it will listen on; requests must name it (or a loopback name) in Host.
+    finetune_options: FinetuneConfig fields every fine-tune from the page uses (e.g. threads)."""
     # FastAPI is imported here, not at module level, so `classical-music --help` stays fast.
     from contextlib import asynccontextmanager
 
@@ -91,8 +96,11 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
     app.add_exception_handler(RequestValidationError, one_line_422)
     # the body cap leaves room for the multipart framing and the form fields around the primer
     app.add_middleware(Guard, max_body=studio.max_upload_bytes + 64 * 1024, hosts=allowed_hosts(host),
-                       limit_text=f"uploads are limited to {studio.max_upload_bytes / 2**20:g} MB")
+                       limit_text=f"uploads are limited to {studio.max_upload_bytes / 2**20:g} MB",
+                       larger={"/api/finetune": (MAX_TEACH_BYTES + 256 * 1024,
+                                                 f"a fine-tune's files are limited to {MAX_TEACH_BYTES / 2**20:g} MB in all")})
     _job_routes(app, studio)
+    _teach_routes(app, studio, Teacher(studio, finetune_options))
     _live_routes(app, studio)
     _info_routes(app, studio)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -210,6 +218,59 @@ def _job_routes(app, studio) -> None:
         return studio.describe(job)
 
 
+def _teach_routes(app, studio, teacher) -> None:
+    """Teach the model your MIDI (teach.py): POST /api/finetune, GET /api/finetune/{id}, POST .../cancel."""
+    from typing import Annotated, List, Optional
+
+    from fastapi import File, Form, HTTPException, UploadFile
+
+    app.state.teacher = teacher
+
+    @app.post("/api/finetune", status_code=202, summary="Fine-tune the current model on uploaded MIDI files",
+              description="One at a time; the result is a model in --models_dir that the Model menu lists. "
+                          "Poll GET /api/finetune/{id}; POST /api/finetune/{id}/cancel stops it and saves nothing.")
+    def start_finetune(
+        files: Annotated[List[UploadFile], File(description="MIDI files: a fifth of the pieces is held out")],
+        name: Annotated[str, Form(max_length=40, description="the new model's folder name in --models_dir")],
+        minutes: Annotated[float, Form()] = teacher.limits()["default_minutes"],
+        composer: Annotated[Optional[str], Form(max_length=64)] = None,
+    ):
+        got, total = [], 0
+        try:
+            for f in files:
+                data = f.file.read(studio.max_upload_bytes + 1)
+                if len(data) > studio.max_upload_bytes:
+                    raise HTTPException(413, f"{f.filename or 'a file'} is larger than "
+                                             f"{studio.max_upload_bytes / 2**20:g} MB")
+                total += len(data)
+                if total > MAX_TEACH_BYTES:
+                    raise HTTPException(413, f"a fine-tune's files are limited to {MAX_TEACH_BYTES / 2**20:g} MB in all")
+                got.append((f.filename or "", data))
+            lesson = teacher.start(got, name, minutes, composer or None)
+        except UserError as e:
+            raise HTTPException(422, str(e)) from None
+        except Exists as e:
+            raise HTTPException(409, str(e)) from None
+        except TeachBusy as e:
+            raise HTTPException(429, str(e)) from None
+        return {"id": lesson.id}
+
+    def found(lesson_id):
+        lesson = teacher.lessons.get(lesson_id)
+        if lesson is None:
+            raise HTTPException(404, "no such fine-tune (only the most recent ones are remembered)")
+        return lesson
+
+    @app.get("/api/finetune/{lesson_id}", summary="A fine-tune's stage, progress and before/after scores")
+    def finetune_status(lesson_id: str):
+        return teacher.describe(found(lesson_id))
+
+    @app.post("/api/finetune/{lesson_id}/cancel", summary="Stop a fine-tune; nothing is saved")
+    def finetune_cancel(lesson_id: str):
+        found(lesson_id)
+        return teacher.describe(teacher.cancel(lesson_id))
+
+
 def _live_routes(app, studio) -> None:
     """Play along at once, no job: POST /api/continue, /api/duet (live.py)."""
     from fastapi import HTTPException
@@ -275,7 +336,8 @@ def _info_routes(app, studio) -> None:
                 "live": {"max_seconds": min(MAX_ANSWER_SECONDS, studio.max_seconds), "max_notes": MAX_NOTES,
                          "max_span_seconds": MAX_SPAN_SECONDS, "defaults": LIVE_DEFAULTS},
                 "conditions": model_conditions(studio), "style_menus": conditions.menus(),
-                "forms": list(STUDIO_FORMS), "memory": model_memory(studio)}
+                "forms": list(STUDIO_FORMS), "memory": model_memory(studio),
+                "finetune": app.state.teacher.limits()}
 
     @app.get("/api/models", summary="The models to compose with: the startup one and those in --models_dir")
     def models():

@@ -1,0 +1,172 @@
+"""Teach the studio's model your own MIDI from the page (issue 25): `classical-music finetune` as a
+job. POST /api/finetune uploads a few MIDI files with a name; one fine-tune runs at a time, in its
+own thread so composing goes on beside it, with progress; Cancel saves nothing. The model lands in
+`--models_dir` as `finetune --out models/NAME` would write it, and the Model menu lists it.
+"""
+
+import logging
+import re
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+MAX_TEACH_FILES = 200  # the issue's folder of 20-200 pieces
+MAX_TEACH_BYTES = 32 * 2**20  # all files of one upload together (each also at most max_upload_bytes)
+MAX_TEACH_MINUTES = 10.0  # the page's budget: the CLI allows longer
+DEFAULT_TEACH_MINUTES = 10.0
+KEEP_LESSONS = 10  # finished fine-tunes the studio still answers about
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")  # a folder name in --models_dir, nothing more
+_UPLOAD = ".teach-"  # working folders under the output folder (removed when the job ends)
+
+
+class Busy(Exception):
+    """A fine-tune is already running (one at a time: each takes every core for minutes)."""
+
+
+class Exists(Exception):
+    """--models_dir already holds a model of that name (the page never overwrites one)."""
+
+
+@dataclass
+class Lesson:
+    id: str
+    name: str
+    minutes: float
+    files: int
+    folder: Path  # the uploaded files
+    out: Path
+    composer: str | None = None
+    status: str = "running"  # running -> done | error | cancelled
+    stage: str = "preparing"  # preparing (reading and scoring), training, saving, then the status
+    progress: float = 0.0
+    lines: list = field(default_factory=list)  # finetune's own messages, for API users
+    result: dict | None = None
+    error: str | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+
+
+def _safe_stem(name: str) -> str:
+    stem = Path(name or "piece").stem
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:60] or "piece"
+
+
+class Teacher:
+    """The studio's fine-tunes: at most one running, the last KEEP_LESSONS remembered."""
+
+    def __init__(self, studio, options: dict | None = None):
+        self.studio, self.options = studio, dict(options or {})
+        self.lessons: dict[str, Lesson] = {}
+        self._lock = threading.Lock()
+        for stale in studio.output_dir.glob(f"{_UPLOAD}*"):  # left by a studio stopped mid-run
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def limits(self) -> dict:
+        return {"available": self.studio.models_dir is not None, "max_files": MAX_TEACH_FILES,
+                "max_bytes": MAX_TEACH_BYTES, "max_file_bytes": self.studio.max_upload_bytes,
+                "max_minutes": MAX_TEACH_MINUTES, "default_minutes": DEFAULT_TEACH_MINUTES}
+
+    def start(self, files: list, name: str, minutes: float, composer: str | None = None) -> Lesson:
+        """files: [(file name, bytes)]. UserError for a bad request, Exists, Busy; else the job runs."""
+        models_dir = self.studio.models_dir
+        if models_dir is None:
+            raise UserError("this studio keeps no models (start it with --models_dir)")
+        if not NAME.fullmatch(name or ""):
+            raise UserError("name must be 1-40 letters, digits, - or _, starting with a letter or digit")
+        if not (isinstance(minutes, (int, float)) and 0 < minutes <= MAX_TEACH_MINUTES):
+            raise UserError(f"minutes must be more than 0 and at most {MAX_TEACH_MINUTES:g}, got {minutes}")
+        if composer is not None and not (0 < len(composer.strip()) <= 64):
+            raise UserError("composer must be 1-64 characters")
+        if not files:
+            raise UserError("no MIDI files were sent")
+        if len(files) > MAX_TEACH_FILES:
+            raise UserError(f"at most {MAX_TEACH_FILES} MIDI files at once, got {len(files)}")
+        for fname, data in files:
+            if data[:4] not in (b"MThd", b"RIFF"):
+                raise UserError(f"{Path(fname or 'a file').name} is not a MIDI file (it should start with MThd)")
+        out = Path(models_dir) / name
+        if out.exists():
+            raise Exists(f"a model named {name} already exists in the models folder: choose another name")
+        lesson_id = uuid.uuid4().hex
+        with self._lock:
+            if any(x.status == "running" for x in self.lessons.values()):
+                raise Busy("a fine-tune is already running: wait for it to finish or cancel it")
+            folder = self.studio.output_dir / f"{_UPLOAD}{lesson_id}"
+            folder.mkdir(parents=True)
+            lesson = Lesson(lesson_id, name, float(minutes), len(files), folder, out,
+                            composer.strip() if composer else None)
+            self.lessons[lesson_id] = lesson
+            self._forget_old()
+        try:
+            for i, (fname, data) in enumerate(files):
+                (folder / f"{i:03d}-{_safe_stem(fname)}.mid").write_bytes(data)
+        except OSError as e:
+            self._end(lesson, "error", f"cannot store the upload: {e.strerror or e}")
+            raise UserError(lesson.error) from None
+        threading.Thread(target=self._run, args=(lesson,), name="studio-finetune", daemon=True).start()
+        return lesson
+
+    def cancel(self, lesson_id: str) -> Lesson | None:
+        lesson = self.lessons.get(lesson_id)
+        if lesson is not None and lesson.status == "running":
+            lesson.stop.set()
+        return lesson
+
+    def _run(self, lesson: Lesson) -> None:
+        from ..train.finetune import Cancelled, FinetuneConfig, finetune
+        from ..train.finetune_card import summary_line
+
+        def progress(fraction):
+            lesson.stage, lesson.progress = ("training", fraction) if fraction < 1 else ("saving", 1.0)
+
+        checkpoint = self.studio.checkpoint  # the model the studio composes with is the one taught
+        cfg = FinetuneConfig(folder=str(lesson.folder), out=str(lesson.out), minutes=lesson.minutes,
+                             composer=lesson.composer, init_from=str(checkpoint) if checkpoint else "default",
+                             **{"no_progress": True, **self.options})
+        try:
+            r = finetune(cfg, log=lesson.lines.append, progress=progress, stop=lesson.stop)
+            held, ref = r["held_out"], r["reference"]
+            lesson.result = {"summary": summary_line(r), "model": lesson.name,
+                             "held_out": {"shipped": held["shipped"], "yours": held["yours"], "pieces": held["pieces"]},
+                             "reference": {"shipped": ref.get("shipped"), "yours": ref.get("yours")},
+                             "steps": r["steps"], "minutes": round(r["minutes"], 2), "stop_reason": r["stop_reason"],
+                             "train_pieces": r["data"]["train_pieces"], "already_learned": r["data"]["already_learned"]}
+            self._end(lesson, "done")
+        except Cancelled:  # raised before anything is saved
+            self._end(lesson, "cancelled")
+        except UserError as e:
+            self._end(lesson, "error", str(e).replace(str(lesson.folder), "the upload"))
+        except Exception as e:  # the studio stays up; the log has the traceback
+            log.exception("fine-tune %s failed", lesson.id)
+            self._end(lesson, "error", f"fine-tuning failed: {type(e).__name__}")
+
+    def _end(self, lesson: Lesson, status: str, error: str | None = None) -> None:
+        shutil.rmtree(lesson.folder, ignore_errors=True)
+        lesson.error, lesson.finished = error, time.time()
+        lesson.status = lesson.stage = status
+        if status == "done":
+            lesson.progress = 1.0
+
+    def _forget_old(self) -> None:
+        done = sorted((x for x in self.lessons.values() if x.finished is not None), key=lambda x: x.finished)
+        for x in done[:max(0, len(done) - KEEP_LESSONS)]:
+            self.lessons.pop(x.id, None)
+
+    def describe(self, lesson: Lesson) -> dict:
+        out = {"id": lesson.id, "name": lesson.name, "status": lesson.status, "stage": lesson.stage,
+               "progress": round(lesson.progress, 4), "minutes": lesson.minutes, "files": lesson.files,
+               "composer": lesson.composer, "created": lesson.created, "finished": lesson.finished,
+               "log": list(lesson.lines)}
+        if lesson.result is not None:
+            out["result"] = lesson.result
+        if lesson.error is not None:
+            out["error"] = lesson.error
+        return out
