@@ -48,7 +48,7 @@ from .docs_page import api_page
 from .guard import Guard, allowed_hosts
 from .live import LIVE_DEFAULTS, MAX_ANSWER_SECONDS, MAX_NOTES, MAX_SPAN_SECONDS, Busy, Live, check_notes
 from .models import DEFAULT_MODELS_DIR
-from .teach import MAX_TEACH_BYTES, Busy as TeachBusy, Exists, Teacher
+from .teach import MAX_TEACH_BYTES, Teacher, teach_routes
 from .studio import (DEFAULT_OUTPUT_DIR, DEFAULTS, KEEP_JOBS, MAX_PRIMER_SECONDS, MAX_QUEUE, MAX_SAMPLES,
                      MAX_OUTPUT_MB, MAX_SECONDS, MAX_UPLOAD_BYTES, MEDIA_TYPE,
                      STATIC, STUDIO_FORMS, OutputFull, QueueFull, Studio)
@@ -100,7 +100,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
                        larger={"/api/finetune": (MAX_TEACH_BYTES + 256 * 1024,
                                                  f"a fine-tune's files are limited to {MAX_TEACH_BYTES / 2**20:g} MB in all")})
     _job_routes(app, studio)
-    _teach_routes(app, studio, Teacher(studio, finetune_options))
+    teach_routes(app, studio, Teacher(studio, finetune_options))
     _live_routes(app, studio)
     _info_routes(app, studio)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -216,59 +216,6 @@ def _job_routes(app, studio) -> None:
         if job is None:
             raise HTTPException(404, "no such job (results are kept only for the most recent jobs)")
         return studio.describe(job)
-
-
-def _teach_routes(app, studio, teacher) -> None:
-    """Teach the model your MIDI (teach.py): POST /api/finetune, GET /api/finetune/{id}, POST .../cancel."""
-    from typing import Annotated, List, Optional
-
-    from fastapi import File, Form, HTTPException, UploadFile
-
-    app.state.teacher = teacher
-
-    @app.post("/api/finetune", status_code=202, summary="Fine-tune the current model on uploaded MIDI files",
-              description="One at a time; the result is a model in --models_dir that the Model menu lists. "
-                          "Poll GET /api/finetune/{id}; POST /api/finetune/{id}/cancel stops it and saves nothing.")
-    def start_finetune(
-        files: Annotated[List[UploadFile], File(description="MIDI files: a fifth of the pieces is held out")],
-        name: Annotated[str, Form(max_length=40, description="the new model's folder name in --models_dir")],
-        minutes: Annotated[float, Form()] = teacher.limits()["default_minutes"],
-        composer: Annotated[Optional[str], Form(max_length=64)] = None,
-    ):
-        got, total = [], 0
-        try:
-            for f in files:
-                data = f.file.read(studio.max_upload_bytes + 1)
-                if len(data) > studio.max_upload_bytes:
-                    raise HTTPException(413, f"{f.filename or 'a file'} is larger than "
-                                             f"{studio.max_upload_bytes / 2**20:g} MB")
-                total += len(data)
-                if total > MAX_TEACH_BYTES:
-                    raise HTTPException(413, f"a fine-tune's files are limited to {MAX_TEACH_BYTES / 2**20:g} MB in all")
-                got.append((f.filename or "", data))
-            lesson = teacher.start(got, name, minutes, composer or None)
-        except UserError as e:
-            raise HTTPException(422, str(e)) from None
-        except Exists as e:
-            raise HTTPException(409, str(e)) from None
-        except TeachBusy as e:
-            raise HTTPException(429, str(e)) from None
-        return {"id": lesson.id}
-
-    def found(lesson_id):
-        lesson = teacher.lessons.get(lesson_id)
-        if lesson is None:
-            raise HTTPException(404, "no such fine-tune (only the most recent ones are remembered)")
-        return lesson
-
-    @app.get("/api/finetune/{lesson_id}", summary="A fine-tune's stage, progress and before/after scores")
-    def finetune_status(lesson_id: str):
-        return teacher.describe(found(lesson_id))
-
-    @app.post("/api/finetune/{lesson_id}/cancel", summary="Stop a fine-tune; nothing is saved")
-    def finetune_cancel(lesson_id: str):
-        found(lesson_id)
-        return teacher.describe(teacher.cancel(lesson_id))
 
 
 def _live_routes(app, studio) -> None:

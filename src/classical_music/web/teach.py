@@ -4,6 +4,8 @@ own thread so composing goes on beside it, with progress; Cancel saves nothing. 
 `--models_dir` as `finetune --out models/NAME` would write it, and the Model menu lists it.
 """
 
+# No `from __future__ import annotations`: FastAPI must see the real types of teach_routes's parameters.
+
 import logging
 import re
 import shutil
@@ -170,3 +172,56 @@ class Teacher:
         if lesson.error is not None:
             out["error"] = lesson.error
         return out
+
+
+def teach_routes(app, studio, teacher) -> None:
+    """Teach the model your MIDI (teach.py): POST /api/finetune, GET /api/finetune/{id}, POST .../cancel."""
+    from typing import Annotated, List, Optional
+
+    from fastapi import File, Form, HTTPException, UploadFile
+
+    app.state.teacher = teacher
+
+    @app.post("/api/finetune", status_code=202, summary="Fine-tune the current model on uploaded MIDI files",
+              description="One at a time; the result is a model in --models_dir that the Model menu lists. "
+                          "Poll GET /api/finetune/{id}; POST /api/finetune/{id}/cancel stops it and saves nothing.")
+    def start_finetune(
+        files: Annotated[List[UploadFile], File(description="MIDI files: a fifth of the pieces is held out")],
+        name: Annotated[str, Form(max_length=40, description="the new model's folder name in --models_dir")],
+        minutes: Annotated[float, Form()] = teacher.limits()["default_minutes"],
+        composer: Annotated[Optional[str], Form(max_length=64)] = None,
+    ):
+        got, total = [], 0
+        try:
+            for f in files:
+                data = f.file.read(studio.max_upload_bytes + 1)
+                if len(data) > studio.max_upload_bytes:
+                    raise HTTPException(413, f"{f.filename or 'a file'} is larger than "
+                                             f"{studio.max_upload_bytes / 2**20:g} MB")
+                total += len(data)
+                if total > MAX_TEACH_BYTES:
+                    raise HTTPException(413, f"a fine-tune's files are limited to {MAX_TEACH_BYTES / 2**20:g} MB in all")
+                got.append((f.filename or "", data))
+            lesson = teacher.start(got, name, minutes, composer or None)
+        except UserError as e:
+            raise HTTPException(422, str(e)) from None
+        except Exists as e:
+            raise HTTPException(409, str(e)) from None
+        except Busy as e:
+            raise HTTPException(429, str(e)) from None
+        return {"id": lesson.id}
+
+    def found(lesson_id):
+        lesson = teacher.lessons.get(lesson_id)
+        if lesson is None:
+            raise HTTPException(404, "no such fine-tune (only the most recent ones are remembered)")
+        return lesson
+
+    @app.get("/api/finetune/{lesson_id}", summary="A fine-tune's stage, progress and before/after scores")
+    def finetune_status(lesson_id: str):
+        return teacher.describe(found(lesson_id))
+
+    @app.post("/api/finetune/{lesson_id}/cancel", summary="Stop a fine-tune; nothing is saved")
+    def finetune_cancel(lesson_id: str):
+        found(lesson_id)
+        return teacher.describe(teacher.cancel(lesson_id))
