@@ -55,6 +55,7 @@ def test_a_folder_uploaded_from_the_page_becomes_a_model_in_the_menu(studio, tmp
         assert held["pieces"] == 2 and held["yours"] < held["shipped"] - 0.05  # it learned the upload
         assert "held-out nats/event" in done["result"]["summary"] and done["progress"] == 1
         assert any("files" in line and "held out" in line for line in done["log"])
+        assert not any(".teach-" in line for line in done["log"])  # no server paths of the upload
         # an ordinary checkpoint in --models_dir, listed and chosen like one from `finetune --out`
         assert (tmp_path / "models" / "mine" / "model.safetensors").is_file()
         assert "mine" in [m["name"] for m in c.get("/api/models").json()["models"]]

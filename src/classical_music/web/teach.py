@@ -134,13 +134,16 @@ class Teacher:
                              composer=lesson.composer, init_from=str(checkpoint) if checkpoint else "default",
                              **{"no_progress": True, **self.options})
         try:
-            r = finetune(cfg, log=lesson.lines.append, progress=progress, stop=lesson.stop)
+            # finetune's messages, with the upload's working folder (a server path) named as what it is
+            r = finetune(cfg, log=lambda line: lesson.lines.append(str(line).replace(str(lesson.folder), "the upload")),
+                         progress=progress, stop=lesson.stop)
             held, ref = r["held_out"], r["reference"]
             lesson.result = {"summary": summary_line(r), "model": lesson.name,
                              "held_out": {"shipped": held["shipped"], "yours": held["yours"], "pieces": held["pieces"]},
                              "reference": {"shipped": ref.get("shipped"), "yours": ref.get("yours")},
                              "steps": r["steps"], "minutes": round(r["minutes"], 2), "stop_reason": r["stop_reason"],
-                             "train_pieces": r["data"]["train_pieces"], "already_learned": r["data"]["already_learned"]}
+                             "train_pieces": r["data"]["train_pieces"], "files": lesson.files,
+                             "already_learned": r["data"]["already_learned"]}
             self._end(lesson, "done")
         except Cancelled:  # raised before anything is saved
             self._end(lesson, "cancelled")

@@ -84,6 +84,8 @@ async function teachPoll() {
     const h = r.result.held_out, d = h.yours - h.shipped;
     teachSay("teach_done", { a: h.shipped.toFixed(3), b: h.yours.toFixed(3), d: (d > 0 ? "+" : "") + d.toFixed(3),
                              n: h.pieces, name: r.name }, 1);
+    // music the model had already learned from teaches it little: say so, as `finetune` does
+    teachWarn(r.result.already_learned ? t("teach_already", { n: r.result.already_learned, m: r.result.files }) : "");
     if (typeof loadModels === "function") await loadModels();
   } else if (r.status === "cancelled") {
     teachSay("teach_cancelled", {}, 0);
