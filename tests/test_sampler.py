@@ -163,3 +163,31 @@ def _help(argv):
     with contextlib.redirect_stdout(buf), pytest.raises(SystemExit):
         build_parser().parse_args(argv)
     return " ".join(buf.getvalue().split())
+
+
+def test_a_fresh_synth_plays_every_sample_whole(tmp_path):
+    """sfizz streams each sample past its first part in the background: a new synth (every
+    `render`) must not play a note from a sample not yet streamed in (sampler._stream_in)."""
+    folder = tmp_path / "many"
+    (folder / "s").mkdir(parents=True)
+    t = np.arange(6 * RATE) / RATE
+    regions = []
+    for k in range(48):  # a sample per key, each long enough to be streamed rather than preloaded
+        x = np.sin(2 * np.pi * 110 * 2 ** (k / 12) * t) * np.exp(-t * 0.3) * 0.3
+        # FLAC, as the Salamander grand's: decoding makes streaming slow enough to fall behind
+        sf.write(folder / "s" / f"k{k}.flac", np.stack([x, x], 1).astype(np.float32), RATE, subtype="PCM_16")
+        regions.append(f"<region> sample=k{k}.flac key={45 + k}")
+    sfz = folder / "many.sfz"
+    sfz.write_text("<control>\ndefault_path=s/\n<global>\nampeg_release=0.1\n<group>\n" + "\n".join(regions) + "\n")
+    notes = [(45 + k, 0.02 * k, 3.0, 80) for k in range(48)]  # all struck within a second, held 3 s
+    mid = write_midi(tmp_path / "many.mid", notes)
+    perf = audio.performance(audio.open_score(mid))
+    renders = []
+    for _ in range(3):
+        sampler.POOL = type(sampler.POOL)()  # a new synth, as a new process has
+        renders.append(np.concatenate(list(sampler.render_blocks(perf, sfz, RATE))))
+    again = np.concatenate(list(sampler.render_blocks(perf, sfz, RATE)))  # the same synth, all loaded
+    assert all(np.array_equal(r, again) for r in renders)
+    # and each note still sounds at 2.5 s, its sample's streamed part
+    late = again[int(2.5 * RATE):int(2.6 * RATE), 0]
+    assert np.sqrt((late ** 2).mean()) > 0.05
