@@ -119,6 +119,21 @@ def test_compose_and_play_in_chromium(studio_url, tmp_path):
             assert not errors, errors
 
             page.screenshot(path=str(tmp_path / "studio.png"), full_page=True)
+
+            # a piece with a form: the summary names it in words, the sections line in the reader's units
+            page.fill("#seconds", "9")
+            page.fill("#num_samples", "1")
+            page.select_option("#form", "ABA")
+            page.click("#compose")
+            page.wait_for_selector(".card .sections", timeout=90_000)
+            summary = page.inner_text(".summary")
+            assert "ABA (ternary)" in summary and "form_" not in summary, summary
+            assert page.inner_text(".card .sections").startswith("Sections: A 0–3 s · B"), page.inner_text(".card .sections")
+            page.select_option("#lang", "ko")
+            assert "ABA (세도막 형식)" in page.inner_text(".summary")
+            sections = page.inner_text(".card .sections")
+            assert sections.startswith("부분: A 0–3초 · B") and " s" not in sections, sections
+            assert not errors, errors
         finally:
             browser.close()
     assert (tmp_path / "studio.png").stat().st_size > 10_000

@@ -106,9 +106,10 @@ def composing(model, mode: str | None, theta=None, lam=None, size=None) -> Memor
 
 def add_arguments(parser, modes=MODES, default_help: str = "the checkpoint's default (none without a tuned block)") -> None:
     g = parser.add_argument_group("memory of the piece (classical_music.memory; tuned values from config.json)")
-    g.add_argument("--memory", choices=modes, default=None,
-                   help=f"cache: the continuous cache over the LSTM's own past; dynamic: a gradient step after each "
-                        f"segment; both (default: {default_help})")
+    said = "cache: the continuous cache over the LSTM's own past"
+    if "dynamic" in modes:
+        said += "; dynamic: a gradient step after each segment; both"
+    g.add_argument("--memory", choices=modes, default=None, help=f"{said} (default: {default_help})")
     g.add_argument("--memory_theta", type=float, default=None, help="cache sharpness theta in exp(theta h_t.h_i)")
     g.add_argument("--memory_lambda", type=float, default=None, help="cache share of the mixture, 0-1")
     g.add_argument("--memory_size", type=int, default=None, help="events the cache keeps")

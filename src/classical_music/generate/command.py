@@ -175,7 +175,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     length.add_argument("--seconds", type=float, default=30.0,
                         help=f"seconds of music to compose (default 30, at most {MAX_SECONDS:g})")
     length.add_argument("--events", type=int, default=None,
-                        help=f"number of events to compose instead of --seconds (at most {MAX_EVENTS:,})")
+                        help=f"number of events to compose instead of --seconds (at most {MAX_EVENTS:,}); a piece "
+                             "counted in events has no plan: no form, no cadence, it stops at its last event")
     options.add_arguments(p, ("temperature", "top_k", "top_p", "min_p"))
     p.add_argument("--seed", type=int, default=None, help="random seed: same seed and arguments, same notes")
     p.add_argument("--num_samples", type=int, default=1, help="variations composed in one batched pass")

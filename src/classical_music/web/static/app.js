@@ -271,7 +271,8 @@ function summary(p) {
   }
   if (p.style && p.guidance != null && p.guidance !== 1) bits.push(tr("span", "guidance_value", { n: p.guidance }));
   if (p.primer_seconds) bits.push(tr("span", "continuing", { n: p.primer_seconds }));
-  if (p.form && p.form !== "through") bits.push(tr("span", `form_${p.form}`));
+  const FORM_KEYS = { ABA: "form_aba", AABA: "form_aaba", ABACA: "form_rondo" };  // the Form menu's words
+  if (p.form && p.form !== "through") bits.push(FORM_KEYS[p.form] ? tr("span", FORM_KEYS[p.form]) : el("span", {}, p.form));
   const h2 = el("h2", { class: "summary" });
   bits.forEach((b, i) => { if (i) h2.append(" · "); h2.append(b); });
   return h2;
@@ -322,8 +323,11 @@ function card(variation, number, jobId) {
   if (variation.sections && variation.sections.length) {
     // the plan's sections, as the bands over the piano roll show them
     const bands = el("p", { class: "meta sections" });
-    bands.append(tr("span", "sections"), ": ",
-                 variation.sections.map((s) => `${s.label} ${s.start.toFixed(0)}–${s.end.toFixed(0)} s`).join(" · "));
+    bands.append(tr("span", "sections"), ": ");
+    variation.sections.forEach((s, i) => {
+      if (i) bands.append(" · ");
+      bands.append(`${s.label} `, tr("span", "span_seconds", { a: s.start.toFixed(0), b: s.end.toFixed(0) }));
+    });
     article.append(bands);
   }
   const links = el("nav", { class: "downloads", "aria-label": t("downloads"), "data-i18n-aria-label": "downloads" });

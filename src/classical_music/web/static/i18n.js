@@ -42,7 +42,7 @@ const STRINGS = {
     finetuned_on: "fine-tuned on {folder}: held-out {a} → {b} nats/event", model_failed: "could not switch models",
     form: "Form", form_hint: "sections, a theme that returns, an ending", form_through: "through-composed",
     form_aba: "ABA (ternary)", form_aaba: "AABA (song form)", form_rondo: "rondo (ABACA)", sections: "Sections",
-    form_of: "form {form}",
+    form_of: "form {form}", span_seconds: "{a}–{b} s",
     // the page's remaining words (issue 27): menus, summaries, errors, attributes
     choose_file: "Choose a file", no_file: "no file chosen", busy: "The studio is busy; try again in a minute.",
     close: "Close", composer_other: "other composers", density_value: "density {n} notes/s",
@@ -114,7 +114,7 @@ const STRINGS = {
     finetuned_on: "{folder}(으)로 미세 조정: 평가용 곡에서 이벤트당 {a} → {b} 나트", model_failed: "모델을 바꾸지 못했습니다",
     form: "형식", form_hint: "여러 부분, 되돌아오는 주제, 마침", form_through: "통작 형식",
     form_aba: "ABA (세도막 형식)", form_aaba: "AABA (가요 형식)", form_rondo: "론도 (ABACA)", sections: "부분",
-    form_of: "{form} 형식",
+    form_of: "{form} 형식", span_seconds: "{a}–{b}초",
     // the page's remaining words (issue 27): menus, summaries, errors, attributes
     choose_file: "파일 고르기", no_file: "고른 파일 없음", busy: "스튜디오가 바쁩니다. 1분쯤 뒤에 다시 해 보세요.",
     close: "닫기", composer_other: "그 밖의 작곡가", density_value: "밀도 초당 {n}음",
