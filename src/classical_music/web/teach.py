@@ -65,7 +65,10 @@ class Teacher:
     """The studio's fine-tunes: at most one running, the last KEEP_LESSONS remembered."""
 
     def __init__(self, studio, options: dict | None = None):
-        self.studio, self.options = studio, dict(options or {})
+        import torch
+
+        # finetune sets PyTorch's threads for the whole process: to the studio's own (serve --threads)
+        self.studio, self.options = studio, {"threads": torch.get_num_threads(), **(options or {})}
         self.lessons: dict[str, Lesson] = {}
         self._lock = threading.Lock()
         for stale in studio.output_dir.glob(f"{_UPLOAD}*"):  # left by a studio stopped mid-run
