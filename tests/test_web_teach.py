@@ -126,3 +126,38 @@ def test_the_page_offers_it_in_both_languages():
     ko = strings[strings.index("  ko: {"):]
     for key in ("teach_title", "teach_start", "teach_cancel", "teach_done", "teach_cancelled", "teach_training"):
         assert f"{key}:" in strings[:strings.index("  ko: {")] and f"{key}:" in ko, key
+
+
+def test_names_the_menu_would_hide_and_composers_it_cannot_learn_are_refused_at_once(studio, tmp_path):
+    with studio() as c:
+        r = c.post("/api/finetune", data={"name": "start", "minutes": "1"}, files=midi_files(tmp_path, 2))
+        assert r.status_code == 409 and "started with" in r.json()["detail"]  # "start" is the startup model
+        r = c.post("/api/finetune", data={"name": "x", "minutes": "1", "composer": "any"}, files=midi_files(tmp_path, 2))
+        assert r.status_code == 422 and "composer's name" in r.json()["detail"]
+        assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def test_stopping_the_studio_cancels_a_fine_tune_and_a_killed_ones_folder_is_swept(studio, tmp_path):
+    with studio(max_steps=0) as c:
+        lesson = c.post("/api/finetune", data={"name": "long", "minutes": "10"}, files=midi_files(tmp_path)).json()["id"]
+        wait(c, lesson, until=("training",))
+        assert c.get("/api/config").json()["finetune"]["running"] == lesson  # a reloaded page follows it
+    # the TestClient's exit is the server's shutdown: cancelled, nothing saved, no working folder left
+    models = tmp_path / "models"
+    assert not (models / "long").exists() and not [p for p in models.iterdir() if p.name.startswith(".")]
+    # a working folder left by a process killed mid-run (no live lock) goes at the next start
+    stale = models / ".old.finetune"
+    (stale / "cache-x").mkdir(parents=True)
+    (stale / ".lock").write_text('{"pid": 999999999, "command": "classical-music finetune"}')
+    with studio():
+        pass
+    assert not stale.exists()
+
+
+def test_any_seed_draws_a_density():
+    from classical_music.conditions import draw_density
+
+    deciles = [2.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 12.0, 15.0, 20.0]
+    for seed in (0, 1, 2**31 - 1, 2**62 + 3, 10**400):  # the CLI takes any integer
+        assert 2.0 <= draw_density(seed, deciles) <= 20.0
+    assert len({draw_density(s, deciles) for s in range(2**62, 2**62 + 6)}) == 6  # still spread

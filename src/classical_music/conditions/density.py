@@ -85,7 +85,7 @@ def draw_density(seed: int, deciles) -> float:
     the deciles by the golden ratio (a Weyl sequence) rather than at random, so that a few
     consecutive seeds already spread over slow and fast pieces: four random draws (seeds 2300-2303)
     gave 7.4, 4.9, 12.5 and 4.8 notes/s, and 32 pieces from them an overlap with real music of 0.841."""
-    u = (int(seed) * GOLDEN + 0.5) % 1.0
+    u = ((int(seed) % 2**32) * GOLDEN + 0.5) % 1.0  # any seed (the CLI takes any integer) within float precision
     q = np.log(np.asarray(deciles, np.float64))
     return round(float(np.exp(np.interp(u * (len(q) - 1), np.arange(len(q)), q))), 2)
 

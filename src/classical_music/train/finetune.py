@@ -207,6 +207,7 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
         log(f"note: {seen} of the folder's {len(mine)} files are music the {base_name} model learned from: "
             "it has little to learn there, and the held-out gain says little")
 
+    check_stop()
     t0 = time.perf_counter()
     shipped_check = _score(model, check_items)
     shipped_report = shipped_check if same_sets else _score(model, report_items)
@@ -334,6 +335,7 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
         "curve": curve,
     }
     learned = known | {mine[i] for i in map(int, data.train)}  # what the new model has learned from
+    check_stop()  # a cancel during the last scoring still saves nothing
     _save(model, cfg, result, vocab, cache, fd.opening_block(data, model.tokenizer, Path(cfg.folder)), learned)
     log(summary_line(result))
     log(f"saved {cfg.out} (compose with: classical-music generate --checkpoint {cfg.out}"

@@ -86,6 +86,7 @@ def create_app(checkpoint=None, output_dir=None, *, max_seconds=MAX_SECONDS, max
     @asynccontextmanager
     async def lifespan(app):
         yield
+        app.state.teacher.close()  # a running fine-tune is cancelled, its folders removed
         studio.close()
 
     app = FastAPI(title="Classical Music Studio", version=__version__, lifespan=lifespan, docs_url=None,

@@ -52,8 +52,29 @@ class Lesson:
     result: dict | None = None
     error: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
     created: float = field(default_factory=time.time)
     finished: float | None = None
+
+
+def _sweep(models_dir: Path) -> None:
+    """Working folders (.NAME.finetune) that no live fine-tune holds: left by a process killed mid-run."""
+    from ..locks import LOCK_NAME, folder_lock
+
+    for d in models_dir.glob(".*.finetune"):
+        if not d.is_dir() or d.is_symlink():
+            continue
+        try:
+            with folder_lock(d, "cleanup"):
+                for sub in d.iterdir():
+                    if sub.name != LOCK_NAME:
+                        shutil.rmtree(sub, ignore_errors=True)
+        except UserError:  # a live run holds it
+            continue
+        try:
+            d.rmdir()
+        except OSError:
+            pass
 
 
 def _safe_stem(name: str) -> str:
@@ -73,9 +94,28 @@ class Teacher:
         self._lock = threading.Lock()
         for stale in studio.output_dir.glob(f"{_UPLOAD}*"):  # left by a studio stopped mid-run
             shutil.rmtree(stale, ignore_errors=True)
+        if studio.models_dir is not None and Path(studio.models_dir).is_dir():
+            _sweep(Path(studio.models_dir))
+
+    def running(self) -> Lesson | None:
+        return next((x for x in list(self.lessons.values()) if x.status == "running"), None)
+
+    def check_free(self) -> None:
+        """Busy while a fine-tune runs: said before an upload is read."""
+        if self.running() is not None:
+            raise Busy("a fine-tune is already running: wait for it to finish or cancel it")
+
+    def close(self, wait: float = 60.0) -> None:
+        """The studio stops: a running fine-tune is cancelled (nothing saved, its folders removed)."""
+        lesson = self.running()
+        if lesson is not None:
+            lesson.stop.set()
+            if lesson.thread is not None:
+                lesson.thread.join(wait)
 
     def limits(self) -> dict:
-        return {"available": self.studio.models_dir is not None, "max_files": MAX_TEACH_FILES,
+        running = self.running()
+        return {"running": None if running is None else running.id,"available": self.studio.models_dir is not None, "max_files": MAX_TEACH_FILES,
                 "max_bytes": MAX_TEACH_BYTES, "max_file_bytes": self.studio.max_upload_bytes,
                 "max_minutes": MAX_TEACH_MINUTES, "default_minutes": DEFAULT_TEACH_MINUTES}
 
@@ -88,8 +128,14 @@ class Teacher:
             raise UserError("name must be 1-40 letters, digits, - or _, starting with a letter or digit")
         if not (isinstance(minutes, (int, float)) and 0 < minutes <= MAX_TEACH_MINUTES):
             raise UserError(f"minutes must be more than 0 and at most {MAX_TEACH_MINUTES:g}, got {minutes}")
-        if composer is not None and not (0 < len(composer.strip()) <= 64):
-            raise UserError("composer must be 1-64 characters")
+        if name == self.studio.models()[0]["name"]:  # the menu lists the startup model under that name
+            raise Exists(f"{name} is the name of the model the studio started with: choose another name")
+        if composer is not None:
+            from .. import conditions
+
+            key = conditions.normalize_composer(composer)
+            if key is None or key in (conditions.ANY, conditions.OTHER) or len(key) > 64:
+                raise UserError("composer must be a composer's name (at most 64 characters), e.g. chopin")
         if not files:
             raise UserError("no MIDI files were sent")
         if len(files) > MAX_TEACH_FILES:
@@ -104,7 +150,8 @@ class Teacher:
         with self._lock:
             if any(x.status == "running" for x in self.lessons.values()):
                 raise Busy("a fine-tune is already running: wait for it to finish or cancel it")
-            folder = self.studio.output_dir / f"{_UPLOAD}{lesson_id}"
+            # the files' folder is what the model's card and menu call them: "NAME-upload"
+            folder = self.studio.output_dir / f"{_UPLOAD}{lesson_id}" / f"{name}-upload"
             folder.mkdir(parents=True)
             lesson = Lesson(lesson_id, name, float(minutes), len(files), folder, out,
                             composer.strip() if composer else None)
@@ -116,7 +163,12 @@ class Teacher:
         except OSError as e:
             self._end(lesson, "error", f"cannot store the upload: {e.strerror or e}")
             raise UserError(lesson.error) from None
-        threading.Thread(target=self._run, args=(lesson,), name="studio-finetune", daemon=True).start()
+        lesson.thread = threading.Thread(target=self._run, args=(lesson,), name="studio-finetune", daemon=True)
+        try:
+            lesson.thread.start()
+        except RuntimeError as e:
+            self._end(lesson, "error", f"cannot start the fine-tune: {e}")
+            raise UserError(lesson.error) from None
         return lesson
 
     def cancel(self, lesson_id: str) -> Lesson | None:
@@ -126,20 +178,25 @@ class Teacher:
         return lesson
 
     def _run(self, lesson: Lesson) -> None:
-        from ..train.finetune import Cancelled, FinetuneConfig, finetune
-        from ..train.finetune_card import summary_line
-
         def progress(fraction):
             lesson.stage, lesson.progress = ("training", fraction) if fraction < 1 else ("saving", 1.0)
 
-        checkpoint = self.studio.checkpoint  # the model the studio composes with is the one taught
-        cfg = FinetuneConfig(folder=str(lesson.folder), out=str(lesson.out), minutes=lesson.minutes,
-                             composer=lesson.composer, init_from=str(checkpoint) if checkpoint else "default",
-                             **{"no_progress": True, **self.options})
+        def said(line):  # finetune's messages, the upload's working folder (a server path) named as what it is
+            lesson.lines.append(str(line).replace(str(lesson.folder.parent), "the upload"))
+
         try:
-            # finetune's messages, with the upload's working folder (a server path) named as what it is
-            r = finetune(cfg, log=lambda line: lesson.lines.append(str(line).replace(str(lesson.folder), "the upload")),
-                         progress=progress, stop=lesson.stop)
+            from ..train.finetune import Cancelled, FinetuneConfig, finetune
+            from ..train.finetune_card import summary_line
+
+            checkpoint = self.studio.checkpoint  # the model the studio composes with is the one taught
+            cfg = FinetuneConfig(folder=str(lesson.folder), out=str(lesson.out), minutes=lesson.minutes,
+                                 composer=lesson.composer, init_from=str(checkpoint) if checkpoint else "default",
+                                 **{"no_progress": True, **self.options})
+            try:
+                r = finetune(cfg, log=said, progress=progress, stop=lesson.stop)
+            except Cancelled:  # raised before anything is saved
+                self._end(lesson, "cancelled")
+                return
             held, ref = r["held_out"], r["reference"]
             lesson.result = {"summary": summary_line(r), "model": lesson.name,
                              "held_out": {"shipped": held["shipped"], "yours": held["yours"], "pieces": held["pieces"]},
@@ -148,16 +205,14 @@ class Teacher:
                              "train_pieces": r["data"]["train_pieces"], "files": lesson.files,
                              "already_learned": r["data"]["already_learned"]}
             self._end(lesson, "done")
-        except Cancelled:  # raised before anything is saved
-            self._end(lesson, "cancelled")
         except UserError as e:
-            self._end(lesson, "error", str(e).replace(str(lesson.folder), "the upload"))
+            self._end(lesson, "error", str(e).replace(str(lesson.folder.parent), "the upload"))
         except Exception as e:  # the studio stays up; the log has the traceback
             log.exception("fine-tune %s failed", lesson.id)
             self._end(lesson, "error", f"fine-tuning failed: {type(e).__name__}")
 
     def _end(self, lesson: Lesson, status: str, error: str | None = None) -> None:
-        shutil.rmtree(lesson.folder, ignore_errors=True)
+        shutil.rmtree(lesson.folder.parent, ignore_errors=True)
         lesson.error, lesson.finished = error, time.time()
         lesson.status = lesson.stage = status
         if status == "done":
@@ -199,6 +254,7 @@ def teach_routes(app, studio, teacher) -> None:
     ):
         got, total = [], 0
         try:
+            teacher.check_free()  # before 32 MB are read for nothing
             for f in files:
                 data = f.file.read(studio.max_upload_bytes + 1)
                 if len(data) > studio.max_upload_bytes:

@@ -78,7 +78,7 @@ const STRINGS = {
     teach_no_files: "Choose some MIDI files first.", teach_bad_name: "The name may hold letters, digits, - and _ (up to 40).",
     teach_taken: "A model of that name already exists: choose another name.",
     teach_busy: "A fine-tune is already running: wait for it or cancel it.",
-    teach_too_many: "At most {n} files, {mb} MB in all.",
+    teach_too_many: "At most {n} files, {mb} MB in all.", teach_file_too_large: "{name} is larger than {mb} MB.",
     teach_already: "{n} of your {m} files are music the model had already learned from: it had little to learn there, and the held-out gain says little.",
   },
   ko: {
@@ -149,7 +149,7 @@ const STRINGS = {
     teach_no_files: "먼저 MIDI 파일을 골라 주세요.", teach_bad_name: "이름에는 영문자, 숫자, -와 _만 쓸 수 있습니다(최대 40자).",
     teach_taken: "그 이름의 모델이 이미 있습니다. 다른 이름을 골라 주세요.",
     teach_busy: "이미 가르치는 중입니다. 끝날 때까지 기다리거나 취소해 주세요.",
-    teach_too_many: "파일은 최대 {n}개, 모두 합쳐 {mb} MB까지입니다.",
+    teach_too_many: "파일은 최대 {n}개, 모두 합쳐 {mb} MB까지입니다.", teach_file_too_large: "{name} 파일이 {mb} MB보다 큽니다.",
     teach_already: "올린 파일 {m}개 중 {n}개는 모델이 이미 배운 음악입니다. 거기서 더 배울 것이 적어서, 평가용 곡의 점수 변화가 큰 의미가 없습니다.",
   },
 };

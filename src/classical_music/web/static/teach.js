@@ -30,9 +30,11 @@ async function teachError(response) {
   // the server's reason in the page's language where the page knows it
   if (response.status === 409) return t("teach_taken");
   if (response.status === 429) return t("teach_busy");
-  if (response.status === 413) return t("teach_too_many", { n: teach.limits.max_files, mb: teach.limits.max_bytes / 2 ** 20 });
   let detail = `${response.status}`;
   try { const body = await response.json(); detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail); } catch (e) { /* status */ }
+  if (response.status === 413 && / is larger than /.test(detail))
+    return t("teach_file_too_large", { name: detail.split(" is larger than ")[0], mb: teach.limits.max_file_bytes / 2 ** 20 });
+  if (response.status === 413) return t("teach_too_many", { n: teach.limits.max_files, mb: teach.limits.max_bytes / 2 ** 20 });
   if (detail.startsWith("name must")) return t("teach_bad_name");
   return t("teach_failed", { detail });
 }
@@ -44,6 +46,8 @@ async function teachStart() {
   if (!files.length) return teachWarn(t("teach_no_files"));
   if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$/.test(name)) return teachWarn(t("teach_bad_name"));
   const bytes = files.reduce((a, f) => a + f.size, 0);
+  const big = files.find((f) => f.size > teach.limits.max_file_bytes);
+  if (big) return teachWarn(t("teach_file_too_large", { name: big.name, mb: teach.limits.max_file_bytes / 2 ** 20 }));
   if (files.length > teach.limits.max_files || bytes > teach.limits.max_bytes)
     return teachWarn(t("teach_too_many", { n: teach.limits.max_files, mb: teach.limits.max_bytes / 2 ** 20 }));
   const body = new FormData();
@@ -67,7 +71,12 @@ async function teachStart() {
     tq("teach-status").hidden = true;
     return teachWarn(await teachError(response));
   }
-  teach.id = (await response.json()).id;
+  teachFollow((await response.json()).id);
+}
+
+function teachFollow(id) {
+  teach.id = id;
+  clearInterval(teach.timer);
   teach.timer = setInterval(teachPoll, 1000);
 }
 
@@ -118,6 +127,11 @@ document.addEventListener("studioconfig", (e) => {
   unit.dataset.i18n = "up_to";
   unit.dataset.i18nVars = JSON.stringify({ n: limits.max_minutes });
   unit.textContent = t("up_to", { n: limits.max_minutes });
+  if (limits.running && !teach.id) {  // a fine-tune started before this page was (re)loaded: follow it
+    teachRunning(true);
+    teachSay("teach_preparing", {}, null);
+    teachFollow(limits.running);
+  }
 });
 
 document.addEventListener("DOMContentLoaded", () => {
