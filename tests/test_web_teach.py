@@ -58,6 +58,8 @@ def test_a_folder_uploaded_from_the_page_becomes_a_model_in_the_menu(studio, tmp
         assert not any(".teach-" in line for line in done["log"])  # no server paths of the upload
         # an ordinary checkpoint in --models_dir, listed and chosen like one from `finetune --out`
         assert (tmp_path / "models" / "mine" / "model.safetensors").is_file()
+        card = (tmp_path / "models" / "mine" / "MODEL_CARD.md").read_text()
+        assert "Made in the studio" in card and "8 uploaded MIDI files" in card and ".teach-" not in card
         assert "mine" in [m["name"] for m in c.get("/api/models").json()["models"]]
         assert c.post("/api/model", json={"name": "mine"}).status_code == 200
         assert c.post("/api/generate", json={"seconds": 1, "seed": 1}).status_code == 202

@@ -66,6 +66,7 @@ class FinetuneConfig:
     cache: str | None = None  # keep the prepared folder here (default: a temporary folder)
     overwrite: bool = False
     no_progress: bool = False
+    uploaded: int | None = None  # the studio's upload of this many files (the card says so, not its folder)
 
     def validate(self) -> None:
         if not (math.isfinite(self.minutes) and 0 < self.minutes <= 24 * 60):
@@ -318,6 +319,7 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
         log(f"no check beat the {base_name} model's held-out score: keeping its weights unchanged")
     result = {
         "name": Path(cfg.out).name, "folder": cfg.folder, "folder_name": Path(cfg.folder).resolve().name,
+        "uploaded": cfg.uploaded,
         "base": cfg.init_from, "base_name": base_name, "recipe": cfg.recipe, "lr": ad.lr,
         "composer": composer_key, "composer_new": composer_key is not None and composer_key not in base.config.conditions.get("composer", []),
         "trainable": ad.trainable(), "parameters": model.num_parameters(), "seq_len": cfg.seq_len,

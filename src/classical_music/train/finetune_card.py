@@ -60,7 +60,9 @@ def model_card(r: dict) -> str:
     lines = [
         f"# {r['name']}: fine-tuned from the {r['base_name']} model",
         "",
-        f"Made by `classical-music finetune {r['folder']}` on {r['date']}{composer}{new}.",
+        (f"Made in the studio (*Teach it your music*) from {r['uploaded']} uploaded MIDI files"
+         if r.get("uploaded") else f"Made by `classical-music finetune {r['folder']}`")
+        + f" on {r['date']}{composer}{new}.",
         "An ordinary checkpoint: `classical-music generate --checkpoint THIS_FOLDER`, `evaluate --checkpoint`, "
         "`serve --checkpoint` (or pick it in the studio's model menu).",
         "",

@@ -191,6 +191,7 @@ class Teacher:
             checkpoint = self.studio.checkpoint  # the model the studio composes with is the one taught
             cfg = FinetuneConfig(folder=str(lesson.folder), out=str(lesson.out), minutes=lesson.minutes,
                                  composer=lesson.composer, init_from=str(checkpoint) if checkpoint else "default",
+                                 uploaded=lesson.files,
                                  **{"no_progress": True, **self.options})
             try:
                 r = finetune(cfg, log=said, progress=progress, stop=lesson.stop)
