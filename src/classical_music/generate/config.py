@@ -12,7 +12,7 @@ import torch
 from .. import conditions
 from ..errors import UserError
 from .checkpoint import check_device
-from .form import ENDINGS, THROUGH, draws_density, resolve_plan
+from .form import ENDINGS, THROUGH, density_deciles, resolve_plan
 from .options import DEFAULT as SAMPLING, SamplingOptions
 from .sampling import use_int8
 
@@ -128,7 +128,7 @@ class GenerateConfig(StyleFields):
         if self.events:
             return None
         primed = self.primer is not None or self.primer_notes is not None
-        deciles = conditions.model_deciles(model) if model is not None and draws_density(self.style(), primed) else None
+        deciles = density_deciles(model, self.style(), primed)
         return [resolve_plan(self.form, self.plan, self.seconds, self.key, self.density, self.ending, seed, i, deciles)
                 for i in range(self.num_samples)]
 

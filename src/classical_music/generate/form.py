@@ -270,6 +270,12 @@ def draws_density(style: dict, primed: bool) -> bool:
     return not primed and all(style.get(n) is None for n in ("composer", "period", "kind"))
 
 
+def density_deciles(model, style: dict, primed: bool):
+    """What resolve_plan draws a planned piece's density from: the checkpoint's deciles
+    (conditions.model_deciles) where draws_density allows, else None (no model: None)."""
+    return conditions.model_deciles(model) if model is not None and draws_density(style, primed) else None
+
+
 def resolve_plan(form: str | None, plan_path: Path | None, seconds: float | None, key: str | None,
                  density: float | None, ending: str | None, seed: int, variation: int = 0,
                  deciles=None) -> Plan:

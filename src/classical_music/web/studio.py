@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import conditions
 from ..errors import UserError
 
 log = logging.getLogger(__name__)
@@ -331,7 +330,7 @@ class Studio:
         from ..audio import render
         from ..generate import output_paths, primer_tokens, write_midi_atomic
         from ..generate.composer import compose
-        from ..generate.form import draws_density, resolve_plan
+        from ..generate.form import density_deciles, resolve_plan
         from ..generate.options import SamplingOptions
         from ..memory import composing
         from ..notes import notes_to_score
@@ -350,7 +349,7 @@ class Studio:
         job.stage = "composing"
         style = p.get("style") or {}
         # the plan, as `generate --form` makes it: sections, returns, cadences and a final tonic
-        deciles = conditions.model_deciles(model) if draws_density(style, job.primer is not None) else None
+        deciles = density_deciles(model, style, job.primer is not None)
         plans = [resolve_plan(p.get("form", DEFAULTS["form"]), None, p["seconds"], style.get("key"),
                               style.get("density"), "cadence", p["seed"], i, deciles) for i in range(p["num_samples"])]
         piece = compose(model, prefix, seconds=p["seconds"], num_samples=p["num_samples"], seed=p["seed"],
