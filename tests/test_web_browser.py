@@ -223,8 +223,9 @@ def test_teach_it_your_music_in_chromium(tmp_path):
     for i in range(8):
         files.append(str(tmp_path / f"piece{i}.mid"))
         write_midi(files[-1], scale(160, base=48 + i % 4, step=0.2 + 0.01 * i))
-    quick = {"max_steps": 25, "lr": 0.01, "batch_size": 8, "seq_len": 64, "threads": 1,
-             "reference": str(tmp_path / "no-corpus")}
+    from test_web_teach import QUICK
+
+    quick = {**QUICK, "reference": str(tmp_path / "no-corpus")}
     gen = serve(tmp_path, {"chopin": 5.0}, models_dir=tmp_path / "models", finetune_options=quick)
     url = next(gen)
     try:

@@ -128,6 +128,16 @@ def finetune(cfg: FinetuneConfig, log=print, progress=None, stop=None) -> dict:
                 shutil.rmtree(cache_dir, ignore_errors=True)
 
 
+def composer_key(composer: str) -> str:
+    """The vocabulary key a --composer name is taught as, or UserError (the studio checks it too)."""
+    key = conditions.normalize_composer(composer)
+    if key is None or key in (conditions.ANY, conditions.OTHER):
+        raise UserError(f"--composer {composer!r}: give the composer's name, e.g. --composer chopin")
+    if len(key) > 64:
+        raise UserError(f"--composer {composer!r}: at most 64 characters")
+    return key
+
+
 def _vocabulary(base, composer: str | None) -> tuple[str | None, dict]:
     """The composer key to teach and the vocabularies the fine-tuned model has (grown by a new name)."""
     vocab = {k: list(v) for k, v in base.config.conditions.items()}
@@ -137,11 +147,7 @@ def _vocabulary(base, composer: str | None) -> tuple[str | None, dict]:
         have = ", ".join(vocab) or "none"
         raise UserError(f"--composer: this checkpoint has no composer condition (it knows: {have}); "
                         "fine-tune it without --composer")
-    key = conditions.normalize_composer(composer)
-    if key is None or key in (conditions.ANY, conditions.OTHER):
-        raise UserError(f"--composer {composer!r}: give the composer's name, e.g. --composer chopin")
-    if len(key) > 64:
-        raise UserError(f"--composer {composer!r}: at most 64 characters")
+    key = composer_key(composer)
     if key not in vocab["composer"]:
         vocab["composer"].append(key)
     return key, vocab

@@ -101,7 +101,7 @@ class Teacher:
         return next((x for x in list(self.lessons.values()) if x.status == "running"), None)
 
     def check_free(self) -> None:
-        """Busy while a fine-tune runs: said before an upload is read."""
+        """Busy while a fine-tune runs (the route asks before an upload is read, start() again under the lock)."""
         if self.running() is not None:
             raise Busy("a fine-tune is already running: wait for it to finish or cancel it")
 
@@ -115,8 +115,8 @@ class Teacher:
 
     def limits(self) -> dict:
         running = self.running()
-        return {"running": None if running is None else running.id,"available": self.studio.models_dir is not None, "max_files": MAX_TEACH_FILES,
-                "max_bytes": MAX_TEACH_BYTES, "max_file_bytes": self.studio.max_upload_bytes,
+        return {"running": None if running is None else running.id, "available": self.studio.models_dir is not None,
+                "max_files": MAX_TEACH_FILES, "max_bytes": MAX_TEACH_BYTES, "max_file_bytes": self.studio.max_upload_bytes,
                 "max_minutes": MAX_TEACH_MINUTES, "default_minutes": DEFAULT_TEACH_MINUTES}
 
     def start(self, files: list, name: str, minutes: float, composer: str | None = None) -> Lesson:
@@ -131,11 +131,9 @@ class Teacher:
         if name == self.studio.models()[0]["name"]:  # the menu lists the startup model under that name
             raise Exists(f"{name} is the name of the model the studio started with: choose another name")
         if composer is not None:
-            from .. import conditions
+            from ..train.finetune import composer_key
 
-            key = conditions.normalize_composer(composer)
-            if key is None or key in (conditions.ANY, conditions.OTHER) or len(key) > 64:
-                raise UserError("composer must be a composer's name (at most 64 characters), e.g. chopin")
+            composer_key(composer)  # refused now rather than in the job
         if not files:
             raise UserError("no MIDI files were sent")
         if len(files) > MAX_TEACH_FILES:
@@ -148,8 +146,7 @@ class Teacher:
             raise Exists(f"a model named {name} already exists in the models folder: choose another name")
         lesson_id = uuid.uuid4().hex
         with self._lock:
-            if any(x.status == "running" for x in self.lessons.values()):
-                raise Busy("a fine-tune is already running: wait for it to finish or cancel it")
+            self.check_free()
             # the files' folder is what the model's card and menu call them: "NAME-upload"
             folder = self.studio.output_dir / f"{_UPLOAD}{lesson_id}" / f"{name}-upload"
             folder.mkdir(parents=True)
@@ -181,8 +178,8 @@ class Teacher:
         def progress(fraction):
             lesson.stage, lesson.progress = ("training", fraction) if fraction < 1 else ("saving", 1.0)
 
-        def said(line):  # finetune's messages, the upload's working folder (a server path) named as what it is
-            lesson.lines.append(str(line).replace(str(lesson.folder.parent), "the upload"))
+        def plain(text):  # finetune's words, the upload's working folder (a server path) named as what it is
+            return str(text).replace(str(lesson.folder.parent), "the upload")
 
         try:
             from ..train.finetune import Cancelled, FinetuneConfig, finetune
@@ -194,7 +191,7 @@ class Teacher:
                                  uploaded=lesson.files,
                                  **{"no_progress": True, **self.options})
             try:
-                r = finetune(cfg, log=said, progress=progress, stop=lesson.stop)
+                r = finetune(cfg, log=lambda line: lesson.lines.append(plain(line)), progress=progress, stop=lesson.stop)
             except Cancelled:  # raised before anything is saved
                 self._end(lesson, "cancelled")
                 return
@@ -207,7 +204,7 @@ class Teacher:
                              "already_learned": r["data"]["already_learned"]}
             self._end(lesson, "done")
         except UserError as e:
-            self._end(lesson, "error", str(e).replace(str(lesson.folder.parent), "the upload"))
+            self._end(lesson, "error", plain(e))
         except Exception as e:  # the studio stays up; the log has the traceback
             log.exception("fine-tune %s failed", lesson.id)
             self._end(lesson, "error", f"fine-tuning failed: {type(e).__name__}")
