@@ -4,6 +4,7 @@ validation, early stopping and a save at every save point."""
 from __future__ import annotations
 
 import math
+import sys
 import time
 import warnings
 from contextlib import nullcontext
@@ -339,4 +340,9 @@ class Trainer(MetricsLog, Checkpoints):
         if tb is not None:
             tb.close()
         if self.dist.owns_group:
+            # every rank past its last collective before any tears down: a rank whose peer closed
+            # the gloo sockets first aborted at exit now and then ("terminate called ..."). Not
+            # after an error, when a peer may never arrive.
+            if sys.exc_info()[0] is None:
+                dist.barrier()
             dist.destroy_process_group()
