@@ -44,7 +44,7 @@ from classical_music.compare import load_notes  # noqa: E402
 from classical_music.generate import GenerateConfig, compose, load_model, sample  # noqa: E402
 from classical_music.memory_tune import half  # noqa: E402
 from classical_music.notes import Notes  # noqa: E402
-from control import mean_oa, pooled, read_notes  # noqa: E402
+from control import mean_oa, overlaps, pooled, read_notes  # noqa: E402
 from form import first, recurrence  # noqa: E402  (issue 23 defines the measure; one home for it)
 
 SHARED = ROOT.parent / "shared" / "data" / "classical-piano"
@@ -142,22 +142,37 @@ def speed(model, corpus: Path, tuned: M.Memory, n_files: int, rounds: int) -> di
     return out
 
 
-def pieces(checkpoint, n: int, seconds: float, memory: M.Memory | None, folder: Path) -> tuple[list[Notes], float]:
+def pieces(checkpoint, n: int, seconds: float, memory: M.Memory | None, folder: Path, seed0: int = 2300) -> tuple[list[Notes], float]:
     """n pieces as `generate` composes them (its default form), one seed each (2300 + i, as
     bench/form.py), with the cache's parameters given or none; and their events/s."""
-    kw = {"memory": "none"} if memory is None else {"memory": "cache", "memory_theta": memory.theta,
-                                                    "memory_lambda": memory.lam, "memory_size": memory.size}
+    kw = {"memory": "none"} if memory is None else {
+        "memory": "cache", "memory_theta": memory.theta, "memory_lambda": memory.lam, "memory_size": memory.size,
+        "memory_gap": memory.gap, "memory_events": memory.events, "memory_register": memory.register}
     out, events, wall = [], 0, 0.0
     for i in range(n):
         r = compose(GenerateConfig(output=folder / f"s{i}.mid", checkpoint=checkpoint, seconds=seconds,
-                                   seed=2300 + i, **kw))[0]
+                                   seed=seed0 + i, **kw))[0]
         out.append(load_notes(r["files"]["midi"]))
         events += r["events"]
         wall += r["wall_seconds"]
     return out, events / wall
 
 
-def generation(checkpoint, corpus: Path, tuned: M.Memory, n: int, seconds: float, settings, skip_none=False) -> dict:
+def setting_name(m: M.Memory) -> str:
+    extra = ((f", gap {m.gap}" if m.gap else "") + (f", {m.events} only" if m.events != "all" else "")
+             + (f", register {m.register:g}" if m.register else ""))
+    return f"cache theta {m.theta:g}, lambda {m.lam:g}, N {m.size}{extra}"
+
+
+def parse_setting(text: str) -> M.Memory:
+    """THETA:LAMBDA:N[:GAP[:EVENTS[:REGISTER]]] -> a cache Memory."""
+    t, lam, n, *rest = text.split(":")
+    return M.Memory("cache", theta=float(t), lam=float(lam), size=int(n), gap=int(rest[0]) if rest else 0,
+                    events=rest[1] if len(rest) > 1 else "all", register=float(rest[2]) if len(rest) > 2 else 0.0)
+
+
+def generation(checkpoint, corpus: Path, tuned: M.Memory, n: int, seconds: float, settings, skip_none=False,
+               seed0: int = 2300) -> dict:
     """Recurrence (bench/form.py's measure), its paired change against none at equal seeds, the mean
     overlap area with the valid split's first `seconds` and events/s, for none and each cache setting."""
     real = [first(x, seconds) for x in (read_notes(f) for f in collect([corpus], split="valid")) if x is not None and len(x)]
@@ -169,14 +184,15 @@ def generation(checkpoint, corpus: Path, tuned: M.Memory, n: int, seconds: float
 
     out = {"real valid": {"recurrence": rec_stats(real)}}
     runs = [("none", None)] * (not skip_none) + [
-        (f"cache theta {m.theta:g}, lambda {m.lam:g}, N {m.size}", m) for m in settings]
+        (setting_name(m), m) for m in settings]
     base = None
     with tempfile.TemporaryDirectory() as tmp:
         for j, (name, mem) in enumerate(runs):
-            ps, eps = pieces(checkpoint, n, seconds, mem, Path(tmp) / str(j))
+            ps, eps = pieces(checkpoint, n, seconds, mem, Path(tmp) / str(j), seed0)
             rec = [recurrence(p) for p in ps]
             v = {"recurrence": rec_stats(ps), "mean_oa_valid": round(mean_oa(pooled(ps), real_feats), 4),
-                 "events_per_s": round(eps)}
+                 "overlaps": {k: round(float(x), 3) for k, x in overlaps(pooled(ps), real_feats).items()},
+                 "events_per_s": round(eps), "per_piece": [None if r is None else round(r, 4) for r in rec]}
             if mem is None:
                 base = (rec, eps)
             elif base is not None:
@@ -236,7 +252,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pieces", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=120.0)
-    ap.add_argument("--settings", nargs="+", default=None, metavar="THETA:LAMBDA:N",
+    ap.add_argument("--seed0", type=int, default=2300, help="generation: the first seed (2300 as bench/form.py)")
+    ap.add_argument("--settings", nargs="+", default=None, metavar="THETA:LAMBDA:N[:GAP[:EVENTS[:REGISTER]]]",
                     help="generation: cache settings to compose with (default: the tuned block's)")
     ap.add_argument("--lambdas", type=float, nargs="+", default=None, help="cache lambdas to compose with "
                     "(default: the tuned one)")
@@ -262,11 +279,10 @@ def main(argv=None) -> int:
     if "speed" in parts:
         report["speed"] = speed(model, args.corpus, tuned, args.speed_files, args.rounds)
     if "generation" in parts:
-        settings = ([M.Memory("cache", theta=float(t), lam=float(lam), size=int(n))
-                     for t, lam, n in (x.split(":") for x in args.settings)] if args.settings else
+        settings = ([parse_setting(x) for x in args.settings] if args.settings else
                     [M.Memory("cache", theta=tuned.theta, lam=lam, size=tuned.size) for lam in args.lambdas or [tuned.lam]])
         report["generation"] = generation(args.checkpoint, args.corpus, tuned, args.pieces, args.seconds,
-                                          settings, args.skip_none)
+                                          settings, args.skip_none, args.seed0)
     print(table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

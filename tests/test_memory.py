@@ -22,19 +22,38 @@ def sequences():
     return [rng.integers(3, 20, k).astype(np.uint16) for k in (2, 5, 36, 37, 38, 120, 300, 75, 9)]
 
 
-def slow_logprobs(model, tokens, mem):
-    """The cache as the paper writes it, one event at a time in float64."""
+def slow_mixture(p, h, keys, nexts, mem, proposes=None):
+    """One step of the cache as the paper writes it, in float64: p [V] the model's, h [H] the query,
+    keys/nexts every earlier step; the window is the `size` steps back less the newest `gap`, and
+    with `proposes` only the steps followed by one of those ids, mixed inside that class."""
+    t = len(keys)
+    pick = [i for i in range(max(0, t - mem.size), t - mem.gap)
+            if proposes is None or proposes.start <= nexts[i] < proposes.stop]
+    if not pick:
+        return p
+    w = torch.exp(mem.theta * (torch.stack([keys[i] for i in pick]) @ h))
+    p_cache = torch.zeros_like(p).index_add_(0, torch.tensor([nexts[i] for i in pick]), w / w.sum())
+    if proposes is None:
+        return (1 - mem.lam) * p + mem.lam * p_cache
+    c = p_cache[proposes]
+    if mem.register:  # each recalled pitch weighed by its distance to the nearest of the last 8 key-downs
+        recent = [y - proposes.start for y in nexts if proposes.start <= y < proposes.stop][-8:]
+        d = torch.tensor([min(abs(w - r) for r in recent) for w in range(len(c))], dtype=torch.float64)
+        c = c * torch.exp(-0.5 * (d / mem.register) ** 2)
+    out = p.clone()
+    out[proposes] = (1 - mem.lam * c.sum()) * p[proposes] + mem.lam * p[proposes].sum() * c
+    return out
+
+
+def slow_logprobs(model, tokens, mem, proposes=None):
+    """The cache one event at a time in float64 (slow_mixture at each step)."""
     x = torch.as_tensor(tokens.astype(np.int64)).unsqueeze(0)
     state, keys, nexts, out = None, [], [], []
     with torch.no_grad():
         for t in range(len(tokens) - 1):
             logits, state, h = model(x[:, t:t + 1], state, return_hidden=True)
-            p = torch.softmax(logits[0, 0].double(), -1)
             h = h[0, 0].double()
-            if keys:
-                w = torch.exp(mem.theta * (torch.stack(keys[-mem.size:]) @ h))
-                p_cache = torch.zeros_like(p).index_add_(0, torch.tensor(nexts[-mem.size:]), w / w.sum())
-                p = (1 - mem.lam) * p + mem.lam * p_cache
+            p = slow_mixture(torch.softmax(logits[0, 0].double(), -1), h, keys, nexts, mem, proposes)
             nxt = int(tokens[t + 1])
             out.append(math.log(p[nxt].item()))
             keys.append(h)
@@ -42,11 +61,18 @@ def slow_logprobs(model, tokens, mem):
     return np.array(out)
 
 
+# the plain cache; one blind to its newest events; one proposing a class of ids only (key-downs in
+# a real tokenizer; here 3..11 of the sequences' 3..19, so targets fall both in and out of it)
+VARIANTS = [(dict(theta=0.3, lam=0.3, size=50), None), (dict(theta=0.3, lam=0.3, size=50, gap=7), None),
+            (dict(theta=0.5, lam=0.4, size=40, gap=3, events="notes"), slice(3, 12))]
+
+
 @torch.no_grad()
-def test_batched_cache_equals_slow_reference(strong_model):
-    mem = memory.Memory("cache", theta=0.3, lam=0.3, size=50)
+@pytest.mark.parametrize("kw,proposes", VARIANTS)
+def test_batched_cache_equals_slow_reference(strong_model, kw, proposes):
+    mem = memory.Memory("cache", **kw)
     seqs = sequences()
-    slow = [slow_logprobs(strong_model, s, mem) for s in seqs]
+    slow = [slow_logprobs(strong_model, s, mem, proposes) for s in seqs]
     # per event: cache_logprob chunk by chunk (history carried), mixed, against the slow path
     fw = scoring.make_forward(strong_model, hidden=True)
     for s, want in zip(seqs, slow):
@@ -56,14 +82,15 @@ def test_batched_cache_equals_slow_reference(strong_model):
             inp, tgt = x[:, c:c + 37], x[:, c + 1:c + 38]
             logits, state, h = fw(inp[:, :tgt.shape[1]], state, None)
             lp = torch.log_softmax(logits[0], -1).gather(1, tgt[0, :, None])[:, 0]
-            lpc, hist = memory.cache_logprob(h[0], tgt[0], hist, mem.theta, mem.size)
-            got.append(memory.mix(lp, lpc, mem.lam))
+            lp, hist = memory.with_cache(lp, logits[0], h[0], tgt[0], hist, mem, proposes)
+            got.append(lp)
             assert len(hist[0]) <= mem.size
         assert np.abs(torch.cat(got).numpy() - want).max() < 1e-5
     # whole files through the batched scorer, at widths that refill rows and split narrow batches
     for batch in (3, scoring.SPLIT_BELOW + 1):
         items = [scoring.Item(i, s) for i, s in enumerate(seqs)]
-        got = {k: nats for k, nats, _ in scoring.score(fw, items, batch_size=batch, chunk=37, memory=mem)}
+        got = {k: nats for k, nats, _ in scoring.score(fw, items, batch_size=batch, chunk=37, memory=mem,
+                                                       proposes=proposes)}
         for i, want in enumerate(slow):
             assert abs(got[i] + want.sum()) / max(1, len(want)) < 1e-5, (batch, i)
     # and the cache changes the numbers (a cache that did nothing would pass the above at lam 0)
@@ -71,28 +98,29 @@ def test_batched_cache_equals_slow_reference(strong_model):
     assert abs(plain[6] - got[6]) > 1.0
 
 
-def test_step_cache_equals_slow_reference(strong_model):
-    """The sampler's ring buffer: primer pushed in chunks, then steps, against the slow formula."""
-    mem = memory.Memory("cache", theta=0.5, lam=0.4, size=20)
-    tokens = sequences()[6][:60].astype(np.int64)
+@pytest.mark.parametrize("kw,proposes", [(dict(theta=0.5, lam=0.4, size=20), None),
+                                         (dict(theta=0.5, lam=0.4, size=20, gap=5), None),
+                                         (dict(theta=0.5, lam=0.4, size=9, gap=2, events="notes"), slice(3, 12)),
+                                         (dict(theta=0.5, lam=0.6, size=30, gap=4, events="notes", register=1.5),
+                                          slice(3, 12))])
+def test_step_cache_equals_slow_reference(strong_model, kw, proposes):
+    """The sampler's buffers: primer pushed in chunks, then steps, against the slow formula."""
+    mem = memory.Memory("cache", **kw)
+    tokens = sequences()[6][:120].astype(np.int64)
     with torch.no_grad():
         logits, _, h = strong_model(torch.as_tensor(tokens).unsqueeze(0), None, return_hidden=True)
-    cache = memory.StepCache(mem, 1, 16, strong_model.config.vocab_size)
+    cache = memory.StepCache(mem, 1, 16, strong_model.config.vocab_size, proposes=proposes)
     prefix = tokens[:40]
     from classical_music.generate.sampling import _next_events
 
     for s in range(0, 40, 16):  # as prime() feeds it
         cache.push_many(h[:, s:min(40, s + 16)], _next_events(prefix, s, min(40, s + 16) - s, 1, "cpu"))
-    for t in range(39, 59):
+    keys, nexts = [h[0, i].double() for i in range(119)], [int(x) for x in tokens[1:]]
+    for t in range(39, 119):  # long enough that the buffers compact (2 x size) more than once
         mixed = cache.mix(logits[:, t], h[:, t])
-        p = torch.softmax(logits[0, t].double(), -1)
-        keys = [(h[0, i].double(), int(tokens[i + 1])) for i in range(max(0, t - mem.size), t)]
-        w = torch.stack([torch.exp(mem.theta * (h[0, t].double() @ k)) for k, _ in keys])
-        p_cache = torch.zeros_like(p)
-        for wi, (_, y) in zip(w / w.sum(), keys):
-            p_cache[y] += wi
-        want = torch.log((1 - mem.lam) * p + mem.lam * p_cache)
-        assert torch.allclose(mixed[0].double(), want, atol=1e-5)
+        want = torch.log(slow_mixture(torch.softmax(logits[0, t].double(), -1), h[0, t].double(), keys[:t],
+                                      nexts[:t], mem, proposes))
+        assert torch.allclose(mixed[0].double(), want - torch.logsumexp(want, 0), atol=1e-5), t
         cache.observe(torch.tensor([tokens[t + 1]]))
 
 
@@ -117,7 +145,9 @@ def test_dynamic_evaluation_restores_weights_and_helps_a_repeating_piece(strong_
 
 
 def test_memory_options_are_checked():
-    for bad in ({"mode": "cache!"}, {"theta": -1.0}, {"lam": 1.5}, {"size": 0}, {"segment": 0}, {"lr": math.nan}):
+    for bad in ({"mode": "cache!"}, {"theta": -1.0}, {"lam": 1.5}, {"size": 0}, {"segment": 0}, {"lr": math.nan},
+                {"gap": -1}, {"size": 100, "gap": 100}, {"events": "chords"}, {"register": -2.0},
+                {"register": 7.0}):  # a register weight without events "notes"
         with pytest.raises(UserError):
             memory.Memory(**bad)
 
@@ -201,6 +231,17 @@ def test_generate_memory_none_is_byte_identical_and_cache_composes(corpus, tmp_p
     memory_tune.write_block(ck, memory.as_block(memory.Memory("cache", theta=0.5, lam=0.5, size=2000), "cache"))
     assert gen("default") == cached
     assert gen("none2", "--memory", "none") == plain
+    # a `compose` part: composing takes it over the block (evaluate keeps the block's own values)
+    notes = gen("notes", "--memory", "cache", "--memory_lambda", "0.5", "--memory_theta", "0.5", "--memory_gap", "20",
+                "--memory_events", "notes", "--memory_register", "7")
+    assert notes not in (plain, cached)
+    block = memory.as_block(memory.Memory("cache", theta=0.5, lam=0.5, size=2000), "none")
+    block["compose"] = {"default": "cache", "gap": 20, "events": "notes", "register": 7}
+    memory_tune.write_block(ck, block)
+    assert gen("composed") == notes
+    assert gen("none3", "--memory", "none") == plain
+    model = ComposerLSTM.from_pretrained(ck)
+    assert memory.from_args(model, cli.build_parser().parse_args(["evaluate", str(src)])).mode == "none"
     with pytest.raises(SystemExit):  # composing has no dynamic evaluation
         cli.main(["generate", "--checkpoint", str(ck), "--memory", "dynamic", "--output", str(tmp_path / "x.mid")])
 

@@ -256,8 +256,10 @@ def _scorer(model, memory, chunk: int, device):
         from . import dynamic
 
         return lambda forward, items, rows, on_chunk: dynamic.score(model, items, memory, device, on_chunk)
+    tok = getattr(model, "tokenizer", None)
     return lambda forward, items, rows, on_chunk: scoring.score(forward, items, batch_size=rows, chunk=chunk,
-                                                                 device=device, on_chunk=on_chunk, memory=memory)
+                                                                 device=device, on_chunk=on_chunk, memory=memory,
+                                                                 proposes=tok.key_downs if tok is not None else None)
 
 
 def _split(order: list[int], info: dict, lanes: int) -> list[list[int]]:

@@ -19,15 +19,18 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import torch
 
 from .errors import UserError
 
 MODES = ("none", "cache", "dynamic", "both")
+EVENTS = ("all", "notes")  # what the cache may propose: any event, or key-downs only
 # Used when a checkpoint's config.json has no `memory` block (tune-memory writes one).
 DEFAULT_THETA, DEFAULT_LAM, DEFAULT_SIZE = 0.1, 0.1, 2000
 DEFAULT_LR, DEFAULT_SEGMENT = 0.05, 128  # SGD on the mean loss: 0.03-0.1 gained most on two valid files, 0.3 diverged
 MAX_SIZE = 100_000  # the cache is size x hidden floats per file or piece: 100,000 x 512 is 205 MB
+RECENT_KEYS = 8  # the register a recalled pitch is held near: the piece's last 8 key-downs (both hands)
 BLOCK = 512  # queries per block in cache_logprob: its scores are BLOCK x (size + BLOCK) floats
 
 
@@ -39,6 +42,9 @@ class Memory:
     size: int = DEFAULT_SIZE  # events kept
     lr: float = DEFAULT_LR  # dynamic evaluation's SGD step
     segment: int = DEFAULT_SEGMENT  # events between two dynamic steps
+    gap: int = 0  # the cache recalls only steps at least gap + 1 events back (0: all it keeps)
+    events: str = "all"  # what the cache proposes: all events, or "notes" (key-downs only)
+    register: float = 0.0  # composing, notes only: semitones a proposed pitch may stray from the hands (0: any)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -53,6 +59,14 @@ class Memory:
             raise UserError(f"--memory_lr must be a number >= 0, got {self.lr}")
         if isinstance(self.segment, bool) or not isinstance(self.segment, int) or self.segment < 1:
             raise UserError(f"--memory_segment must be a positive integer, got {self.segment!r}")
+        if isinstance(self.gap, bool) or not isinstance(self.gap, int) or not 0 <= self.gap < self.size:
+            raise UserError(f"--memory_gap must be an integer in 0 ... memory size - 1 ({self.size - 1}), got {self.gap!r}")
+        if self.events not in EVENTS:
+            raise UserError(f"--memory_events must be one of {', '.join(EVENTS)}, got {self.events!r}")
+        if not (math.isfinite(self.register) and self.register >= 0):
+            raise UserError(f"--memory_register must be a number of semitones >= 0, got {self.register}")
+        if self.register and self.events != "notes":
+            raise UserError("--memory_register weighs recalled pitches: it needs --memory_events notes")
 
     @property
     def cache(self) -> bool:
@@ -67,6 +81,8 @@ class Memory:
         d = {"mode": self.mode}
         if self.cache:
             d.update(theta=self.theta, lambda_=self.lam, size=self.size)
+            if self.gap or self.events != "all" or self.register:  # older JSON keeps its shape
+                d.update(gap=self.gap, events=self.events, register=self.register)
         if self.dynamic:
             d.update(lr=self.lr, segment=self.segment)
         return {("lambda" if k == "lambda_" else k): v for k, v in d.items()}
@@ -78,17 +94,22 @@ def stored(model) -> dict:
     return block if isinstance(block, dict) else {}
 
 
-def resolve(model, mode: str | None, theta=None, lam=None, size=None, lr=None, segment=None) -> Memory:
+def resolve(model, mode: str | None, theta=None, lam=None, size=None, lr=None, segment=None, gap=None, events=None,
+            register=None, block: dict | None = None) -> Memory:
     """The memory a run uses: the flags given, else the checkpoint's tuned block, else the defaults.
     mode None takes the block's `default` mode (none where the checkpoint has no block)."""
-    block = stored(model)
-    keys = {"theta": "theta", "lam": "lambda", "size": "size", "lr": "lr", "segment": "segment"}
+    block = stored(model) if block is None else block
+    keys = {"theta": "theta", "lam": "lambda", "size": "size", "lr": "lr", "segment": "segment", "gap": "gap",
+            "register": "register"}
     base = {k: block[v] for k, v in keys.items()
             if isinstance(block.get(v), (int, float)) and not isinstance(block.get(v), bool)}
-    for k in ("size", "segment"):  # JSON may spell 2000 as 2000.0; Memory checks the value itself
+    for k in ("size", "segment", "gap"):  # JSON may spell 2000 as 2000.0; Memory checks the value itself
         if k in base and float(base[k]).is_integer():
             base[k] = int(base[k])
-    given = {k: v for k, v in dict(theta=theta, lam=lam, size=size, lr=lr, segment=segment).items() if v is not None}
+    if isinstance(block.get("events"), str):
+        base["events"] = block["events"]
+    given = {k: v for k, v in dict(theta=theta, lam=lam, size=size, lr=lr, segment=segment, gap=gap,
+                                   events=events, register=register).items() if v is not None}
     mode = mode if mode is not None else block.get("default", "none")
     return Memory(mode=mode, **(base | given))
 
@@ -98,9 +119,18 @@ def resolve(model, mode: str | None, theta=None, lam=None, size=None, lr=None, s
 COMPOSING_MODES = ("none", "cache")
 
 
-def composing(model, mode: str | None, theta=None, lam=None, size=None) -> Memory:
-    """The memory a piece is composed with: as resolve(), the dynamic part of a default dropped."""
-    m = resolve(model, mode, theta, lam, size)
+def compose_block(model) -> dict:
+    """The block composing reads: the checkpoint's `memory` block with its `compose` part (tuned on
+    the pieces the model composes rather than on valid likelihood) laid over it, when it has one."""
+    block = stored(model)
+    part = block.get("compose")
+    return block | part if isinstance(part, dict) else block
+
+
+def composing(model, mode: str | None, theta=None, lam=None, size=None, gap=None, events=None, register=None) -> Memory:
+    """The memory a piece is composed with: as resolve() from compose_block(), the dynamic part of a
+    default dropped."""
+    m = resolve(model, mode, theta, lam, size, gap=gap, events=events, register=register, block=compose_block(model))
     return m if m.mode in COMPOSING_MODES else replace(m, mode="cache" if m.cache else "none")
 
 
@@ -113,6 +143,13 @@ def add_arguments(parser, modes=MODES, default_help: str = "the checkpoint's def
     g.add_argument("--memory_theta", type=float, default=None, help="cache sharpness theta in exp(theta h_t.h_i)")
     g.add_argument("--memory_lambda", type=float, default=None, help="cache share of the mixture, 0-1")
     g.add_argument("--memory_size", type=int, default=None, help="events the cache keeps")
+    g.add_argument("--memory_gap", type=int, default=None, help="the cache recalls only events at least this many + 1 back")
+    g.add_argument("--memory_events", choices=EVENTS, default=None,
+                   help="what the cache proposes: all events, or notes (key-downs only; timing is the model's)")
+    if "dynamic" not in modes:  # composing only: scoring has no hands to stay near
+        g.add_argument("--memory_register", type=float, default=None,
+                       help="with notes: semitones a recalled pitch may lie from the piece's last 8 key-downs "
+                            "(a Gaussian weight; 0: any)")
     if "dynamic" in modes:
         g.add_argument("--memory_lr", type=float, default=None, help="dynamic evaluation: SGD step size")
         g.add_argument("--memory_segment", type=int, default=None, help="dynamic evaluation: events per step")
@@ -120,26 +157,31 @@ def add_arguments(parser, modes=MODES, default_help: str = "the checkpoint's def
 
 def from_args(model, args) -> Memory:
     return resolve(model, args.memory, args.memory_theta, args.memory_lambda, args.memory_size,
-                   getattr(args, "memory_lr", None), getattr(args, "memory_segment", None))
+                   getattr(args, "memory_lr", None), getattr(args, "memory_segment", None),
+                   getattr(args, "memory_gap", None), getattr(args, "memory_events", None))
 
 
 # -- the cache in scoring: exact, per file, a block of queries at a time ---------------------------
 
 
-def cache_logprob(hidden: torch.Tensor, nxt: torch.Tensor, hist, theta: float, size: int):
+def cache_logprob(hidden: torch.Tensor, nxt: torch.Tensor, hist, theta: float, size: int, gap: int = 0,
+                  proposes: slice | None = None):
     """log p_cache(next event) for each step of one file's chunk, and the history to carry on.
 
     hidden [t, H]: the top layer's output at the chunk's steps; nxt [t]: the event after each (the
     target). hist: (keys [m, H], next events [m]) of the file's last m <= size earlier steps, or
     None at the file's start. Step q's cache holds the `size` steps before it, this chunk's earlier
-    steps included. Returns (log p [t] float32: -inf where no stored event matches, nan where the
-    cache is empty, i.e. the file's first step), and the new history (copies, at most size rows).
+    steps included, less the newest `gap`; with `proposes` (an id range) only the steps followed by
+    one of those ids. Returns (log p [t] float32: -inf where no stored event matches, nan where the
+    cache has nothing to say, i.e. it is empty or the target lies outside `proposes`), and the new
+    history (copies, at most size rows).
     """
     keys, ys = (hidden[:0], nxt[:0]) if hist is None else hist
     m, t = len(keys), len(hidden)
     all_k = torch.cat([keys, hidden]).float()
     all_y = torch.cat([ys, nxt])
     out = torch.empty(t, dtype=torch.float32, device=hidden.device)
+    inside = None if proposes is None else (all_y >= proposes.start) & (all_y < proposes.stop)
     for q0 in range(0, t, BLOCK):
         q1 = min(t, q0 + BLOCK)
         lo = max(0, m + q0 - size)  # the earliest key any query of this block may see
@@ -147,78 +189,158 @@ def cache_logprob(hidden: torch.Tensor, nxt: torch.Tensor, hist, theta: float, s
         s = (hidden[q0:q1].float() @ k.t()) * theta  # [b, keys]
         pos = torch.arange(m + q0, m + q1, device=s.device).unsqueeze(1) - lo  # each query's own index in k
         j = torch.arange(len(k), device=s.device).unsqueeze(0)
-        allowed = (j < pos) & (j >= pos - size)
+        allowed = (j < pos - gap) & (j >= pos - size)
+        if inside is not None:
+            allowed &= inside[lo:m + q1].unsqueeze(0)
         s = s.masked_fill(~allowed, -math.inf)
         hit = y.unsqueeze(0) == nxt[q0:q1].unsqueeze(1)
         out[q0:q1] = torch.logsumexp(s.masked_fill(~hit, -math.inf), 1) - torch.logsumexp(s, 1)
+    if inside is not None:
+        out[~inside[m:]] = math.nan
     keep = max(0, m + t - size)
     return out, (all_k[keep:].clone(), all_y[keep:].clone())
 
 
-def mix(logp_model: torch.Tensor, logp_cache: torch.Tensor, lam: float) -> torch.Tensor:
-    """log((1 - lam) p_model + lam p_cache), elementwise; p_model alone where the cache is empty (nan)."""
+def mix(logp_model: torch.Tensor, logp_cache: torch.Tensor, lam: float, log_share: torch.Tensor | None = None) -> torch.Tensor:
+    """log((1 - lam) p_model + lam share p_cache), elementwise; p_model alone where the cache is
+    empty (nan). log_share: the model's log-probability of the class the cache proposes from (the
+    key-downs, for events "notes"), None for a cache over all events (share 1)."""
     if lam <= 0:
         return logp_model
-    if lam >= 1:
+    if log_share is not None:
+        logp_cache = logp_cache + log_share
+    if lam >= 1 and log_share is None:
         return torch.where(torch.isnan(logp_cache), logp_model, logp_cache)
-    mixed = torch.logaddexp(logp_model + math.log1p(-lam), logp_cache + math.log(lam))
+    mixed = torch.logaddexp(logp_model + math.log1p(-lam) if lam < 1 else torch.full_like(logp_model, -math.inf),
+                            logp_cache + math.log(lam))
     return torch.where(torch.isnan(logp_cache), logp_model, mixed)
+
+
+def with_cache(logp_model: torch.Tensor, logits: torch.Tensor, hidden: torch.Tensor, nxt: torch.Tensor, hist,
+               memory: Memory, proposes: slice | None = None):
+    """One file's chunk scored with its cache: (log p of each target [t], the history to carry).
+    logits [t, V], hidden [t, H] and nxt [t] as the forward gave them; proposes: the tokenizer's
+    key_downs, needed for events "notes"."""
+    if memory.register:
+        raise UserError("--memory_register is for composing only: scoring has no register weight")
+    notes = memory.events == "notes"
+    if notes and (proposes is None or proposes.stop <= proposes.start):
+        raise UserError("--memory_events notes needs a tokenizer with key-down events")
+    lp_cache, hist = cache_logprob(hidden, nxt, hist, memory.theta, memory.size, memory.gap, proposes if notes else None)
+    share = None
+    if notes:
+        lf = logits.float()
+        share = torch.logsumexp(lf[:, proposes], -1) - torch.logsumexp(lf, -1)
+    return mix(logp_model, lp_cache, memory.lam, share), hist
 
 
 # -- the cache in sampling: a ring of the last `size` steps per piece -------------------------------
 
 
 class StepCache:
-    """The cache of each piece being sampled: one step at a time, [rows, size] ring buffers."""
+    """The cache of each piece being sampled, one step at a time, in NumPy.
 
-    def __init__(self, memory: Memory, rows: int, hidden: int, vocab: int, device="cpu"):
-        self.theta, self.lam, self.size, self.vocab = memory.theta, memory.lam, memory.size, vocab
-        self.keys = torch.zeros(rows, memory.size, hidden, device=device)
-        self.next = torch.zeros(rows, memory.size, dtype=torch.long, device=device)
+    Each row keeps its stored steps in event order in a buffer of 2 x size (compacted when full),
+    with the step each was taken at, so a query sees the stored steps from `size` events back up to
+    `gap` events back as one contiguous slice. With memory.events "notes" only the steps followed
+    by a key-down (the tokenizer's key_downs) are stored: the cache then proposes pitches only,
+    and its mixture stays inside the key-down class (the model's timing and loudness untouched).
+    NumPy, not torch: per step the product and the scatter run per row, the mixture for all rows
+    at once, ~40 us at batch 1 where torch's calls took ~80 us (docs/benchmarks.md).
+    """
+
+    def __init__(self, memory: Memory, rows: int, hidden: int, vocab: int, device="cpu", proposes: slice | None = None):
+        self.theta, self.lam, self.size, self.gap, self.vocab = memory.theta, memory.lam, memory.size, memory.gap, vocab
+        self.proposes = proposes if memory.events == "notes" else None
+        if memory.events == "notes" and proposes is None:
+            raise UserError("--memory_events notes needs a tokenizer with key-down events")
+        self.first, width = (0, vocab) if self.proposes is None else (self.proposes.start, self.proposes.stop - self.proposes.start)
+        self.width = width
+        self.keys = np.zeros((rows, 2 * memory.size, hidden), np.float32)
+        self.at = np.zeros((rows, 2 * memory.size), np.int64)  # the step each stored row was taken at
+        self.next = np.zeros((rows, 2 * memory.size), np.int64)  # the event after it, from self.first
+        self.used = [0] * rows
         self.count = 0  # steps pushed (the same for every row)
         self.pending = None  # the last step's hidden state, waiting for the event drawn after it
+        self.sigma = memory.register if self.proposes is not None else 0.0
+        self.recent = np.full((rows, RECENT_KEYS), -1000.0)  # each row's last key-downs (from self.first)
 
     def push_many(self, hidden: torch.Tensor, nxt: torch.Tensor) -> None:
         """hidden [rows, T, H] at T steps with the event after each [rows, T] (a primer, chunk by
         chunk); a step whose next event is not known yet (-1, the primer's last) is left pending."""
         known = int((nxt[0] >= 0).sum())
-        for k in range(max(0, known - self.size), known):  # older ones would be overwritten anyway
-            self._put(hidden[:, k], nxt[:, k])
+        h, y = hidden.float().cpu().numpy(), nxt.cpu().numpy()
+        skip = max(0, known - self.size)  # older ones would fall out of the window anyway
+        self.count += skip
+        for k in range(skip, known):
+            self._put(h[:, k], y[:, k])
         if known < hidden.shape[1]:
-            self.pending = hidden[:, known].float().clone()
+            self.pending = hidden[:, known]
 
-    def _put(self, h: torch.Tensor, tok: torch.Tensor) -> None:
-        slot = self.count % self.size
-        self.keys[:, slot] = h
-        self.next[:, slot] = tok
+    def _put(self, h: np.ndarray, tok: np.ndarray) -> None:
+        for r, t in enumerate(tok.tolist()):
+            t -= self.first
+            if not 0 <= t < self.width:
+                continue
+            u = self.used[r]
+            if u == self.at.shape[1]:  # full: keep the newest `size` (older ones are out of the window)
+                n = self.size
+                self.keys[r, :n], self.at[r, :n], self.next[r, :n] = self.keys[r, u - n:u], self.at[r, u - n:u], self.next[r, u - n:u]
+                u = n
+            self.keys[r, u], self.at[r, u], self.next[r, u] = h[r], self.count, t
+            self.used[r] = u + 1
+            if self.proposes is not None:
+                self.recent[r, 1:] = self.recent[r, :-1]
+                self.recent[r, 0] = t
         self.count += 1
 
     def observe(self, tok: torch.Tensor) -> None:
         """The event drawn after the pending state: that pair joins the cache."""
         if self.pending is not None:
-            self._put(self.pending, tok)
+            self._put(self.pending.float().cpu().numpy(), tok.cpu().numpy())
             self.pending = None
+
+    def window(self, r: int) -> tuple[int, int]:
+        """Row r's stored steps that the next query sees: taken size..gap+1 steps before it."""
+        at = self.at[r, :self.used[r]]
+        return int(at.searchsorted(self.count - self.size)), int(at.searchsorted(self.count - self.gap))
 
     def mix(self, logits: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """logits [rows, V] at the step whose top-layer output is hidden [rows, H] -> the mixture's
-        log-probabilities [rows, V]; hidden waits for its next event (observe)."""
-        self.pending = hidden.float().clone()
-        n = min(self.count, self.size)
-        if n == 0 or self.lam <= 0:
+        log-probabilities [rows, V] (on the CPU); hidden waits for its next event (observe)."""
+        self.pending = hidden
+        if self.lam <= 0 or self.count == 0:
             return logits
-        # one matrix-vector product per row: torch.bmm with a single column takes a slow generic
-        # kernel on the CPU (9x slower at 8 rows x 500 events, docs/benchmarks.md "Memory of the piece")
-        q = hidden.float() * self.theta
-        s = torch.empty(len(q), n, device=q.device)
+        q = hidden.float().cpu().numpy() * self.theta
+        c = np.zeros((len(q), self.width))  # each row's cache distribution over what it proposes
+        found = np.zeros((len(q), 1))
         for r in range(len(q)):
-            torch.mv(self.keys[r, :n], q[r], out=s[r])
-        w = torch.softmax(s, 1)  # [rows, n]
-        if self.lam >= 1:
-            return torch.log(torch.zeros(len(logits), self.vocab, device=logits.device).scatter_add_(1, self.next[:, :n], w))
-        # the mixture in probabilities, then one log: 4 tensor operations where log_softmax,
-        # logaddexp and two logs took 8 (a fifth of the cache's cost per step at N 500)
-        p = torch.softmax(logits.float(), -1).mul_(1 - self.lam)
-        return p.scatter_add_(1, self.next[:, :n], w.mul_(self.lam)).log_()
+            lo, hi = self.window(r)
+            if lo < hi:
+                s = self.keys[r, lo:hi] @ q[r]
+                np.exp(s - s.max(), out=s)
+                c[r] = np.bincount(self.next[r, lo:hi], s, minlength=self.width)
+                c[r] /= c[r].sum()
+                found[r] = 1
+        if not found.any():
+            return logits
+        z = logits.float().cpu().numpy().astype(np.float64)
+        z -= z.max(1, keepdims=True)
+        z -= np.log(np.exp(z).sum(1, keepdims=True))  # log p_model
+        if self.proposes is None:
+            mixed = np.exp(z) * (1 - self.lam * found) + self.lam * c
+            with np.errstate(divide="ignore"):
+                return torch.from_numpy(np.log(mixed).astype(np.float32))
+        sl = self.proposes
+        ps = np.exp(z[:, sl])
+        if self.sigma > 0:
+            d = np.abs(np.arange(self.width)[None, :, None] - self.recent[:, None, :]).min(2)
+            c *= np.exp(-0.5 * (d / self.sigma) ** 2)
+            found = c.sum(1, keepdims=True)
+        share = ps.sum(1, keepdims=True)  # within the key-down class: its total is the model's
+        with np.errstate(divide="ignore"):
+            z[:, sl] = np.log(ps * (1 - self.lam * found) + self.lam * share * c)
+        return torch.from_numpy(z.astype(np.float32))
 
 
 def with_mode(memory: Memory, mode: str) -> Memory:

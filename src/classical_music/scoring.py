@@ -83,13 +83,15 @@ def make_forward(model, precision: str = "float32", device="cpu", hidden: bool =
 
 @torch.inference_mode()
 def score(forward, items: Iterable[Item], *, batch_size: int, chunk: int, device="cpu",
-          on_chunk: Callable[[int], None] | None = None, memory=None) -> Iterator[tuple[Any, float, int]]:
+          on_chunk: Callable[[int], None] | None = None, memory=None, proposes: slice | None = None
+          ) -> Iterator[tuple[Any, float, int]]:
     """Yield (key, total nats of tokens[1:], events) for each item, in the order files finish.
 
     on_chunk(events) is called after each chunk with the number of real (unpadded) events scored.
     Give items longest first: the last files then run in a nearly empty batch for little time.
     memory: a memory.Memory whose cache mixes into every step (a cache per file, carried across
     its chunks like the state); forward must then return the hidden states (make_forward's hidden).
+    proposes: the tokenizer's key_downs, for a cache of memory.events "notes".
     """
     cache = memory is not None and memory.cache
     if batch_size < 1 or chunk < 1:
@@ -137,7 +139,7 @@ def score(forward, items: Iterable[Item], *, batch_size: int, chunk: int, device
             logits.reshape(-1, logits.shape[-1]).float(), tgt_t.reshape(-1), ignore_index=IGNORE, reduction="none"
         ).view(len(rows), n)
         if cache:
-            nll = _with_cache(nll, hidden[0], tgt_t, rows, memory)
+            nll = _with_cache(nll, logits, hidden[0], tgt_t, rows, memory, proposes)
         nll = nll.sum(1).double().cpu().numpy()
         scored = 0
         for r, row in enumerate(rows):
@@ -152,17 +154,17 @@ def score(forward, items: Iterable[Item], *, batch_size: int, chunk: int, device
             on_chunk(scored)
 
 
-def _with_cache(nll, hidden, tgt, rows, memory):
-    """Each row's nats with its file's cache mixed in (memory.cache_logprob), its history carried."""
-    from .memory import cache_logprob, mix
+def _with_cache(nll, logits, hidden, tgt, rows, memory, proposes):
+    """Each row's nats with its file's cache mixed in (memory.with_cache), its history carried."""
+    from .memory import with_cache
 
     out = nll.clone()
     for r, row in enumerate(rows):
         step = int((tgt[r] != IGNORE).sum())
         if not step:
             continue
-        lp_cache, row[3] = cache_logprob(hidden[r, :step], tgt[r, :step], row[3], memory.theta, memory.size)
-        out[r, :step] = -mix(-nll[r, :step], lp_cache, memory.lam)
+        lp, row[3] = with_cache(-nll[r, :step], logits[r, :step], hidden[r, :step], tgt[r, :step], row[3], memory, proposes)
+        out[r, :step] = -lp
     return out
 
 

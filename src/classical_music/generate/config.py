@@ -73,6 +73,9 @@ class GenerateConfig(StyleFields):
     memory_theta: float | None = None
     memory_lambda: float | None = None
     memory_size: int | None = None
+    memory_gap: int | None = None
+    memory_events: str | None = None
+    memory_register: float | None = None
 
     def validate(self) -> None:
         self.sampling = SamplingOptions.pick(self).validate()
@@ -116,11 +119,15 @@ class GenerateConfig(StyleFields):
             raise UserError("--form, --plan and --ending cadence plan a piece in seconds: use --seconds, not --events")
         if self.memory not in (None, *MEMORY_MODES):
             raise UserError(f"--memory must be one of {', '.join(MEMORY_MODES)} when composing, got {self.memory!r}")
-        if any(v is not None for v in (self.memory_theta, self.memory_lambda, self.memory_size)):
-            from ..memory import Memory
+        given = {k: v for k, v in (("theta", self.memory_theta), ("lam", self.memory_lambda), ("size", self.memory_size),
+                                   ("gap", self.memory_gap), ("events", self.memory_events),
+                                   ("register", self.memory_register)) if v is not None}
+        if given:
+            from ..memory import MAX_SIZE, Memory
 
-            Memory("cache", **{k: v for k, v in (("theta", self.memory_theta), ("lam", self.memory_lambda),
-                                                 ("size", self.memory_size)) if v is not None})  # checks them
+            # checks them (a gap alone is checked against the largest size here, against the real one at the run)
+            Memory("cache", **({"size": MAX_SIZE} if "gap" in given and "size" not in given else {})
+                   | ({"events": "notes"} if "register" in given and "events" not in given else {}) | given)
 
     def piece_plans(self, seed: int, model=None) -> list | None:
         """Each variation's plan (form.resolve_plan); None for a plain --events run. With the model,
@@ -136,7 +143,8 @@ class GenerateConfig(StyleFields):
         """The memory.Memory this run composes with (flags, else the checkpoint's tuned block)."""
         from ..memory import composing
 
-        return composing(model, self.memory, self.memory_theta, self.memory_lambda, self.memory_size)
+        return composing(model, self.memory, self.memory_theta, self.memory_lambda, self.memory_size,
+                         self.memory_gap, self.memory_events, self.memory_register)
 
     def style(self) -> dict:
         return {n: getattr(self, n) for n in conditions.NAMES}
