@@ -119,7 +119,7 @@ def likelihood(model, corpus: Path, tuned: M.Memory, dynamic_files: int, arrays:
     return out
 
 
-def speed(model, corpus: Path, tuned: M.Memory, n_files: int, rounds: int) -> dict:
+def speed(model, corpus: Path, tuned: M.Memory, n_files: int, rounds: int, settings=()) -> dict:
     files = collect([corpus], split="valid")[:n_files]
     ev: dict = {"none": [], "cache": []}
     for _ in range(rounds):
@@ -128,8 +128,14 @@ def speed(model, corpus: Path, tuned: M.Memory, n_files: int, rounds: int) -> di
     out = {"evaluate_files": len(files), "evaluate_events_per_s": {k: round(max(v)) for k, v in ev.items()}}
     gen: dict = {}
     tok = model.tokenizer
+    runs = [("none", None), ("cache", M.with_mode(tuned, "cache"))]
+    composed = M.composing(model, "cache")  # what `generate --memory cache` takes: the block's compose part
+    if composed != runs[1][1]:
+        runs.append(("compose", composed))
+        out["compose"] = composed.describe()
+    runs += [(setting_name(m), m) for m in settings]
     for batch in (1, 8):
-        for name, mem in (("none", None), ("cache", M.with_mode(tuned, "cache"))):
+        for name, mem in runs:
             best = 0.0
             for r in range(rounds):
                 t0 = time.perf_counter()
@@ -147,7 +153,8 @@ def pieces(checkpoint, n: int, seconds: float, memory: M.Memory | None, folder: 
     bench/form.py), with the cache's parameters given or none; and their events/s."""
     kw = {"memory": "none"} if memory is None else {
         "memory": "cache", "memory_theta": memory.theta, "memory_lambda": memory.lam, "memory_size": memory.size,
-        "memory_gap": memory.gap, "memory_events": memory.events, "memory_register": memory.register}
+        "memory_gap": memory.gap, "memory_events": memory.events, "memory_register": memory.register,
+        "memory_recall": memory.recall}
     out, events, wall = [], 0, 0.0
     for i in range(n):
         r = compose(GenerateConfig(output=folder / f"s{i}.mid", checkpoint=checkpoint, seconds=seconds,
@@ -160,15 +167,16 @@ def pieces(checkpoint, n: int, seconds: float, memory: M.Memory | None, folder: 
 
 def setting_name(m: M.Memory) -> str:
     extra = ((f", gap {m.gap}" if m.gap else "") + (f", {m.events} only" if m.events != "all" else "")
-             + (f", register {m.register:g}" if m.register else ""))
+             + (f", register {m.register:g}" if m.register else "") + (f", {m.recall}" if m.recall != "states" else ""))
     return f"cache theta {m.theta:g}, lambda {m.lam:g}, N {m.size}{extra}"
 
 
 def parse_setting(text: str) -> M.Memory:
-    """THETA:LAMBDA:N[:GAP[:EVENTS[:REGISTER]]] -> a cache Memory."""
+    """THETA:LAMBDA:N[:GAP[:EVENTS[:REGISTER[:RECALL]]]] -> a cache Memory."""
     t, lam, n, *rest = text.split(":")
     return M.Memory("cache", theta=float(t), lam=float(lam), size=int(n), gap=int(rest[0]) if rest else 0,
-                    events=rest[1] if len(rest) > 1 else "all", register=float(rest[2]) if len(rest) > 2 else 0.0)
+                    events=rest[1] if len(rest) > 1 else "all", register=float(rest[2]) if len(rest) > 2 else 0.0,
+                    recall=rest[3] if len(rest) > 3 else "states")
 
 
 def generation(checkpoint, corpus: Path, tuned: M.Memory, n: int, seconds: float, settings, skip_none=False,
@@ -228,8 +236,10 @@ def table(report: dict) -> str:
                   f"{e['none'] / e['cache']:.2f}x |"]
         g = sp["generate_events_per_s"]
         for b in (1, 8):
-            lines.append(f"| generate batch {b} (int8), events/s | {g[f'batch {b} none']:,} | {g[f'batch {b} cache']:,} | "
-                         f"{g[f'batch {b} none'] / g[f'batch {b} cache']:.2f}x |")
+            for name in [k[len(f"batch {b} "):] for k in g if k.startswith(f"batch {b} ") and not k.endswith(" none")]:
+                lines.append(f"| generate batch {b} (int8), events/s, {name} | "
+                             f"{g[f'batch {b} none']:,} | {g[f'batch {b} {name}']:,} | "
+                             f"{g[f'batch {b} none'] / g[f'batch {b} {name}']:.2f}x |")
     gen = report.get("generation")
     if gen:
         lines += ["", "| pieces | top-voice recurrence median (mean) | change at equal seeds (± s.e.; pieces higher) "
@@ -253,7 +263,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pieces", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--seed0", type=int, default=2300, help="generation: the first seed (2300 as bench/form.py)")
-    ap.add_argument("--settings", nargs="+", default=None, metavar="THETA:LAMBDA:N[:GAP[:EVENTS[:REGISTER]]]",
+    ap.add_argument("--settings", nargs="+", default=None, metavar="THETA:LAMBDA:N[:GAP[:EVENTS[:REGISTER[:RECALL]]]]",
                     help="generation: cache settings to compose with (default: the tuned block's)")
     ap.add_argument("--lambdas", type=float, nargs="+", default=None, help="cache lambdas to compose with "
                     "(default: the tuned one)")
@@ -277,7 +287,8 @@ def main(argv=None) -> int:
     if "likelihood" in parts:
         report["likelihood"] = likelihood(model, args.corpus, tuned, args.dynamic_files, args.arrays)
     if "speed" in parts:
-        report["speed"] = speed(model, args.corpus, tuned, args.speed_files, args.rounds)
+        report["speed"] = speed(model, args.corpus, tuned, args.speed_files, args.rounds,
+                                [parse_setting(x) for x in args.settings or ()])
     if "generation" in parts:
         settings = ([parse_setting(x) for x in args.settings] if args.settings else
                     [M.Memory("cache", theta=tuned.theta, lam=lam, size=tuned.size) for lam in args.lambdas or [tuned.lam]])

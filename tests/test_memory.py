@@ -22,11 +22,36 @@ def sequences():
     return [rng.integers(3, 20, k).astype(np.uint16) for k in (2, 5, 36, 37, 38, 120, 300, 75, 9)]
 
 
+def slow_motifs(nexts, mem, proposes, width):
+    """The motifs recall by brute force: every earlier key-down whose last MOTIF intervals equal the
+    piece's last MOTIF, its follower taken size ... gap + 1 steps back; the latest MATCHES votes."""
+    kd = [(y - proposes.start, i) for i, y in enumerate(nexts) if proposes.start <= y < proposes.stop]
+    n, t, k = len(kd) - 1, len(nexts), memory.MOTIF
+    if n < k:
+        return None
+    iv = lambda e: [kd[i + 1][0] - kd[i][0] for i in range(e - k, e)]  # noqa: E731
+    votes = []
+    for j in range(n - 1, k - 1, -1):
+        if iv(j) == iv(n) and t - mem.size <= kd[j + 1][1] < t - mem.gap:
+            p = kd[n][0] + kd[j + 1][0] - kd[j][0]
+            if 0 <= p < width:
+                votes.append(p)
+    votes = votes[:memory.MATCHES]
+    return torch.bincount(torch.tensor(votes), minlength=width).double() / len(votes) if votes else None
+
+
 def slow_mixture(p, h, keys, nexts, mem, proposes=None):
     """One step of the cache as the paper writes it, in float64: p [V] the model's, h [H] the query,
     keys/nexts every earlier step; the window is the `size` steps back less the newest `gap`, and
     with `proposes` only the steps followed by one of those ids, mixed inside that class."""
     t = len(keys)
+    if mem.recall == "motifs":
+        got = slow_motifs(nexts, mem, proposes, proposes.stop - proposes.start)
+        if got is None:
+            return p
+        p_cache = torch.zeros_like(p)
+        p_cache[proposes] = got
+        return _inside(p, p_cache, mem, proposes, nexts)
     pick = [i for i in range(max(0, t - mem.size), t - mem.gap)
             if proposes is None or proposes.start <= nexts[i] < proposes.stop]
     if not pick:
@@ -35,6 +60,11 @@ def slow_mixture(p, h, keys, nexts, mem, proposes=None):
     p_cache = torch.zeros_like(p).index_add_(0, torch.tensor([nexts[i] for i in pick]), w / w.sum())
     if proposes is None:
         return (1 - mem.lam) * p + mem.lam * p_cache
+    return _inside(p, p_cache, mem, proposes, nexts)
+
+
+def _inside(p, p_cache, mem, proposes, nexts):
+    """The mixture inside the proposed class (events "notes"), each pitch weighed by the register."""
     c = p_cache[proposes]
     if mem.register:  # each recalled pitch weighed by its distance to the nearest of the last 8 key-downs
         recent = [y - proposes.start for y in nexts if proposes.start <= y < proposes.stop][-8:]
@@ -64,14 +94,31 @@ def slow_logprobs(model, tokens, mem, proposes=None):
 # the plain cache; one blind to its newest events; one proposing a class of ids only (key-downs in
 # a real tokenizer; here 3..11 of the sequences' 3..19, so targets fall both in and out of it)
 VARIANTS = [(dict(theta=0.3, lam=0.3, size=50), None), (dict(theta=0.3, lam=0.3, size=50, gap=7), None),
-            (dict(theta=0.5, lam=0.4, size=40, gap=3, events="notes"), slice(3, 12))]
+            (dict(theta=0.5, lam=0.4, size=40, gap=3, events="notes"), slice(3, 12)),
+            (dict(lam=0.7, size=60, gap=3, events="notes", recall="motifs"), slice(3, 12))]
+
+
+def motif_sequences():
+    """Key-downs (3..11) in a few figures that return, transposed too, among other events (12..19)."""
+    rng = np.random.default_rng(1)
+    out = []
+    for k in (40, 150, 300):
+        fig = [3, 5, 7, 5, 8, 6]
+        seq = []
+        while len(seq) < k:
+            r = rng.random()
+            shift = int(rng.integers(0, 3))
+            seq += [x + shift for x in fig] if r < 0.5 else rng.integers(3, 20, 5).tolist()
+            seq.append(int(rng.integers(12, 20)))
+        out.append(np.array(seq[:k], np.uint16))
+    return out
 
 
 @torch.no_grad()
 @pytest.mark.parametrize("kw,proposes", VARIANTS)
 def test_batched_cache_equals_slow_reference(strong_model, kw, proposes):
     mem = memory.Memory("cache", **kw)
-    seqs = sequences()
+    seqs = sequences() + motif_sequences()
     slow = [slow_logprobs(strong_model, s, mem, proposes) for s in seqs]
     # per event: cache_logprob chunk by chunk (history carried), mixed, against the slow path
     fw = scoring.make_forward(strong_model, hidden=True)
@@ -84,7 +131,8 @@ def test_batched_cache_equals_slow_reference(strong_model, kw, proposes):
             lp = torch.log_softmax(logits[0], -1).gather(1, tgt[0, :, None])[:, 0]
             lp, hist = memory.with_cache(lp, logits[0], h[0], tgt[0], hist, mem, proposes)
             got.append(lp)
-            assert len(hist[0]) <= mem.size
+            assert (len(hist[0]) <= mem.size if isinstance(hist, tuple)
+                    else len(hist.pitch) <= 2 * mem.size + memory.MOTIF + 1)  # bounded by size either way
         assert np.abs(torch.cat(got).numpy() - want).max() < 1e-5
     # whole files through the batched scorer, at widths that refill rows and split narrow batches
     for batch in (3, scoring.SPLIT_BELOW + 1):
@@ -102,11 +150,13 @@ def test_batched_cache_equals_slow_reference(strong_model, kw, proposes):
                                          (dict(theta=0.5, lam=0.4, size=20, gap=5), None),
                                          (dict(theta=0.5, lam=0.4, size=9, gap=2, events="notes"), slice(3, 12)),
                                          (dict(theta=0.5, lam=0.6, size=30, gap=4, events="notes", register=1.5),
+                                          slice(3, 12)),
+                                         (dict(lam=0.8, size=70, gap=4, events="notes", recall="motifs", register=2.0),
                                           slice(3, 12))])
 def test_step_cache_equals_slow_reference(strong_model, kw, proposes):
     """The sampler's buffers: primer pushed in chunks, then steps, against the slow formula."""
     mem = memory.Memory("cache", **kw)
-    tokens = sequences()[6][:120].astype(np.int64)
+    tokens = (motif_sequences()[2] if kw.get("recall") == "motifs" else sequences()[6])[:120].astype(np.int64)
     with torch.no_grad():
         logits, _, h = strong_model(torch.as_tensor(tokens).unsqueeze(0), None, return_hidden=True)
     cache = memory.StepCache(mem, 1, 16, strong_model.config.vocab_size, proposes=proposes)
@@ -116,12 +166,16 @@ def test_step_cache_equals_slow_reference(strong_model, kw, proposes):
     for s in range(0, 40, 16):  # as prime() feeds it
         cache.push_many(h[:, s:min(40, s + 16)], _next_events(prefix, s, min(40, s + 16) - s, 1, "cpu"))
     keys, nexts = [h[0, i].double() for i in range(119)], [int(x) for x in tokens[1:]]
+    changed = 0
     for t in range(39, 119):  # long enough that the buffers compact (2 x size) more than once
         mixed = cache.mix(logits[:, t], h[:, t])
         want = torch.log(slow_mixture(torch.softmax(logits[0, t].double(), -1), h[0, t].double(), keys[:t],
                                       nexts[:t], mem, proposes))
-        assert torch.allclose(mixed[0].double(), want - torch.logsumexp(want, 0), atol=1e-5), t
+        got = mixed[0].double()  # the logits themselves where the cache has nothing to say: equal up to a constant
+        assert torch.allclose(got - torch.logsumexp(got, 0), want - torch.logsumexp(want, 0), atol=1e-5), t
+        changed += not torch.allclose(want, torch.log_softmax(logits[0, t].double(), -1), atol=1e-3)
         cache.observe(torch.tensor([tokens[t + 1]]))
+    assert changed >= 10  # the cache had something to say at many of the steps
 
 
 def test_dynamic_evaluation_restores_weights_and_helps_a_repeating_piece(strong_model):

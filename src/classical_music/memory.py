@@ -26,6 +26,7 @@ from .errors import UserError
 
 MODES = ("none", "cache", "dynamic", "both")
 EVENTS = ("all", "notes")  # what the cache may propose: any event, or key-downs only
+RECALLS = ("states", "motifs")  # states: exp(theta h_t . h_i) over stored LSTM outputs; motifs: Motifs below
 # Used when a checkpoint's config.json has no `memory` block (tune-memory writes one).
 DEFAULT_THETA, DEFAULT_LAM, DEFAULT_SIZE = 0.1, 0.1, 2000
 DEFAULT_LR, DEFAULT_SEGMENT = 0.05, 128  # SGD on the mean loss: 0.03-0.1 gained most on two valid files, 0.3 diverged
@@ -44,6 +45,7 @@ class Memory:
     segment: int = DEFAULT_SEGMENT  # events between two dynamic steps
     gap: int = 0  # the cache recalls only steps at least gap + 1 events back (0: all it keeps)
     events: str = "all"  # what the cache proposes: all events, or "notes" (key-downs only)
+    recall: str = "states"  # how the cache finds what to propose: LSTM states (Grave et al.) or motifs
     register: float = 0.0  # composing, notes only: semitones a proposed pitch may stray from the hands (0: any)
 
     def __post_init__(self):
@@ -63,6 +65,10 @@ class Memory:
             raise UserError(f"--memory_gap must be an integer in 0 ... memory size - 1 ({self.size - 1}), got {self.gap!r}")
         if self.events not in EVENTS:
             raise UserError(f"--memory_events must be one of {', '.join(EVENTS)}, got {self.events!r}")
+        if self.recall not in RECALLS:
+            raise UserError(f"--memory_recall must be one of {', '.join(RECALLS)}, got {self.recall!r}")
+        if self.recall == "motifs" and self.events != "notes":
+            raise UserError("--memory_recall motifs recalls pitches: it needs --memory_events notes")
         if not (math.isfinite(self.register) and self.register >= 0):
             raise UserError(f"--memory_register must be a number of semitones >= 0, got {self.register}")
         if self.register and self.events != "notes":
@@ -81,8 +87,8 @@ class Memory:
         d = {"mode": self.mode}
         if self.cache:
             d.update(theta=self.theta, lambda_=self.lam, size=self.size)
-            if self.gap or self.events != "all" or self.register:  # older JSON keeps its shape
-                d.update(gap=self.gap, events=self.events, register=self.register)
+            if self.gap or self.events != "all" or self.register or self.recall != "states":  # older JSON keeps its shape
+                d.update(gap=self.gap, events=self.events, recall=self.recall, register=self.register)
         if self.dynamic:
             d.update(lr=self.lr, segment=self.segment)
         return {("lambda" if k == "lambda_" else k): v for k, v in d.items()}
@@ -95,7 +101,7 @@ def stored(model) -> dict:
 
 
 def resolve(model, mode: str | None, theta=None, lam=None, size=None, lr=None, segment=None, gap=None, events=None,
-            register=None, block: dict | None = None) -> Memory:
+            register=None, recall=None, block: dict | None = None) -> Memory:
     """The memory a run uses: the flags given, else the checkpoint's tuned block, else the defaults.
     mode None takes the block's `default` mode (none where the checkpoint has no block)."""
     block = stored(model) if block is None else block
@@ -106,10 +112,11 @@ def resolve(model, mode: str | None, theta=None, lam=None, size=None, lr=None, s
     for k in ("size", "segment", "gap"):  # JSON may spell 2000 as 2000.0; Memory checks the value itself
         if k in base and float(base[k]).is_integer():
             base[k] = int(base[k])
-    if isinstance(block.get("events"), str):
-        base["events"] = block["events"]
+    for k in ("events", "recall"):
+        if isinstance(block.get(k), str):
+            base[k] = block[k]
     given = {k: v for k, v in dict(theta=theta, lam=lam, size=size, lr=lr, segment=segment, gap=gap,
-                                   events=events, register=register).items() if v is not None}
+                                   events=events, register=register, recall=recall).items() if v is not None}
     mode = mode if mode is not None else block.get("default", "none")
     return Memory(mode=mode, **(base | given))
 
@@ -127,10 +134,12 @@ def compose_block(model) -> dict:
     return block | part if isinstance(part, dict) else block
 
 
-def composing(model, mode: str | None, theta=None, lam=None, size=None, gap=None, events=None, register=None) -> Memory:
+def composing(model, mode: str | None, theta=None, lam=None, size=None, gap=None, events=None, register=None,
+              recall=None) -> Memory:
     """The memory a piece is composed with: as resolve() from compose_block(), the dynamic part of a
     default dropped."""
-    m = resolve(model, mode, theta, lam, size, gap=gap, events=events, register=register, block=compose_block(model))
+    m = resolve(model, mode, theta, lam, size, gap=gap, events=events, register=register, recall=recall,
+                block=compose_block(model))
     return m if m.mode in COMPOSING_MODES else replace(m, mode="cache" if m.cache else "none")
 
 
@@ -146,6 +155,9 @@ def add_arguments(parser, modes=MODES, default_help: str = "the checkpoint's def
     g.add_argument("--memory_gap", type=int, default=None, help="the cache recalls only events at least this many + 1 back")
     g.add_argument("--memory_events", choices=EVENTS, default=None,
                    help="what the cache proposes: all events, or notes (key-downs only; timing is the model's)")
+    g.add_argument("--memory_recall", choices=RECALLS, default=None,
+                   help="how the cache finds what to propose: states (the LSTM's, similar to now) or motifs (with "
+                        "notes: where the last 4 intervals were heard before, the interval that followed)")
     if "dynamic" not in modes:  # composing only: scoring has no hands to stay near
         g.add_argument("--memory_register", type=float, default=None,
                        help="with notes: semitones a recalled pitch may lie from the piece's last 8 key-downs "
@@ -158,7 +170,8 @@ def add_arguments(parser, modes=MODES, default_help: str = "the checkpoint's def
 def from_args(model, args) -> Memory:
     return resolve(model, args.memory, args.memory_theta, args.memory_lambda, args.memory_size,
                    getattr(args, "memory_lr", None), getattr(args, "memory_segment", None),
-                   getattr(args, "memory_gap", None), getattr(args, "memory_events", None))
+                   getattr(args, "memory_gap", None), getattr(args, "memory_events", None),
+                   recall=getattr(args, "memory_recall", None))
 
 
 # -- the cache in scoring: exact, per file, a block of queries at a time ---------------------------
@@ -226,12 +239,100 @@ def with_cache(logp_model: torch.Tensor, logits: torch.Tensor, hidden: torch.Ten
     notes = memory.events == "notes"
     if notes and (proposes is None or proposes.stop <= proposes.start):
         raise UserError("--memory_events notes needs a tokenizer with key-down events")
-    lp_cache, hist = cache_logprob(hidden, nxt, hist, memory.theta, memory.size, memory.gap, proposes if notes else None)
+    if memory.recall == "motifs":
+        lp_cache, hist = motif_logprob(nxt, hist, memory.size, memory.gap, proposes)
+    else:
+        lp_cache, hist = cache_logprob(hidden, nxt, hist, memory.theta, memory.size, memory.gap,
+                                       proposes if notes else None)
     share = None
     if notes:
         lf = logits.float()
         share = torch.logsumexp(lf[:, proposes], -1) - torch.logsumexp(lf, -1)
     return mix(logp_model, lp_cache, memory.lam, share), hist
+
+
+# -- motifs: where the piece's last few intervals were heard before, and what followed -----------
+
+MOTIF = 4  # intervals a recalled place must share with the piece's last key-downs
+MATCHES = 16  # the latest such places, one vote each
+
+
+class Motifs:
+    """One piece's key-downs so far, indexed by each run of MOTIF intervals (transposition-invariant,
+    as a theme returns in another key). propose(): for each of the latest MATCHES earlier places whose
+    MOTIF intervals equal the piece's last MOTIF, the current pitch plus the interval that followed
+    there, when that following key-down was taken size ... gap + 1 events before now. A copy model
+    over the piece's own melody, what an n-gram cache is to words; no hidden states, so it costs a
+    dictionary look-up a step where the state cache's product costs ~40 us (docs/benchmarks.md)."""
+
+    def __init__(self):
+        self.pitch: list[int] = []
+        self.step: list[int] = []
+        self.index: dict[tuple, list[int]] = {}
+        self.seen = 0  # steps scored so far (scoring carries it across a file's chunks)
+
+    def _key(self, n: int) -> tuple:
+        p = self.pitch
+        return tuple(p[i + 1] - p[i] for i in range(n - MOTIF, n))
+
+    def add(self, pitch: int, step: int) -> None:
+        self.pitch.append(pitch)
+        self.step.append(step)
+        n = len(self.pitch) - 1
+        if n >= MOTIF:
+            self.index.setdefault(self._key(n), []).append(n)
+
+    def prune(self, size: int) -> None:
+        """Bounded memory: past 2 x size key-downs, keep the newest size + MOTIF + 1 (a follower within
+        size events has at most size key-downs after it, and its motif MOTIF + 1 before)."""
+        if len(self.pitch) <= 2 * size + MOTIF + 1:
+            return
+        keep = size + MOTIF + 1
+        pitch, step = self.pitch[-keep:], self.step[-keep:]
+        self.pitch, self.step, self.index = [], [], {}
+        for p, s in zip(pitch, step):
+            self.add(p, s)
+
+    def propose(self, now: int, size: int, gap: int, width: int) -> np.ndarray | None:
+        """Votes over the `width` pitches (normalised), or None where nothing earlier matches."""
+        self.prune(size)
+        n = len(self.pitch) - 1
+        if n < MOTIF:
+            return None
+        votes = np.zeros(width)
+        found = 0
+        for j in reversed(self.index.get(self._key(n), ())):
+            if j >= n:
+                continue
+            s = self.step[j + 1]
+            if s >= now - gap:
+                continue  # too recent: the LSTM remembers that much itself
+            if s < now - size:
+                break  # the index is in order: every earlier place is older still
+            p = self.pitch[n] + self.pitch[j + 1] - self.pitch[j]
+            if 0 <= p < width:
+                votes[p] += 1
+                found += 1
+                if found == MATCHES:
+                    break
+        return votes / found if found else None
+
+
+def motif_logprob(nxt: torch.Tensor, hist: Motifs | None, size: int, gap: int, proposes: slice):
+    """log p_cache(target) of the motifs recall for each step of one file's chunk (nan where it has
+    nothing to say: no match, or the target is not a key-down), and the Motifs to carry on."""
+    mot = Motifs() if hist is None else hist
+    width = proposes.stop - proposes.start
+    out = np.full(len(nxt), np.nan, np.float32)
+    for q, y in enumerate(nxt.tolist()):
+        y -= proposes.start
+        if 0 <= y < width:
+            c = mot.propose(mot.seen, size, gap, width)
+            if c is not None:
+                out[q] = np.log(c[y]) if c[y] > 0 else -np.inf
+            mot.add(y, mot.seen)
+        mot.seen += 1
+    return torch.from_numpy(out).to(nxt.device), mot
 
 
 # -- the cache in sampling: a ring of the last `size` steps per piece -------------------------------
@@ -256,7 +357,8 @@ class StepCache:
             raise UserError("--memory_events notes needs a tokenizer with key-down events")
         self.first, width = (0, vocab) if self.proposes is None else (self.proposes.start, self.proposes.stop - self.proposes.start)
         self.width = width
-        self.keys = np.zeros((rows, 2 * memory.size, hidden), np.float32)
+        self.motifs = [Motifs() for _ in range(rows)] if memory.recall == "motifs" else None
+        self.keys = np.zeros((rows, 0 if self.motifs else 2 * memory.size, hidden), np.float32)
         self.at = np.zeros((rows, 2 * memory.size), np.int64)  # the step each stored row was taken at
         self.next = np.zeros((rows, 2 * memory.size), np.int64)  # the event after it, from self.first
         self.used = [0] * rows
@@ -282,6 +384,10 @@ class StepCache:
             t -= self.first
             if not 0 <= t < self.width:
                 continue
+            if self.motifs is not None:
+                self.motifs[r].add(t, self.count)
+                self._heard(r, t)
+                continue
             u = self.used[r]
             if u == self.at.shape[1]:  # full: keep the newest `size` (older ones are out of the window)
                 n = self.size
@@ -290,9 +396,12 @@ class StepCache:
             self.keys[r, u], self.at[r, u], self.next[r, u] = h[r], self.count, t
             self.used[r] = u + 1
             if self.proposes is not None:
-                self.recent[r, 1:] = self.recent[r, :-1]
-                self.recent[r, 0] = t
+                self._heard(r, t)
         self.count += 1
+
+    def _heard(self, r: int, pitch: int) -> None:
+        self.recent[r, 1:] = self.recent[r, :-1]
+        self.recent[r, 0] = pitch
 
     def observe(self, tok: torch.Tensor) -> None:
         """The event drawn after the pending state: that pair joins the cache."""
@@ -311,10 +420,15 @@ class StepCache:
         self.pending = hidden
         if self.lam <= 0 or self.count == 0:
             return logits
-        q = hidden.float().cpu().numpy() * self.theta
+        q = hidden.float().cpu().numpy() * self.theta if self.motifs is None else np.zeros((len(self.used), 0))
         c = np.zeros((len(q), self.width))  # each row's cache distribution over what it proposes
         found = np.zeros((len(q), 1))
         for r in range(len(q)):
+            if self.motifs is not None:
+                got = self.motifs[r].propose(self.count, self.size, self.gap, self.width)
+                if got is not None:
+                    c[r], found[r] = got, 1
+                continue
             lo, hi = self.window(r)
             if lo < hi:
                 s = self.keys[r, lo:hi] @ q[r]

@@ -251,7 +251,7 @@ def _run(args) -> int:
         ending=args.ending, **{n: getattr(args, n) for n in conditions.NAMES},
         memory=args.memory, memory_theta=args.memory_theta, memory_lambda=args.memory_lambda,
         memory_size=args.memory_size, memory_gap=args.memory_gap, memory_events=args.memory_events,
-        memory_register=args.memory_register,
+        memory_register=args.memory_register, memory_recall=args.memory_recall,
     )
     if cfg.density is not None and cfg.density > conditions.DENSITY_MAX:
         print(f"note: --density {cfg.density:g} is more than the model learned (at most {conditions.DENSITY_MAX:g} "

@@ -76,6 +76,7 @@ class GenerateConfig(StyleFields):
     memory_gap: int | None = None
     memory_events: str | None = None
     memory_register: float | None = None
+    memory_recall: str | None = None
 
     def validate(self) -> None:
         self.sampling = SamplingOptions.pick(self).validate()
@@ -121,13 +122,14 @@ class GenerateConfig(StyleFields):
             raise UserError(f"--memory must be one of {', '.join(MEMORY_MODES)} when composing, got {self.memory!r}")
         given = {k: v for k, v in (("theta", self.memory_theta), ("lam", self.memory_lambda), ("size", self.memory_size),
                                    ("gap", self.memory_gap), ("events", self.memory_events),
-                                   ("register", self.memory_register)) if v is not None}
+                                   ("register", self.memory_register), ("recall", self.memory_recall)) if v is not None}
         if given:
             from ..memory import MAX_SIZE, Memory
 
             # checks them (a gap alone is checked against the largest size here, against the real one at the run)
             Memory("cache", **({"size": MAX_SIZE} if "gap" in given and "size" not in given else {})
-                   | ({"events": "notes"} if "register" in given and "events" not in given else {}) | given)
+                   | ({"events": "notes"} if {"register", "recall"} & set(given) and "events" not in given else {})
+                   | given)
 
     def piece_plans(self, seed: int, model=None) -> list | None:
         """Each variation's plan (form.resolve_plan); None for a plain --events run. With the model,
@@ -144,7 +146,7 @@ class GenerateConfig(StyleFields):
         from ..memory import composing
 
         return composing(model, self.memory, self.memory_theta, self.memory_lambda, self.memory_size,
-                         self.memory_gap, self.memory_events, self.memory_register)
+                         self.memory_gap, self.memory_events, self.memory_register, self.memory_recall)
 
     def style(self) -> dict:
         return {n: getattr(self, n) for n in conditions.NAMES}
