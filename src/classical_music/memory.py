@@ -16,6 +16,7 @@ cache's arithmetic runs in float32 on whatever hidden states the forward gives (
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import asdict, dataclass, replace
 
@@ -269,6 +270,7 @@ class Motifs:
         self.pitch: list[int] = []
         self.step: list[int] = []
         self.index: dict[tuple, list[int]] = {}
+        self.last: tuple | None = None  # the piece's last MOTIF intervals
         self.seen = 0  # steps scored so far (scoring carries it across a file's chunks)
 
     def _key(self, n: int) -> tuple:
@@ -279,8 +281,9 @@ class Motifs:
         self.pitch.append(pitch)
         self.step.append(step)
         n = len(self.pitch) - 1
-        if n >= MOTIF:
-            self.index.setdefault(self._key(n), []).append(n)
+        self.last = self._key(n) if n >= MOTIF else None
+        if self.last is not None:
+            self.index.setdefault(self.last, []).append(n)
 
     def prune(self, size: int) -> None:
         """Bounded memory: past 2 x size key-downs, keep the newest size + MOTIF + 1 (a follower within
@@ -299,15 +302,17 @@ class Motifs:
         n = len(self.pitch) - 1
         if n < MOTIF:
             return None
+        places = self.index[self.last]
+        # the followers taken gap + 1 or more events back are the key-downs before index f; each place
+        # j is followed by j + 1, so the places to look at are j < f - 1 (bisect: repeated figures
+        # make long lists, and the newest of them are the ones the gap rules out)
+        f = bisect.bisect_left(self.step, now - gap)
+        k = bisect.bisect_left(places, min(n, f - 1))
         votes = np.zeros(width)
         found = 0
-        for j in reversed(self.index.get(self._key(n), ())):
-            if j >= n:
-                continue
-            s = self.step[j + 1]
-            if s >= now - gap:
-                continue  # too recent: the LSTM remembers that much itself
-            if s < now - size:
+        for i in range(k - 1, -1, -1):
+            j = places[i]
+            if self.step[j + 1] < now - size:
                 break  # the index is in order: every earlier place is older still
             p = self.pitch[n] + self.pitch[j + 1] - self.pitch[j]
             if 0 <= p < width:
