@@ -153,8 +153,9 @@ def test_batched_cache_equals_slow_reference(strong_model, kw, proposes):
                                           slice(3, 12)),
                                          (dict(lam=0.8, size=70, gap=4, events="notes", recall="motifs", register=2.0),
                                           slice(3, 12))])
-def test_step_cache_equals_slow_reference(strong_model, kw, proposes):
+def test_step_cache_equals_slow_reference(strong_model, kw, proposes, monkeypatch):
     """The sampler's buffers: primer pushed in chunks, then steps, against the slow formula."""
+    monkeypatch.setattr(memory.StepCache, "SPARE_MIN", 3)  # so that the buffers compact often here
     mem = memory.Memory("cache", **kw)
     tokens = (motif_sequences()[2] if kw.get("recall") == "motifs" else sequences()[6])[:120].astype(np.int64)
     with torch.no_grad():
@@ -167,7 +168,7 @@ def test_step_cache_equals_slow_reference(strong_model, kw, proposes):
         cache.push_many(h[:, s:min(40, s + 16)], _next_events(prefix, s, min(40, s + 16) - s, 1, "cpu"))
     keys, nexts = [h[0, i].double() for i in range(119)], [int(x) for x in tokens[1:]]
     changed = 0
-    for t in range(39, 119):  # long enough that the buffers compact (2 x size) more than once
+    for t in range(39, 119):  # long enough that the buffers compact more than once
         mixed = cache.mix(logits[:, t], h[:, t])
         want = torch.log(slow_mixture(torch.softmax(logits[0, t].double(), -1), h[0, t].double(), keys[:t],
                                       nexts[:t], mem, proposes))
@@ -244,6 +245,14 @@ def test_evaluate_memory_none_is_todays_output_and_cache_is_recorded(corpus, tmp
     assert evaluate(src, "--checkpoint", ck, "--json", tmp_path / "i.json", "--precision", "int8", *args) == 0
     assert json.loads((tmp_path / "i.json").read_text())["nats_per_event"] == pytest.approx(r["nats_per_event"], abs=0.05)
     assert evaluate(src, "--checkpoint", ck, "--memory", "dynamic", "--precision", "int8") == 2
+    # the motifs recall: recorded with its knobs, and it has something to say on repeated phrases
+    motifs = args + ["--memory_events", "notes", "--memory_recall", "motifs", "--memory_gap", "5"]
+    assert evaluate(src, "--checkpoint", ck, "--json", tmp_path / "m.json", *motifs) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["memory"] | {"theta": 0} == {"mode": "cache", "theta": 0, "lambda": 0.2, "size": 100, "gap": 5,
+                                          "events": "notes", "recall": "motifs", "register": 0.0}
+    assert m["nats_per_event"] < plain["nats_per_event"]
+    assert evaluate(src, "--checkpoint", ck, "--memory", "cache", "--memory_recall", "motifs") == 2  # needs notes
 
 
 def test_tune_memory_writes_a_block_that_evaluate_uses(corpus, tmp_path, capsys):

@@ -394,7 +394,8 @@ def _run(args) -> int:
     shown = "" if cond == {"mode": "none"} else "conditions " + ", ".join(f"{k} {v}" for k, v in cond.items()) + ", "
     bps = "bits/s n/a (0 s of music)" if r["bits_per_second"] is None else f"{r['bits_per_second']:.1f} bits/s"
     if mem.mode != "none":
-        shown += f"memory {mem.mode} (" + ", ".join(f"{k} {v:g}" for k, v in r["memory"].items() if k != "mode") + "), "
+        shown += f"memory {mem.mode} (" + ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                                                     for k, v in r["memory"].items() if k != "mode") + "), "
     print(f"{r['files']} files ({len(r['skipped'])} skipped), {r['events']:,} events, {r['seconds'] / 60:.1f} min: "
           f"{r['nats_per_event']:.4f} nats/event, perplexity {r['perplexity']:.2f}, {shown}"
           f"{r['nats_per_note']:.3f} nats/note, {bps}")

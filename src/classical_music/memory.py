@@ -6,6 +6,11 @@
   of exp(theta h_t . h_i) over the stored i whose next event was w. Nothing is trained: theta, lam
   and size are tuned on valid pieces (`classical-music tune-memory`) and stored in a checkpoint's
   config.json as a ``memory`` block.
+  What it recalls can be narrowed: ``gap`` leaves out the newest events (what the LSTM still
+  remembers), ``events`` "notes" proposes key-downs only, mixed inside the key-down class, and
+  ``recall`` "motifs" finds them not by similar states but by the piece's own interval patterns
+  (Motifs: a copy model over its melody). Composing may read its own values: the block's
+  ``compose`` part.
 * dynamic: dynamic evaluation (Krause et al., ICML 2018, classical_music.dynamic): after each
   segment of a piece, one gradient step on that segment, the weights restored after each file.
 * both: the two together (the cache holds the adapting model's states).
@@ -31,7 +36,7 @@ RECALLS = ("states", "motifs")  # states: exp(theta h_t . h_i) over stored LSTM 
 # Used when a checkpoint's config.json has no `memory` block (tune-memory writes one).
 DEFAULT_THETA, DEFAULT_LAM, DEFAULT_SIZE = 0.1, 0.1, 2000
 DEFAULT_LR, DEFAULT_SEGMENT = 0.05, 128  # SGD on the mean loss: 0.03-0.1 gained most on two valid files, 0.3 diverged
-MAX_SIZE = 100_000  # the cache is size x hidden floats per file or piece: 100,000 x 512 is 205 MB
+MAX_SIZE = 100_000  # the state cache is ~size x hidden floats per file or piece: 100,000 x 512 is 205 MB
 RECENT_KEYS = 8  # the register a recalled pitch is held near: the piece's last 8 key-downs (both hands)
 BLOCK = 512  # queries per block in cache_logprob: its scores are BLOCK x (size + BLOCK) floats
 
@@ -346,7 +351,7 @@ def motif_logprob(nxt: torch.Tensor, hist: Motifs | None, size: int, gap: int, p
 class StepCache:
     """The cache of each piece being sampled, one step at a time, in NumPy.
 
-    Each row keeps its stored steps in event order in a buffer of 2 x size (compacted when full),
+    Each row keeps its stored steps in event order in a buffer of size + spare (compacted when full),
     with the step each was taken at, so a query sees the stored steps from `size` events back up to
     `gap` events back as one contiguous slice. With memory.events "notes" only the steps followed
     by a key-down (the tokenizer's key_downs) are stored: the cache then proposes pitches only,
@@ -354,6 +359,8 @@ class StepCache:
     NumPy, not torch: per step the product and the scatter run per row, the mixture for all rows
     at once, ~40 us at batch 1 where torch's calls took ~80 us (docs/benchmarks.md).
     """
+
+    SPARE_MIN = 512  # rows a buffer holds beyond size: a compaction (size rows moved) every spare pushes
 
     def __init__(self, memory: Memory, rows: int, hidden: int, vocab: int, device="cpu", proposes: slice | None = None):
         self.theta, self.lam, self.size, self.gap, self.vocab = memory.theta, memory.lam, memory.size, memory.gap, vocab
@@ -363,9 +370,10 @@ class StepCache:
         self.first, width = (0, vocab) if self.proposes is None else (self.proposes.start, self.proposes.stop - self.proposes.start)
         self.width = width
         self.motifs = [Motifs() for _ in range(rows)] if memory.recall == "motifs" else None
-        self.keys = np.zeros((rows, 0 if self.motifs else 2 * memory.size, hidden), np.float32)
-        self.at = np.zeros((rows, 2 * memory.size), np.int64)  # the step each stored row was taken at
-        self.next = np.zeros((rows, 2 * memory.size), np.int64)  # the event after it, from self.first
+        cap = 0 if self.motifs else memory.size + max(self.SPARE_MIN, memory.size // 4)
+        self.keys = np.zeros((rows, cap, hidden), np.float32)
+        self.at = np.zeros((rows, cap), np.int64)  # the step each stored row was taken at
+        self.next = np.zeros((rows, cap), np.int64)  # the event after it, from self.first
         self.used = [0] * rows
         self.count = 0  # steps pushed (the same for every row)
         self.pending = None  # the last step's hidden state, waiting for the event drawn after it
