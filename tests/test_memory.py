@@ -272,6 +272,18 @@ def test_tune_memory_writes_a_block_that_evaluate_uses(corpus, tmp_path, capsys)
     assert e["nats_per_event"] == pytest.approx(r["cache"]["all"], abs=2e-4)  # the grid's number, exactly scored
     assert evaluate(src, "--checkpoint", ck, "--json", tmp_path / "n.json", "--memory", "none") == 0
     assert json.loads((tmp_path / "n.json").read_text())["nats_per_event"] == pytest.approx(r["none"]["all"], abs=2e-4)
+    # the motifs recall: its grid's number is what evaluate scores with the block; a compose part stays
+    block["compose"] = {"default": "cache", "gap": 3}
+    memory_tune.write_block(ck, block)
+    assert cli.main(["tune-memory", str(src), "--checkpoint", str(ck), "--json", str(out), "--write", "--recall",
+                     "motifs", "--default", "cache", "--no_progress", "--threads", "1"]) == 0
+    r = json.loads(out.read_text())
+    block = json.loads((ck / "config.json").read_text())["memory"]
+    assert block["recall"] == r["chosen"]["recall"] == "motifs" and block["events"] == "notes"
+    assert block["compose"] == {"default": "cache", "gap": 3}
+    assert r["cache"]["tune"] < r["none"]["tune"] - 0.01  # repeated scales: the motifs recall finds them
+    assert evaluate(src, "--checkpoint", ck, "--json", tmp_path / "m.json") == 0
+    assert json.loads((tmp_path / "m.json").read_text())["nats_per_event"] == pytest.approx(r["cache"]["all"], abs=2e-4)
 
 
 def test_generate_memory_none_is_byte_identical_and_cache_composes(corpus, tmp_path):

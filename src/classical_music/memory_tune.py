@@ -1,12 +1,14 @@
 """Tune the memory's cache (theta, lambda, size) on valid pieces and store it in a checkpoint.
 
     classical-music tune-memory ../shared/data/classical-piano --split valid --write
+    classical-music tune-memory ../shared/data/classical-piano --split valid --recall motifs --write
 
 The model runs once per file (float32, the state carried across the file as `evaluate` does); its
 log-probabilities and top-layer states give, for every (theta, size) of the grid, each event's
 log p_cache, and lambda is then a cheap mix over those arrays. The files are split in two halves by
 piece (a hash of the piece, so all performances of one piece land in one half): the parameters are
 chosen on the first half (the `tune` half) and reported on the other (`held-out`) and on all.
+--recall motifs tunes the motifs recall instead (key-downs only, memory.Motifs): lambda and size.
 --write stores the chosen block in the checkpoint's config.json (`memory`), which `evaluate` and
 `generate --memory cache` then use; `default` names the mode they use without --memory.
 """
@@ -29,6 +31,9 @@ from .errors import UserError
 THETAS = (0.1, 0.2, 0.4, 0.8)
 SIZES = (500, 2000, 4000)
 LAMBDAS = (0.0, 0.003, 0.006, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3)
+# the motifs recall proposes only where a figure returns, so it carries far more of the mixture
+MOTIF_SIZES = (4000, 20000, 100000)
+MOTIF_LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 BLOCK = 256  # queries a block: its scores are BLOCK x (max size + BLOCK) floats
 CHUNK = 2048
 
@@ -76,6 +81,25 @@ def file_arrays(forward, tokens: np.ndarray, thetas=THETAS, sizes=SIZES, device=
     return lp, out
 
 
+@torch.inference_mode()
+def motif_arrays(forward, tokens: np.ndarray, sizes, proposes: slice, device="cpu"):
+    """As file_arrays for the motifs recall: (log p_model [T], log(share p_cache) [1, len(sizes), T]),
+    share the model's key-down probability (memory.with_cache's mixture; nan: the model alone)."""
+    x = torch.as_tensor(np.asarray(tokens, np.int64), device=device).unsqueeze(0)
+    lps, shares = [], []
+    state = None
+    for s in range(0, x.shape[1] - 1, CHUNK):
+        inp, tgt = x[:, s:s + CHUNK], x[:, s + 1:s + CHUNK + 1]
+        logits, state, _ = forward(inp[:, :tgt.shape[1]], state, None)
+        lf = logits[0].float()
+        lps.append(-torch.nn.functional.cross_entropy(lf, tgt[0], reduction="none"))
+        shares.append(torch.logsumexp(lf[:, proposes], -1) - torch.logsumexp(lf, -1))
+    lp, share = torch.cat(lps), torch.cat(shares)
+    y = x[0, 1:]
+    out = torch.stack([mem.motif_logprob(y, None, n, 0, proposes)[0] + share for n in sizes]).unsqueeze(0)
+    return lp, out
+
+
 def _exact(s, m, hit, theta):
     z = (s * theta).masked_fill(m == 0, -math.inf)
     return torch.logsumexp(z.masked_fill(hit == 0, -math.inf), 1) - torch.logsumexp(z, 1)
@@ -98,7 +122,8 @@ def grid(records, lambdas=LAMBDAS):
             for a in range(lpc.shape[0]) for b in range(lpc.shape[1]) for lam in lambdas}, len(lp), lp
 
 
-def tune(model, files, pieces, progress=True, thetas=THETAS, sizes=SIZES, lambdas=LAMBDAS, arrays=None) -> dict:
+def tune(model, files, pieces, progress=True, thetas=THETAS, sizes=SIZES, lambdas=LAMBDAS, arrays=None,
+         recall: str = "states") -> dict:
     """Score files once, grid the cache, choose on the tune half; the report (and the records)."""
     from .evaluate import _read
     from .notes import MidiReadError
@@ -107,6 +132,11 @@ def tune(model, files, pieces, progress=True, thetas=THETAS, sizes=SIZES, lambda
     from .evaluate import _bar
 
     forward = make_forward(model, "float32", "cpu", hidden=True)
+    if recall == "motifs":
+        proposes = model.tokenizer.key_downs
+        if proposes.stop <= proposes.start:
+            raise UserError("--recall motifs needs a tokenizer with key-down events")
+        thetas = (mem.stored(model).get("theta", mem.DEFAULT_THETA),)  # unused by motifs; kept in the block
     records = []
     if arrays is not None:
         Path(arrays).mkdir(parents=True, exist_ok=True)
@@ -117,12 +147,13 @@ def tune(model, files, pieces, progress=True, thetas=THETAS, sizes=SIZES, lambda
             tokens = _read(path, model.tokenizer)[0]
         except MidiReadError:
             continue
-        lp, lpc = file_arrays(forward, tokens, thetas, sizes)
+        lp, lpc = (motif_arrays(forward, tokens, sizes, proposes) if recall == "motifs"
+                   else file_arrays(forward, tokens, thetas, sizes))
         records.append({"path": str(path), "half": half(piece), "lp": lp.numpy(), "lpc": lpc.numpy()})
         if arrays is not None:  # file by file, so a long run can be looked at (and re-mixed) as it goes
             np.savez(Path(arrays) / f"{k:05d}.npz", lp=records[-1]["lp"], lpc=records[-1]["lpc"],
                      thetas=thetas, sizes=sizes, meta=json.dumps({"path": str(path), "half": records[-1]["half"]}))
-    return report(records, thetas, sizes, lambdas)
+    return report(records, thetas, sizes, lambdas, recall)
 
 
 def load_arrays(folder) -> list[dict]:
@@ -137,7 +168,7 @@ def load_arrays(folder) -> list[dict]:
     return out
 
 
-def report(records, thetas=THETAS, sizes=SIZES, lambdas=LAMBDAS) -> dict:
+def report(records, thetas=THETAS, sizes=SIZES, lambdas=LAMBDAS, recall: str = "states") -> dict:
     parts = {name: [r for r in records if r["half"] == name] for name in ("tune", "held-out")}
     if not parts["tune"] or not parts["held-out"]:
         raise UserError("tune-memory needs files of at least two pieces, one in each half")
@@ -148,11 +179,13 @@ def report(records, thetas=THETAS, sizes=SIZES, lambdas=LAMBDAS) -> dict:
         base[name] = float(-lp.sum(dtype=np.float64)) / events[name]
     best = min(scores["tune"], key=scores["tune"].get)
     a, b, lam = best
-    chosen = mem.Memory("cache", theta=thetas[a], lam=lam, size=sizes[b])
+    chosen = mem.Memory("cache", theta=thetas[a], lam=lam, size=sizes[b],
+                        **({"events": "notes", "recall": "motifs"} if recall == "motifs" else {}))
     by_size = {sizes[j]: min(v for (i, jj, l), v in scores["tune"].items() if jj == j) / events["tune"]
                for j in range(len(sizes))}
     return {
-        "chosen": {"theta": chosen.theta, "lambda": chosen.lam, "size": chosen.size},
+        "chosen": {"theta": chosen.theta, "lambda": chosen.lam, "size": chosen.size, "events": chosen.events,
+                   "recall": chosen.recall},
         "files": {k: len(v) for k, v in parts.items()},
         "events": events,
         "none": {k: round(v, 5) for k, v in base.items()},
@@ -163,11 +196,15 @@ def report(records, thetas=THETAS, sizes=SIZES, lambdas=LAMBDAS) -> dict:
 
 
 def write_block(folder: Path, block: dict) -> Path:
-    """config.json's `memory` block replaced, atomically (the rest of the file kept as it was)."""
+    """config.json's `memory` block replaced, atomically (the rest of the file kept as it was, and
+    the old block's `compose` part unless the new one has its own)."""
     from .files import atomic_path
 
     path = Path(folder) / "config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
+    old = config.get("memory")
+    if isinstance(old, dict) and "compose" in old and "compose" not in block:
+        block = {**block, "compose": old["compose"]}  # what composing was tuned on is kept
     config["memory"] = block
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -182,6 +219,8 @@ def add_parser(sub) -> None:
     p.add_argument("--split", default="valid", help="with a folder holding metadata.csv: this split (default valid)")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     p.add_argument("--arrays", type=Path, default=None, help="also keep the per-event arrays here, one .npz a file")
+    p.add_argument("--recall", choices=mem.RECALLS, default="states",
+                   help="tune the state cache (theta, lambda, size) or the motifs recall (lambda, size)")
     p.add_argument("--write", action="store_true", help="store the chosen block in the checkpoint's config.json")
     p.add_argument("--default", choices=mem.MODES, default="none",
                    help="with --write: the mode evaluate and generate use without --memory (default none)")
@@ -208,17 +247,20 @@ def _run(args) -> int:
         raise UserError("no MIDI files found in " + ", ".join(map(str, args.paths)))
     model = load_model(args.checkpoint, "cpu")
     progress = False if args.no_progress else True if sys.stderr.isatty() else "lines"
-    r = tune(model, files, _pieces(args.paths, files), progress=progress, arrays=args.arrays)
+    grid_ = {"sizes": MOTIF_SIZES, "lambdas": MOTIF_LAMBDAS} if args.recall == "motifs" else {}
+    r = tune(model, files, _pieces(args.paths, files), progress=progress, arrays=args.arrays, recall=args.recall, **grid_)
     if args.json:
         from .files import write_json
 
         write_json(args.json, r)
     c = r["chosen"]
-    print(f"chosen on {r['files']['tune']} files: theta {c['theta']:g}, lambda {c['lambda']:g}, size {c['size']}; "
+    what = f"motifs, lambda {c['lambda']:g}" if c["recall"] == "motifs" else f"theta {c['theta']:g}, lambda {c['lambda']:g}"
+    print(f"chosen on {r['files']['tune']} files: {what}, size {c['size']}; "
           + "; ".join(f"{k}: {r['none'][k]:.4f} -> {r['cache'][k]:.4f} nats/event" for k in ("tune", "held-out", "all")))
     if args.write:
         folder = checkpoint_folder(args.checkpoint) if args.checkpoint else _shipped()
-        block = mem.as_block(mem.Memory("cache", theta=c["theta"], lam=c["lambda"], size=c["size"]), args.default,
+        block = mem.as_block(mem.Memory("cache", theta=c["theta"], lam=c["lambda"], size=c["size"], events=c["events"],
+                                        recall=c["recall"]), args.default,
                              tuned_on={"files": r["files"]["tune"], "split": args.split},
                              valid_nats_per_event={"none": r["none"], "cache": r["cache"]})
         print(f"wrote the memory block into {write_block(folder, block)}")
