@@ -43,6 +43,16 @@ def half(piece: str) -> str:
     return "tune" if hashlib.sha1(piece.encode()).digest()[0] % 2 == 0 else "held-out"
 
 
+def _chunks(forward, x: torch.Tensor):
+    """(float32 logits [t, V], targets [t], top-layer states [t, H]) of one file, chunk by chunk,
+    the state carried as evaluate carries it."""
+    state = None
+    for s in range(0, x.shape[1] - 1, CHUNK):
+        inp, tgt = x[:, s:s + CHUNK], x[:, s + 1:s + CHUNK + 1]
+        logits, state, h = forward(inp[:, :tgt.shape[1]], state, None)
+        yield logits[0].float(), tgt[0], h[0].float()
+
+
 @torch.inference_mode()
 def file_arrays(forward, tokens: np.ndarray, thetas=THETAS, sizes=SIZES, device="cpu"):
     """(log p_model [T], log p_cache [len(thetas), len(sizes), T]) of tokens[1:], nan where the
@@ -50,12 +60,9 @@ def file_arrays(forward, tokens: np.ndarray, thetas=THETAS, sizes=SIZES, device=
     and re-weighted for every theta (exp once per theta, each size a masked sum)."""
     x = torch.as_tensor(np.asarray(tokens, np.int64), device=device).unsqueeze(0)
     lps, hs = [], []
-    state = None
-    for s in range(0, x.shape[1] - 1, CHUNK):
-        inp, tgt = x[:, s:s + CHUNK], x[:, s + 1:s + CHUNK + 1]
-        logits, state, h = forward(inp[:, :tgt.shape[1]], state, None)
-        lps.append(-torch.nn.functional.cross_entropy(logits[0].float(), tgt[0], reduction="none"))
-        hs.append(h[0].float())
+    for logits, tgt, h in _chunks(forward, x):
+        lps.append(-torch.nn.functional.cross_entropy(logits, tgt, reduction="none"))
+        hs.append(h)
     lp, h = torch.cat(lps), torch.cat(hs)
     y = x[0, 1:]
     t, big = len(y), max(sizes)
@@ -87,12 +94,8 @@ def motif_arrays(forward, tokens: np.ndarray, sizes, proposes: slice, device="cp
     share the model's key-down probability (memory.with_cache's mixture; nan: the model alone)."""
     x = torch.as_tensor(np.asarray(tokens, np.int64), device=device).unsqueeze(0)
     lps, shares = [], []
-    state = None
-    for s in range(0, x.shape[1] - 1, CHUNK):
-        inp, tgt = x[:, s:s + CHUNK], x[:, s + 1:s + CHUNK + 1]
-        logits, state, _ = forward(inp[:, :tgt.shape[1]], state, None)
-        lf = logits[0].float()
-        lps.append(-torch.nn.functional.cross_entropy(lf, tgt[0], reduction="none"))
+    for lf, tgt, _ in _chunks(forward, x):
+        lps.append(-torch.nn.functional.cross_entropy(lf, tgt, reduction="none"))
         shares.append(torch.logsumexp(lf[:, proposes], -1) - torch.logsumexp(lf, -1))
     lp, share = torch.cat(lps), torch.cat(shares)
     y = x[0, 1:]
