@@ -110,8 +110,13 @@ def test_cli_int8_and_float_agree(tmp_path):
                          "--threads", "1", "--json", str(path)]) == 0
         out[precision] = json.loads(path.read_text())
     r = out["float32"]
+    # the shipped model scores with its memory block's default (the cache), and says so
     assert set(r) == {"files", "skipped", "events", "notes", "seconds", "nats_per_event", "nats_per_note",
-                      "bits_per_second", "perplexity", "tokenizer", "per_file", "conditions"}
+                      "bits_per_second", "perplexity", "tokenizer", "per_file", "conditions", "memory"}
+    assert r["memory"]["mode"] == "cache"
+    assert cli.main(["evaluate", str(src), "--no_progress", "--batch_size", "2", "--threads", "1", "--memory", "none",
+                     "--json", str(tmp_path / "none.json")]) == 0
+    assert "memory" not in json.loads((tmp_path / "none.json").read_text())
     assert [f["path"] for f in r["per_file"]] == [str(src / f"{i}.mid") for i in range(3)]  # given order
     if "int8" in out:
         assert out["int8"]["nats_per_event"] == pytest.approx(r["nats_per_event"], abs=5e-3)
