@@ -11,10 +11,12 @@ make generated pieces repeat their motifs more, and stay fast?
    on --dynamic_files files of each half (the same files scored by none, for the comparison).
 2. speed: evaluate on --speed_files valid files with and without the cache (lanes as evaluate's
    default), and dynamic evaluation's events/s; generation events/s at batch 1 and batch 8, int8,
-   with and without the cache, best of --rounds interleaved rounds.
+   with and without the cache (the block's, its compose part's and any --settings), best of
+   --rounds interleaved rounds.
 3. generation: --pieces pieces of --seconds s as `generate` composes them (its default form), one
-   seed each (2300+, as bench/form.py), with and without the cache (--settings THETA:LAMBDA:N, or
-   the tuned block's): the top voice's recurrence (bench/form.py's, as issue 23 defines it), its
+   seed each (--seed0, 2300+ as bench/form.py), with and without the cache (--settings
+   THETA:LAMBDA:N[:GAP[:EVENTS[:REGISTER[:RECALL]]]], e.g. 1:0.95:4000:100:notes:7:motifs, or the
+   tuned block's): the top voice's recurrence (bench/form.py's, as issue 23 defines it), its
    change piece by piece at equal seeds, the mean overlap area (compare's features) with the valid
    split's first --seconds, and events/s; real valid pieces' recurrence beside them (the peer).
 """
