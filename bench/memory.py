@@ -31,6 +31,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -266,9 +267,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--seed0", type=int, default=2300, help="generation: the first seed (2300 as bench/form.py)")
     ap.add_argument("--settings", nargs="+", default=None, metavar="THETA:LAMBDA:N[:GAP[:EVENTS[:REGISTER[:RECALL]]]]",
-                    help="generation: cache settings to compose with (default: the tuned block's)")
-    ap.add_argument("--lambdas", type=float, nargs="+", default=None, help="cache lambdas to compose with "
-                    "(default: the tuned one)")
+                    help="generation: cache settings to compose with (default: the block's compose part)")
+    ap.add_argument("--lambdas", type=float, nargs="+", default=None, help="generation: the block's cache with "
+                    "these lambdas instead")
     ap.add_argument("--skip_none", action="store_true", help="generation: only the cache settings (none measured before)")
     ap.add_argument("--theta", type=float, default=None, help="override the tuned theta")
     ap.add_argument("--size", type=int, default=None, help="override the tuned size")
@@ -293,7 +294,8 @@ def main(argv=None) -> int:
                                 [parse_setting(x) for x in args.settings or ()])
     if "generation" in parts:
         settings = ([parse_setting(x) for x in args.settings] if args.settings else
-                    [M.Memory("cache", theta=tuned.theta, lam=lam, size=tuned.size) for lam in args.lambdas or [tuned.lam]])
+                    [replace(tuned, lam=lam) for lam in args.lambdas] if args.lambdas else
+                    [M.composing(model, "cache")])  # what generate --memory cache composes with
         report["generation"] = generation(args.checkpoint, args.corpus, tuned, args.pieces, args.seconds,
                                           settings, args.skip_none, args.seed0)
     print(table(report))
