@@ -199,6 +199,22 @@ def test_dynamic_evaluation_restores_weights_and_helps_a_repeating_piece(strong_
     assert all(torch.equal(before[k], v) for k, v in strong_model.state_dict().items())
 
 
+def test_a_flag_given_wins_over_the_block_values_it_contradicts():
+    class M:  # a model with a block whose compose part recalls motifs
+        checkpoint_config = {"memory": {"default": "cache", "lambda": 0.7, "size": 20000, "events": "notes",
+                                        "recall": "motifs", "compose": {"lambda": 0.95, "size": 4000, "gap": 100,
+                                                                        "register": 7}}}
+    m = memory.composing(M, None)
+    assert (m.mode, m.recall, m.events, m.gap, m.register, m.size) == ("cache", "motifs", "notes", 100, 7, 4000)
+    m = memory.composing(M, None, events="all")  # no motifs or register without key-downs
+    assert (m.recall, m.events, m.register, m.lam) == ("states", "all", 0.0, 0.95)
+    assert memory.composing(M, None, size=100).gap == 50  # a size under the block's gap halves it
+    assert memory.composing(M, None, size=100, gap=10).gap == 10
+    with pytest.raises(UserError):  # what the user typed together still has to agree
+        memory.composing(M, None, events="all", recall="motifs")
+    assert memory.resolve(M, None).size == 20000  # evaluate reads the block itself
+
+
 def test_memory_options_are_checked():
     for bad in ({"mode": "cache!"}, {"theta": -1.0}, {"lam": 1.5}, {"size": 0}, {"segment": 0}, {"lr": math.nan},
                 {"gap": -1}, {"size": 100, "gap": 100}, {"events": "chords"}, {"register": -2.0},
@@ -272,18 +288,27 @@ def test_tune_memory_writes_a_block_that_evaluate_uses(corpus, tmp_path, capsys)
     assert e["nats_per_event"] == pytest.approx(r["cache"]["all"], abs=2e-4)  # the grid's number, exactly scored
     assert evaluate(src, "--checkpoint", ck, "--json", tmp_path / "n.json", "--memory", "none") == 0
     assert json.loads((tmp_path / "n.json").read_text())["nats_per_event"] == pytest.approx(r["none"]["all"], abs=2e-4)
-    # the motifs recall: its grid's number is what evaluate scores with the block; a compose part stays
+    # the motifs recall: its grid's number is what evaluate scores with the block; a compose part stays,
+    # and so does the block's default when --default is not given
     block["compose"] = {"default": "cache", "gap": 3}
     memory_tune.write_block(ck, block)
     assert cli.main(["tune-memory", str(src), "--checkpoint", str(ck), "--json", str(out), "--write", "--recall",
-                     "motifs", "--default", "cache", "--no_progress", "--threads", "1"]) == 0
+                     "motifs", "--no_progress", "--threads", "1"]) == 0
     r = json.loads(out.read_text())
     block = json.loads((ck / "config.json").read_text())["memory"]
     assert block["recall"] == r["chosen"]["recall"] == "motifs" and block["events"] == "notes"
-    assert block["compose"] == {"default": "cache", "gap": 3}
+    assert block["compose"] == {"default": "cache", "gap": 3} and block["default"] == "cache"
     assert r["cache"]["tune"] < r["none"]["tune"] - 0.01  # repeated scales: the motifs recall finds them
     assert evaluate(src, "--checkpoint", ck, "--json", tmp_path / "m.json") == 0
     assert json.loads((tmp_path / "m.json").read_text())["nats_per_event"] == pytest.approx(r["cache"]["all"], abs=2e-4)
+    # a plain folder (no metadata.csv): all its files, each its own piece, without --split
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for f in src.glob("*.mid"):
+        (plain / f.name).write_bytes(f.read_bytes())
+    assert cli.main(["tune-memory", str(plain), "--checkpoint", str(ck), "--json", str(out), "--recall", "motifs",
+                     "--no_progress", "--threads", "1"]) == 0
+    assert json.loads(out.read_text())["files"]["all"] == 6
 
 
 def test_generate_memory_none_is_byte_identical_and_cache_composes(corpus, tmp_path):

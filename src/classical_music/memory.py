@@ -124,7 +124,18 @@ def resolve(model, mode: str | None, theta=None, lam=None, size=None, lr=None, s
     given = {k: v for k, v in dict(theta=theta, lam=lam, size=size, lr=lr, segment=segment, gap=gap,
                                    events=events, register=register, recall=recall).items() if v is not None}
     mode = mode if mode is not None else block.get("default", "none")
-    return Memory(mode=mode, **(base | given))
+    merged = base | given
+    # a flag given wins over the block's values that would contradict it (not the other way round):
+    # --memory_events all leaves the motifs recall and the register weight, which need key-downs;
+    # a --memory_size at or under the block's gap takes half the size as its gap
+    if given.get("events") == "all":
+        if "recall" not in given:
+            merged["recall"] = "states"
+        if "register" not in given:
+            merged["register"] = 0.0
+    if "size" in given and "gap" not in given and merged.get("gap", 0) >= merged["size"]:
+        merged["gap"] = merged["size"] // 2
+    return Memory(mode=mode, **merged)
 
 
 # Composing uses the cache only: dynamic evaluation would take gradient steps on the model's own
@@ -149,7 +160,8 @@ def composing(model, mode: str | None, theta=None, lam=None, size=None, gap=None
     return m if m.mode in COMPOSING_MODES else replace(m, mode="cache" if m.cache else "none")
 
 
-def add_arguments(parser, modes=MODES, default_help: str = "the checkpoint's default (none without a tuned block)") -> None:
+def add_arguments(parser, modes=MODES, default_help: str = "the checkpoint's config.json block's default: the shipped "
+                  "model's is cache; none without a block") -> None:
     g = parser.add_argument_group("memory of the piece (classical_music.memory; tuned values from config.json)")
     said = "cache: the continuous cache over the LSTM's own past"
     if "dynamic" in modes:

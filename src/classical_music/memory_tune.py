@@ -219,14 +219,17 @@ def add_parser(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", metavar="FILES_OR_DIRS")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (default: the shipped model)")
-    p.add_argument("--split", default="valid", help="with a folder holding metadata.csv: this split (default valid)")
+    p.add_argument("--split", default=None,
+                   help="a folder's metadata.csv split to tune on (default: valid where a folder has a metadata.csv, "
+                        "else all its files)")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
     p.add_argument("--arrays", type=Path, default=None, help="also keep the per-event arrays here, one .npz a file")
     p.add_argument("--recall", choices=mem.RECALLS, default="states",
                    help="tune the state cache (theta, lambda, size) or the motifs recall (lambda, size)")
     p.add_argument("--write", action="store_true", help="store the chosen block in the checkpoint's config.json")
-    p.add_argument("--default", choices=mem.MODES, default="none",
-                   help="with --write: the mode evaluate and generate use without --memory (default none)")
+    p.add_argument("--default", choices=mem.MODES, default=None,
+                   help="with --write: the mode evaluate uses without --memory (default: the block's as it was; "
+                        "none without one)")
     threads.add_argument(p)
     p.add_argument("--no_progress", action="store_true")
     p.set_defaults(func=_run)
@@ -245,7 +248,10 @@ def _run(args) -> int:
     from .generate import load_model
 
     threads.apply(args.threads)
-    files = collect(args.paths, args.split)
+    split = args.split
+    if split is None and any((Path(p) / "metadata.csv").is_file() for p in args.paths):
+        split = "valid"  # a corpus: never tune on what the model trained on
+    files = collect(args.paths, split)
     if not files:
         raise UserError("no MIDI files found in " + ", ".join(map(str, args.paths)))
     model = load_model(args.checkpoint, "cpu")
@@ -262,9 +268,10 @@ def _run(args) -> int:
           + "; ".join(f"{k}: {r['none'][k]:.4f} -> {r['cache'][k]:.4f} nats/event" for k in ("tune", "held-out", "all")))
     if args.write:
         folder = checkpoint_folder(args.checkpoint) if args.checkpoint else _shipped()
+        default = args.default or mem.stored(model).get("default", "none")
         block = mem.as_block(mem.Memory("cache", theta=c["theta"], lam=c["lambda"], size=c["size"], events=c["events"],
-                                        recall=c["recall"]), args.default,
-                             tuned_on={"files": r["files"]["tune"], "split": args.split},
+                                        recall=c["recall"]), default,
+                             tuned_on={"files": r["files"]["tune"], "split": split},
                              valid_nats_per_event={"none": r["none"], "cache": r["cache"]})
         print(f"wrote the memory block into {write_block(folder, block)}")
     return 0

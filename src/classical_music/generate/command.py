@@ -211,7 +211,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="cadence (default): each section closes on dominant then tonic, the piece on the home "
                            "tonic with a ritardando and diminuendo; none: it stops where the time runs out")
     form.add_argument("--print_plan", action="store_true", help="print the plan used (also written as NAME.plan.json)")
-    memory.add_arguments(p, MEMORY_MODES)
+    memory.add_arguments(p, MEMORY_MODES, "the checkpoint's config.json block's compose part: the shipped model's "
+                         "is cache, the motifs recall; none without a block")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     cpu_threads.add_argument(p)
     p.add_argument("--precision", choices=DECODE_PRECISIONS, default="auto",

@@ -126,7 +126,11 @@ class GenerateConfig(StyleFields):
         if given:
             from ..memory import MAX_SIZE, Memory
 
-            # checks them (a gap alone is checked against the largest size here, against the real one at the run)
+            # checks them; a gap without a size is checked against the real size at the run (the block's)
+            if "gap" in given and "size" not in given:
+                gap = given.pop("gap")
+                if isinstance(gap, bool) or not isinstance(gap, int) or gap < 0:
+                    raise UserError(f"--memory_gap must be an integer >= 0, got {gap!r}")
             Memory("cache", **({"size": MAX_SIZE} if "gap" in given and "size" not in given else {})
                    | ({"events": "notes"} if {"register", "recall"} & set(given) and "events" not in given else {})
                    | given)
