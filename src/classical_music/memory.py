@@ -95,6 +95,8 @@ class Memory:
             d.update(theta=self.theta, lambda_=self.lam, size=self.size)
             if self.gap or self.events != "all" or self.register or self.recall != "states":  # older JSON keeps its shape
                 d.update(gap=self.gap, events=self.events, recall=self.recall, register=self.register)
+            if self.recall == "motifs":
+                del d["theta"]  # motifs weigh no states
         if self.dynamic:
             d.update(lr=self.lr, segment=self.segment)
         return {("lambda" if k == "lambda_" else k): v for k, v in d.items()}

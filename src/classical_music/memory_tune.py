@@ -1,7 +1,7 @@
 """Tune the memory's cache (theta, lambda, size) on valid pieces and store it in a checkpoint.
 
-    classical-music tune-memory ../shared/data/classical-piano --split valid --write
-    classical-music tune-memory ../shared/data/classical-piano --split valid --recall motifs --write
+    classical-music tune-memory ../shared/data/classical-piano --recall motifs --json tune.json
+    classical-music tune-memory ../shared/data/classical-piano --checkpoint models/mine --write
 
 The model runs once per file (float32, the state carried across the file as `evaluate` does); its
 log-probabilities and top-layer states give, for every (theta, size) of the grid, each event's
