@@ -124,16 +124,15 @@ class GenerateConfig(StyleFields):
                                    ("gap", self.memory_gap), ("events", self.memory_events),
                                    ("register", self.memory_register), ("recall", self.memory_recall)) if v is not None}
         if given:
-            from ..memory import MAX_SIZE, Memory
+            from ..memory import Memory
 
             # checks them; a gap without a size is checked against the real size at the run (the block's)
             if "gap" in given and "size" not in given:
                 gap = given.pop("gap")
                 if isinstance(gap, bool) or not isinstance(gap, int) or gap < 0:
                     raise UserError(f"--memory_gap must be an integer >= 0, got {gap!r}")
-            Memory("cache", **({"size": MAX_SIZE} if "gap" in given and "size" not in given else {})
-                   | ({"events": "notes"} if {"register", "recall"} & set(given) and "events" not in given else {})
-                   | given)
+            Memory("cache", **({"events": "notes"} if {"register", "recall"} & set(given) and "events" not in given
+                               else {}) | given)
 
     def piece_plans(self, seed: int, model=None) -> list | None:
         """Each variation's plan (form.resolve_plan); None for a plain --events run. With the model,
