@@ -278,6 +278,9 @@ def _run(args) -> int:
         style = "".join(f", {k} {v}" for k, v in used.items())
         if r["conditions"] and cfg.guidance != 1:
             style += f", guidance {cfg.guidance:g}"
+        mem = r.get("memory") or {}
+        if mem.get("mode") == "cache":  # the default since the shipped block's compose part: say so
+            style += f", memory {mem.get('recall', 'states')}"
         print(f"wrote {names}: {r['seconds']:.1f} s, {r['notes']} notes (seed {r['seed']}{style}, "
               f"{r['events']} events in {r['wall_seconds']:.1f} s)")
     return 0
