@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .memory import Memory, with_cache
+from .memory import Memory, key_downs, with_cache
 
 
 def file_nats(model, tokens: np.ndarray, memory: Memory, cond=None, device="cpu",
@@ -44,9 +44,8 @@ def file_nats(model, tokens: np.ndarray, memory: Memory, cond=None, device="cpu"
                 grads = torch.autograd.grad(nll.mean(), params, allow_unused=True)
             lp = -nll.detach()
             if memory.cache:
-                tok = getattr(model, "tokenizer", None)
                 lp, hist = with_cache(lp, logits[0].detach(), hidden[0].detach(), tgt[0], hist, memory,
-                                      tok.key_downs if tok is not None else None)
+                                      key_downs(getattr(model, "tokenizer", None)))
             total -= float(lp.double().sum())
             with torch.no_grad():
                 for p, g in zip(params, grads):

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from . import conditions, memory, scoring, threads
 from .errors import UserError
 from .files import output_folder, writable_folder, write_json
+from .memory import key_downs
 from .notes import MidiReadError, has_drums_only, load_score, score_to_notes
 
 CHUNK = 2048
@@ -256,10 +257,10 @@ def _scorer(model, memory, chunk: int, device):
         from . import dynamic
 
         return lambda forward, items, rows, on_chunk: dynamic.score(model, items, memory, device, on_chunk)
-    tok = getattr(model, "tokenizer", None)
+    proposes = key_downs(getattr(model, "tokenizer", None))
     return lambda forward, items, rows, on_chunk: scoring.score(forward, items, batch_size=rows, chunk=chunk,
                                                                  device=device, on_chunk=on_chunk, memory=memory,
-                                                                 proposes=tok.key_downs if tok is not None else None)
+                                                                 proposes=proposes)
 
 
 def _split(order: list[int], info: dict, lanes: int) -> list[list[int]]:

@@ -136,8 +136,8 @@ def tune(model, files, pieces, progress=True, thetas=THETAS, sizes=SIZES, lambda
 
     forward = make_forward(model, "float32", "cpu", hidden=True)
     if recall == "motifs":
-        proposes = model.tokenizer.key_downs
-        if proposes.stop <= proposes.start:
+        proposes = mem.key_downs(model.tokenizer)
+        if proposes is None:
             raise UserError("--recall motifs needs a tokenizer with key-down events")
         thetas = (mem.stored(model).get("theta", mem.DEFAULT_THETA),)  # unused by motifs; kept in the block
     records = []

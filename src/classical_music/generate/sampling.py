@@ -321,10 +321,10 @@ def sample(model, tokenizer, prefix: np.ndarray, options: SamplingOptions | None
     guided = cond is not None and opt.guidance != 1.0
     cache = None
     if memory is not None and memory.cache:
-        from ..memory import StepCache
+        from ..memory import StepCache, key_downs
 
         cache = StepCache(memory, num_samples, model.config.hidden_size, model.config.vocab_size, device,
-                          proposes=tokenizer.key_downs if tokenizer.key_downs.stop > tokenizer.key_downs.start else None)
+                          proposes=key_downs(tokenizer))
     logits, state = prime(model, prefix, 2 * num_samples if guided else num_samples, device,
                           cond=torch.cat([cond, torch.zeros_like(cond)]) if guided else cond,
                           on_hidden=None if cache is None else (lambda h, s: cache.push_many(

@@ -21,7 +21,7 @@ settings.py: the modes and one run's Memory, from the flags and config.json; cac
 arithmetic, scoring and sampling; motifs.py: the motifs recall.
 """
 
-from .cache import BLOCK, RECENT_KEYS, StepCache, cache_logprob, mix, with_cache
+from .cache import BLOCK, RECENT_KEYS, StepCache, cache_logprob, key_downs, mix, with_cache
 from .motifs import MATCHES, MOTIF, Motifs, motif_logprob
 from .settings import (COMPOSING_MODES, DEFAULT_LAM, DEFAULT_LR, DEFAULT_SEGMENT, DEFAULT_SIZE, DEFAULT_THETA,
                        EVENTS, MAX_SIZE, MODES, RECALLS, Memory, add_arguments, as_block, compose_block, composing,
@@ -30,4 +30,4 @@ from .settings import (COMPOSING_MODES, DEFAULT_LAM, DEFAULT_LR, DEFAULT_SEGMENT
 __all__ = ["BLOCK", "COMPOSING_MODES", "DEFAULT_LAM", "DEFAULT_LR", "DEFAULT_SEGMENT", "DEFAULT_SIZE",
            "DEFAULT_THETA", "EVENTS", "MATCHES", "MAX_SIZE", "MODES", "MOTIF", "Motifs", "RECALLS", "RECENT_KEYS",
            "Memory", "StepCache", "add_arguments", "as_block", "cache_logprob", "compose_block", "composing",
-           "from_args", "mix", "motif_logprob", "resolve", "stored", "with_cache", "with_mode"]
+           "from_args", "key_downs", "mix", "motif_logprob", "resolve", "stored", "with_cache", "with_mode"]

@@ -16,6 +16,21 @@ RECENT_KEYS = 8  # the register a recalled pitch is held near: the piece's last 
 BLOCK = 512  # queries per block in cache_logprob: its scores are BLOCK x (size + BLOCK) floats
 
 
+def key_downs(tokenizer) -> slice | None:
+    """The tokenizer's key-down ids, what a cache of events "notes" proposes from; None without them."""
+    ids = getattr(tokenizer, "key_downs", None)
+    return ids if ids is not None and ids.stop > ids.start else None
+
+
+def _proposed(memory: Memory, proposes: slice | None) -> slice | None:
+    """The ids the cache proposes from: `proposes` for events "notes" (refused without), None for all."""
+    if memory.events != "notes":
+        return None
+    if proposes is None or proposes.stop <= proposes.start:
+        raise UserError("--memory_events notes needs a tokenizer with key-down events")
+    return proposes
+
+
 # -- the cache in scoring: exact, per file, a block of queries at a time ---------------------------
 
 
@@ -78,16 +93,13 @@ def with_cache(logp_model: torch.Tensor, logits: torch.Tensor, hidden: torch.Ten
     key_downs, needed for events "notes"."""
     if memory.register:
         raise UserError("--memory_register is for composing only: scoring has no register weight")
-    notes = memory.events == "notes"
-    if notes and (proposes is None or proposes.stop <= proposes.start):
-        raise UserError("--memory_events notes needs a tokenizer with key-down events")
+    proposes = _proposed(memory, proposes)
     if memory.recall == "motifs":
         lp_cache, hist = motif_logprob(nxt, hist, memory.size, memory.gap, proposes)
     else:
-        lp_cache, hist = cache_logprob(hidden, nxt, hist, memory.theta, memory.size, memory.gap,
-                                       proposes if notes else None)
+        lp_cache, hist = cache_logprob(hidden, nxt, hist, memory.theta, memory.size, memory.gap, proposes)
     share = None
-    if notes:
+    if proposes is not None:
         lf = logits.float()
         share = torch.logsumexp(lf[:, proposes], -1) - torch.logsumexp(lf, -1)
     return mix(logp_model, lp_cache, memory.lam, share), hist
@@ -112,9 +124,7 @@ class StepCache:
 
     def __init__(self, memory: Memory, rows: int, hidden: int, vocab: int, device="cpu", proposes: slice | None = None):
         self.theta, self.lam, self.size, self.gap, self.vocab = memory.theta, memory.lam, memory.size, memory.gap, vocab
-        self.proposes = proposes if memory.events == "notes" else None
-        if memory.events == "notes" and proposes is None:
-            raise UserError("--memory_events notes needs a tokenizer with key-down events")
+        self.proposes = _proposed(memory, proposes)
         self.first, width = (0, vocab) if self.proposes is None else (self.proposes.start, self.proposes.stop - self.proposes.start)
         self.width = width
         self.motifs = [Motifs() for _ in range(rows)] if memory.recall == "motifs" else None
@@ -145,9 +155,10 @@ class StepCache:
             t -= self.first
             if not 0 <= t < self.width:
                 continue
+            if self.proposes is not None:
+                self._heard(r, t)
             if self.motifs is not None:
                 self.motifs[r].add(t, self.count)
-                self._heard(r, t)
                 continue
             u = self.used[r]
             if u == self.at.shape[1]:  # full: keep the newest `size` (older ones are out of the window)
@@ -156,8 +167,6 @@ class StepCache:
                 u = n
             self.keys[r, u], self.at[r, u], self.next[r, u] = h[r], self.count, t
             self.used[r] = u + 1
-            if self.proposes is not None:
-                self._heard(r, t)
         self.count += 1
 
     def _heard(self, r: int, pitch: int) -> None:
@@ -181,10 +190,11 @@ class StepCache:
         self.pending = hidden
         if self.lam <= 0 or self.count == 0:
             return logits
-        q = hidden.float().cpu().numpy() * self.theta if self.motifs is None else np.zeros((len(self.used), 0))
-        c = np.zeros((len(q), self.width))  # each row's cache distribution over what it proposes
-        found = np.zeros((len(q), 1))
-        for r in range(len(q)):
+        rows = len(self.used)
+        q = hidden.float().cpu().numpy() * self.theta if self.motifs is None else None
+        c = np.zeros((rows, self.width))  # each row's cache distribution over what it proposes
+        found = np.zeros((rows, 1))
+        for r in range(rows):
             if self.motifs is not None:
                 got = self.motifs[r].propose(self.count, self.size, self.gap, self.width)
                 if got is not None:
