@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -23,6 +24,7 @@ OUT_BLOCK = 16  # sfizz blocks per block handed on (~1.5 s), so effects and mete
 TAIL = 10.0  # seconds rendered at most after the last event while voices still ring
 VOICES = 128  # polyphony: a pedalled run of a fast piece holds many strings at once
 QUALITY = 1  # sfizz sample quality 1 (linear); higher settings cost 3x for no difference a listener hears on piano
+SETTLE = (3, 0.005)  # (times, seconds): how _stream_in lets the loader's dispatcher run before waiting on it
 _KEEP = 2  # warm synths kept per instrument: one for the job queue, one for play-along
 
 
@@ -137,12 +139,21 @@ def _stream_in(synth, ev: np.ndarray) -> None:
     to 0.11 (full scale 1), a second of it 14 % quieter. Struck here first, every later block finds
     its samples whole, and the piece comes out the same however often it is played; the loading
     is done anyway, so the whole takes no longer (2.62 s against 2.89 s). Done for every piece, as
-    a warm synth's pool may have let a sample go since (striking a loaded one costs one block)."""
+    a warm synth's pool may have let a sample go since (striking a loaded one costs one block).
+
+    Freewheeling, a block waits only for the loads sfizz's dispatching thread has already taken
+    off its queue; on a busy machine that thread may not have run yet, and the block plays on
+    into silence (a held 0.5-s note fell silent at 0.2 s in 3 of 10 renders beside three busy
+    loops). So this thread steps aside (SETTLE) before the blocks that wait: 0 of 40 since
+    (bench/sampler_busy.py)."""
     s = synth._synth
     for a, b in sorted({(int(a), int(b)) for _, _, kind, a, b in ev.tolist() if kind == 1}):
         s.note_on(0, a, b)
         s.render_block()
         s.all_sound_off()
+    for _ in range(SETTLE[0]):
+        time.sleep(SETTLE[1])
+        s.render_block()  # freewheeling: waits for every load dispatched while this thread slept
 
 
 def render_blocks(perf: Performance, instrument: Path, rate: int) -> Iterator[np.ndarray]:
