@@ -5,7 +5,10 @@
 
 Folders: the shared corpus's valid split, its performances (a) and its sequenced files (b), each
 copied into a folder of its own with a metadata.csv without a split, so finetune holds out a
-fifth of its pieces by piece. For each folder it runs finetune (defaults, one thread) and
+fifth of its pieces by piece; and music from elsewhere, which the shipped model's sources (ASAP,
+piano-midi.de) hold none of: scores exported to MIDI as notation programs do (one tempo, one
+velocity, notes on the grid) from music21's corpus (`pip install music21`; skipped without it),
+(c) Bach's four-part chorales and (d) string quartet movements by Haydn, Mozart and Beethoven. For each folder it runs finetune (defaults, one thread) and
 reports, beside the shipped model (the peer, measured in the same run):
 
 1. held-out nats/event, shipped → fine-tuned (goal: at least 0.05 lower);
@@ -16,7 +19,7 @@ reports, beside the shipped model (the peer, measured in the same run):
    folder's for the fine-tuned model), their mean overlap area (`compare` statistics) with the
    folder's held-out pieces' first SECONDS (goal: the fine-tuned model's higher).
 
---recipes: finetune the sequenced folder with each recipe (full, top, lora) for --recipe_minutes
+--recipes: finetune one folder (--recipe_folder, default the sequenced one) with each recipe (full, top, lora) for --recipe_minutes
 and prints the held-out gain per minute of each.
 """
 
@@ -55,6 +58,64 @@ def make_folder(corpus: Path, kind: str, out: Path) -> Path:
         w.writeheader()
         w.writerows(rows)
     return folder
+
+
+ELSEWHERE = {  # folder name -> music21 corpus composers, and which of their works
+    "chorales": (("bach",), lambda p: p.name.startswith("bwv") and p.suffix == ".mxl"),
+    # K. 545 sits among Mozart's quartets there, but it is a piano sonata (and piano-midi.de's)
+    "quartets": (("haydn", "mozart", "beethoven"), lambda p: p.suffix in (".mxl", ".krn") and "k545" not in p.parts),
+}
+
+
+def make_elsewhere(name: str, out: Path) -> Path | None:
+    """Folder `name` of ELSEWHERE: music21's scores written as MIDI (composer and piece in a
+    metadata.csv, a piece being a work: a chorale's BWV number, a quartet's opus), or None
+    without music21."""
+    try:
+        from music21 import corpus as m21
+    except ImportError:
+        print(f"{name}: skipped (pip install music21 for its corpus)", flush=True)
+        return None
+    composers, keep = ELSEWHERE[name]
+    folder = out / name
+    if (folder / "metadata.csv").is_file():
+        return folder
+    jobs = {}  # by the MIDI file written: a movement encoded twice (.krn and .mxl) is written once
+    for composer in composers:
+        root = Path(m21.getComposer(composer)[0]).parents[0]
+        while root.name != composer:
+            root = root.parent
+        for path in sorted(m21.getComposer(composer)):
+            path = Path(path)
+            if keep(path):
+                rel = path.relative_to(root)
+                piece = (rel.stem.split(".")[0] if name == "chorales" else rel.parts[0].split(".")[0])
+                dst = str(folder / composer / rel.with_suffix(".mid"))
+                jobs.setdefault(dst, (str(path), dst, composer, f"{composer} {piece}"))
+    jobs = list(jobs.values())
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:
+        done = [j for j, ok in zip(jobs, pool.map(_write_midi, jobs, chunksize=8)) if ok]
+    with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "composer", "title", "piece"])
+        for src, dst, composer, piece in done:
+            w.writerow([Path(dst).relative_to(folder).as_posix(), composer, Path(dst).stem, piece])
+    print(f"{name}: {len(done)} of {len(jobs)} scores written as MIDI", flush=True)
+    return folder
+
+
+def _write_midi(job) -> bool:
+    from music21 import converter
+
+    src, dst, _, _ = job
+    try:
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        converter.parse(src).write("midi", fp=dst)
+        return True
+    except Exception:  # a score music21 cannot export is left out, as a user's broken file would be
+        return False
 
 
 def finetune(folder: Path, model: Path, minutes: float, corpus: Path, extra=()) -> dict:
@@ -120,14 +181,20 @@ def _torch() -> str:
     return torch.__version__
 
 
+def get_folder(name: str, corpus: Path, out: Path) -> Path | None:
+    return make_elsewhere(name, out) if name in ELSEWHERE else make_folder(corpus, name, out)
+
+
 def run_recipes(args, corpus: Path, out: Path) -> None:
-    folder = make_folder(corpus, "sequenced", out)
+    folder = get_folder(args.recipe_folder, corpus, out)
+    if folder is None:
+        sys.exit(f"no folder {args.recipe_folder}")
     print(f"machine: {machine()}\n")
     rows = []
     for spec in args.recipe_list.split(","):
         recipe, _, lr = spec.partition(":")
         extra = ["--recipe", recipe] + (["--lr", lr] if lr else [])
-        r = finetune(folder, out / f"recipe-{recipe}-{lr or 'default'}", args.recipe_minutes, corpus, extra)
+        r = finetune(folder, out / f"recipe-{args.recipe_folder}-{recipe}-{lr or 'default'}", args.recipe_minutes, corpus, extra)
         h = r["held_out"]
         gain = h["shipped"] - h["yours"]
         rows.append((recipe, r["lr"], r["trainable"], r["steps"], r["train_tokens"], r["minutes"], h["shipped"],
@@ -147,7 +214,9 @@ def main() -> None:
     ap.add_argument("--recipes", action="store_true", help="compare the recipes instead")
     ap.add_argument("--recipe_minutes", type=float, default=3.0)
     ap.add_argument("--recipe_list", default="full,top,lora", help="recipes to try, RECIPE or RECIPE:LR, comma-separated")
-    ap.add_argument("--kinds", default="performance,sequenced")
+    ap.add_argument("--recipe_folder", default="sequenced", help="the folder --recipes compares on (a --kinds name)")
+    ap.add_argument("--kinds", default="performance,sequenced,chorales,quartets",
+                    help="folders: performance and sequenced (the corpus's valid split), chorales and quartets (music21)")
     ap.add_argument("--out", type=Path, default=HERE / "bench-out" / "finetune")
     args = ap.parse_args()
     if not (args.corpus / "metadata.csv").is_file():
@@ -160,7 +229,9 @@ def main() -> None:
     print(f"machine: {machine()}\n")
     rows = []
     for kind in args.kinds.split(","):
-        folder = make_folder(args.corpus, kind, args.out)
+        folder = get_folder(kind, args.corpus, args.out)
+        if folder is None:
+            continue
         model = args.out / f"model-{kind}"
         r = finetune(folder, model, args.minutes, args.corpus)
         held = [folder / k for k in r["data"]["held_out"]]
@@ -177,7 +248,7 @@ def main() -> None:
         h, ref, d = r["held_out"], r["reference"], r["data"]
         dh = h["yours"] - h["shipped"]
         dr = None if ref.get("shipped") is None else ref["yours"] - ref["shipped"]
-        print(f"| valid {kind} | {d['train_pieces']} pieces ({d['train_hours']:.2f} h) / {h['pieces']} pieces "
+        print(f"| {'valid ' * (kind not in ELSEWHERE)}{kind} | {d['train_pieces']} pieces ({d['train_hours']:.2f} h) / {h['pieces']} pieces "
               f"({d['held_out_files']} files) | {r['steps']} steps, {r['minutes']:.1f} min ({r['stop_reason']}) | "
               f"{h['shipped']:.4f} → {h['yours']:.4f} ({dh:+.4f}) | {'yes' if dh <= -0.05 else 'no'} | "
               + ("not measured | - " if dr is None else

@@ -199,3 +199,31 @@ def test_a_folder_of_music_the_model_learned_from_is_named_and_the_new_model_rem
     # a base without the list says nothing
     finetune(cfg(folder, tmp_path / "other", tmp_path / "plain", tmp_path, max_steps=3))
     assert "learned from:" not in capsys.readouterr().out
+
+
+def test_a_change_that_forgets_too_much_is_kept_only_in_part(tmp_path, tiny, capsys):
+    from classical_music.train import adapt, finetune_data as fd
+    from classical_music.train.finetune import _score
+
+    # a "shipped corpus" of other music (slow low chords, soft) beside a folder of fast scales,
+    # learned at a rate that specialises the model in seconds
+    corpus = tmp_path / "corpus"
+    rows = ["path,composer,split"]
+    for i in range(4):
+        chords = [(36 + i + k * 7, j * 0.9, 0.8, 30 + 5 * k) for j in range(40) for k in range(3)]
+        write_midi(corpus / f"other{i}.mid", chords)
+        rows.append(f"other{i}.mid,,valid")
+    (corpus / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    folder = folder_of(tmp_path / "midi")
+    whole = finetune(cfg(folder, tmp_path / "whole", tiny, tmp_path, reference=str(corpus),
+                         max_steps=60, lr=0.03))
+    assert 0 < whole["kept_share"] < 1, whole["reference"]
+    ref = whole["reference"]
+    assert ref["yours"] - ref["shipped"] <= adapt.FORGET_BOUND + 1e-6
+    assert "kept" in capsys.readouterr().out
+    # what it reports is what the saved model scores; some of the folder's gain stays
+    model = ComposerLSTM.from_pretrained(tmp_path / "whole").eval()
+    items, _ = fd.reference_items(fd.folder_files(folder), model.tokenizer, corpus)
+    assert abs(_score(model, items) - ref["yours"]) < 1e-4
+    assert whole["held_out"]["yours"] < whole["held_out"]["shipped"]
+    assert "of the change kept" in (tmp_path / "whole" / "MODEL_CARD.md").read_text()

@@ -232,7 +232,8 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
     check_every = budget / CHECKS
     curve = [{"minutes": 0.0, "step": 0, "held_out": round(shipped_check, 5), "train_loss": None}]
     # the starting weights are the best until a check beats them (and are what is saved if none does)
-    best = {"held_out": shipped_check, "step": 0, "weights": ad.weights()}
+    start_weights = ad.weights()  # what a change that forgets too much is blended back towards
+    best = {"held_out": shipped_check, "step": 0, "weights": start_weights}
     steps = tokens = bad = 0
     losses: list[float] = []
     stop_reason = "time budget"
@@ -310,18 +311,25 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
     for p in model.parameters():
         p.requires_grad_(False)
     kept = best["step"] > 0
+    share = 1.0
+    if kept and not interrupted and ref_items:
+        share, yours_ref = _hold_forgetting(model, start_weights, best["weights"], ref_items, shipped_ref, log)
+        kept = share > 0
     if interrupted:
         yours_report, yours_ref = best["held_out"], None
         shipped_report_shown, what = shipped_check, f"{sum(len(i.tokens) - 1 for i in check_items):,} events (check subset)"
         ref_shown = {"shipped": None, "yours": None, "what": "not measured (interrupted)"}
     else:
-        yours_report = best["held_out"] if same_sets or not kept else _score(model, report_items)
+        yours_report = best["held_out"] if same_sets and share == 1 else _score(model, report_items)
         if not kept:
             yours_report = shipped_report
-        yours_ref = (_score(model, ref_items) if kept else shipped_ref) if ref_items else None
+        if not ref_items:
+            yours_ref = None
+        elif not kept:
+            yours_ref = shipped_ref
         shipped_report_shown, what = shipped_report, f"{sum(len(i.tokens) - 1 for i in report_items):,} events"
         ref_shown = {"shipped": shipped_ref, "yours": yours_ref, "what": ref_what}
-    if not kept:
+    if not kept and share == 1:
         log(f"no check beat the {base_name} model's held-out score: keeping its weights unchanged")
     result = {
         "name": Path(cfg.out).name, "folder": cfg.folder, "folder_name": Path(cfg.folder).resolve().name,
@@ -329,7 +337,8 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
         "base": cfg.init_from, "base_name": base_name, "recipe": cfg.recipe, "lr": ad.lr,
         "composer": composer_key, "composer_new": composer_key is not None and composer_key not in base.config.conditions.get("composer", []),
         "trainable": ad.trainable(), "parameters": model.num_parameters(), "seq_len": cfg.seq_len,
-        "batch_size": cfg.batch_size, "steps": steps, "best_step": best["step"], "train_tokens": tokens,
+        "batch_size": cfg.batch_size, "steps": steps, "best_step": best["step"], "kept_share": share,
+        "train_tokens": tokens,
         "minutes": trained / 60, "budget_minutes": cfg.minutes, "stop_reason": stop_reason,
         "hardware": f"{_cpu()}, {threads} thread(s)",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -350,6 +359,29 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
         + (f" --composer {composer_key}" if composer_key else "") + ")")
     result["interrupted"] = interrupted
     return result
+
+
+def _hold_forgetting(model, start: dict, tuned: dict, ref_items, shipped_ref: float, log) -> tuple[float, float]:
+    """(share of the change kept, the shipped corpus's score with it): all of it when the corpus
+    rises by at most FORGET_BOUND, else the weights blended back (adapt.blend) by bisection to
+    about the largest share within it. Leaves the model holding those weights."""
+    ref = _score(model, ref_items)
+    if ref - shipped_ref <= recipes.FORGET_BOUND:
+        return 1.0, ref
+    whole = ref
+    lo, hi, lo_ref = 0.0, 1.0, shipped_ref
+    for _ in range(recipes.BLEND_STEPS):
+        mid = (lo + hi) / 2
+        model.load_state_dict(recipes.blend(start, tuned, mid))
+        r = _score(model, ref_items)
+        if r - shipped_ref <= recipes.FORGET_BOUND:
+            lo, lo_ref = mid, r
+        else:
+            hi = mid
+    model.load_state_dict(recipes.blend(start, tuned, lo))
+    log(f"the whole change raised the shipped corpus's valid by {whole - shipped_ref:+.3f}: kept {lo:.0%} of it "
+        f"({lo_ref - shipped_ref:+.3f}, within +{recipes.FORGET_BOUND:g})")
+    return lo, lo_ref
 
 
 def _columns(c: torch.Tensor, columns: list[int], n: int) -> torch.Tensor:
