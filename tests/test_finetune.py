@@ -227,3 +227,18 @@ def test_a_change_that_forgets_too_much_is_kept_only_in_part(tmp_path, tiny, cap
     assert abs(_score(model, items) - ref["yours"]) < 1e-4
     assert whole["held_out"]["yours"] < whole["held_out"]["shipped"]
     assert "of the change kept" in (tmp_path / "whole" / "MODEL_CARD.md").read_text()
+
+
+def test_without_the_corpus_the_base_models_own_music_checks_forgetting(tmp_path, tiny, capsys):
+    from classical_music.train import adapt
+
+    folder = folder_of(tmp_path / "midi")
+    r = finetune(cfg(folder, tmp_path / "mine", tiny, tmp_path, max_steps=60, lr=0.03))
+    own = r["own_music"]
+    assert r["reference"]["shipped"] is None and own["shipped"] > 0
+    assert own["yours"] - own["shipped"] <= adapt.FORGET_BOUND + 1e-6 and 0 < r["kept_share"] < 1
+    out = capsys.readouterr().out
+    assert "its own music" in out.splitlines()[-2] and "raised the base model's own music by" in out
+    # the same seed composes the same check: a second run measures the base model alike
+    again = finetune(cfg(folder, tmp_path / "mine", tiny, tmp_path, max_steps=2, lr=0.03))
+    assert again["own_music"]["shipped"] == own["shipped"]

@@ -219,8 +219,11 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
     shipped_check = _score(model, check_items)
     shipped_report = shipped_check if same_sets else _score(model, report_items)
     shipped_ref = _score(model, ref_items) if ref_items else None
+    own_items, own_what = ([], "") if ref_items else fd.own_music_items(base)
+    shipped_own = _score(model, own_items) if own_items else None
     log(f"{base_name} model on the held-out pieces: {shipped_report:.4f} nats/event"
         + (f"; on the shipped corpus's valid split: {shipped_ref:.4f}" if shipped_ref is not None else "")
+        + (f"; on its own music: {shipped_own:.4f}" if shipped_own is not None else "")
         + f" ({time.perf_counter() - t0:.0f} s)")
 
     check_stop()
@@ -311,9 +314,12 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
     for p in model.parameters():
         p.requires_grad_(False)
     kept = best["step"] > 0
-    share = 1.0
-    if kept and not interrupted and ref_items:
-        share, yours_ref = _hold_forgetting(model, start_weights, best["weights"], ref_items, shipped_ref, log)
+    share, yours_ref, yours_own = 1.0, None, shipped_own
+    if kept and not interrupted and (ref_items or own_items):
+        guard = ("the shipped corpus's valid", ref_items, shipped_ref) if ref_items else (
+            f"the {base_name} model's own music", own_items, shipped_own)
+        share, got = _hold_forgetting(model, start_weights, best["weights"], *guard, log)
+        yours_ref, yours_own = (got, None) if ref_items else (None, got)
         kept = share > 0
     if interrupted:
         yours_report, yours_ref = best["held_out"], None
@@ -323,10 +329,8 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
         yours_report = best["held_out"] if same_sets and share == 1 else _score(model, report_items)
         if not kept:
             yours_report = shipped_report
-        if not ref_items:
-            yours_ref = None
-        elif not kept:
-            yours_ref = shipped_ref
+        if not kept:
+            yours_ref, yours_own = shipped_ref, shipped_own
         shipped_report_shown, what = shipped_report, f"{sum(len(i.tokens) - 1 for i in report_items):,} events"
         ref_shown = {"shipped": shipped_ref, "yours": yours_ref, "what": ref_what}
     if not kept and share == 1:
@@ -345,6 +349,8 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
         "held_out": {"shipped": shipped_report_shown, "yours": yours_report, "pieces": data.pieces,
                      "files": len(data.held_out), "what": what + (", int8" if _int8() else ", float32")},
         "reference": ref_shown,
+        "own_music": None if shipped_own is None or interrupted else
+        {"shipped": shipped_own, "yours": yours_own, "what": own_what},
         "data": {"train_files": len(data.train), "train_pieces": data.train_pieces, "train_hours": data.train_hours,
                  "train_events": data.train_events, "held_out_files": len(data.held_out), "own_split": data.own_split,
                  "skipped": len(data.skipped), "held_out": [data.keys[i] for i in data.held_out],
@@ -361,10 +367,12 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
     return result
 
 
-def _hold_forgetting(model, start: dict, tuned: dict, ref_items, shipped_ref: float, log) -> tuple[float, float]:
-    """(share of the change kept, the shipped corpus's score with it): all of it when the corpus
-    rises by at most FORGET_BOUND, else the weights blended back (adapt.blend) by bisection to
-    about the largest share within it. Leaves the model holding those weights."""
+def _hold_forgetting(model, start: dict, tuned: dict, what: str, ref_items, shipped_ref: float,
+                     log) -> tuple[float, float]:
+    """(share of the change kept, the check's score with it): all of it when the check (the
+    shipped corpus's valid subset, or the base model's own music) rises by at most FORGET_BOUND,
+    else the weights blended back (adapt.blend) by bisection to about the largest share within
+    it. Leaves the model holding those weights."""
     ref = _score(model, ref_items)
     if ref - shipped_ref <= recipes.FORGET_BOUND:
         return 1.0, ref
@@ -379,7 +387,7 @@ def _hold_forgetting(model, start: dict, tuned: dict, ref_items, shipped_ref: fl
         else:
             hi = mid
     model.load_state_dict(recipes.blend(start, tuned, lo))
-    log(f"the whole change raised the shipped corpus's valid by {whole - shipped_ref:+.3f}: kept {lo:.0%} of it "
+    log(f"the whole change raised {what} by {whole - shipped_ref:+.3f}: kept {lo:.0%} of it "
         f"({lo_ref - shipped_ref:+.3f}, within +{recipes.FORGET_BOUND:g})")
     return lo, lo_ref
 

@@ -18,9 +18,12 @@ def summary_line(r: dict) -> str:
     sign = "−" if delta < 0 else "+"
     line = (f"held-out nats/event: {r['base_name']} {_num(h['shipped'])} → yours {_num(h['yours'])} "
             f"({sign}{abs(delta):.2f}) on {h['pieces']} piece{'s' * (h['pieces'] != 1)}; ")
-    ref = r["reference"]
+    ref, own = r["reference"], r.get("own_music")
     if ref.get("shipped") is None:
-        return line + f"valid of the shipped corpus {ref['what']}"
+        line += f"valid of the shipped corpus {ref['what']}"
+        if own and own.get("yours") is not None:
+            line += f"; its own music {_num(own['shipped'])} → {_num(own['yours'])}"
+        return line
     return line + f"valid of the shipped corpus {_num(ref['shipped'])} → {_num(ref['yours'])}"
 
 
@@ -79,8 +82,8 @@ def model_card(r: dict) -> str:
         f"parameters learn), windows of {r['seq_len']} events, batch {r['batch_size']} |",
         f"| training | {r['steps']} steps, {r['train_tokens']:,} events seen, {r['minutes']:.1f} min of a "
         f"{r['budget_minutes']:g}-min budget on {r['hardware']}; stopped: {r['stop_reason']}"
-        + (f"; {r['kept_share']:.0%} of the change kept (the whole of it forgot more of the shipped corpus "
-           "than allowed)" if r.get("kept_share", 1.0) < 1 else "") + " |",
+        + (f"; {r['kept_share']:.0%} of the change kept (the whole of it forgot more of the base model's "
+           "music than allowed)" if r.get("kept_share", 1.0) < 1 else "") + " |",
         f"| held-out nats/event ({h['what']}) | {r['base_name']} {h['shipped']:.4f} → this model "
         f"**{h['yours']:.4f}** ({h['yours'] - h['shipped']:+.4f}) |",
     ]
@@ -89,6 +92,11 @@ def model_card(r: dict) -> str:
                      f"this model {ref['yours']:.4f} ({ref['yours'] - ref['shipped']:+.4f}) |")
     else:
         lines.append(f"| shipped corpus's valid split | {ref['what']} |")
+    own = r.get("own_music")
+    if own and own.get("yours") is not None:
+        lines.append(f"| the {r['base_name']} model's own music ({own['what']}; the forgetting check without the "
+                     f"corpus) | {r['base_name']} {own['shipped']:.4f} → this model {own['yours']:.4f} "
+                     f"({own['yours'] - own['shipped']:+.4f}) |")
     lines += [
         "",
         "Lower is better: nats per event are how surprised the model is by each next event of music it never "

@@ -157,6 +157,25 @@ def reference_items(folder_files, tokenizer, root: Path | None = None) -> tuple[
     return items, what
 
 
+OWN_PIECES, OWN_EVENTS, OWN_SEED = 8, 2_500, 20261207
+
+
+def own_music_items(model) -> tuple[list, str]:
+    """Where the shipped corpus is not here (a user's machine), the forgetting check scores the
+    base model's own music instead: OWN_PIECES pieces of OWN_EVENTS events it composes at a fixed
+    seed, unconditioned. The rise of a fine-tuned model's nats/event on them (about how far its
+    predictions moved from the base model's, where the base model goes) tracked the corpus's own
+    rise: +0.136 / +0.134, +0.050 / +0.043, +0.101 / +0.103 for models fine-tuned on Bach chorales
+    (docs/benchmarks.md, "Fine-tuning")."""
+    from ..generate.composer import compose
+    from ..scoring import Item
+
+    bos = np.array([model.tokenizer.bos_id], np.int64)
+    rows = compose(model, bos, seconds=None, events=OWN_EVENTS, num_samples=OWN_PIECES, seed=OWN_SEED).rows
+    items = [Item(f"own{i}", np.concatenate([bos, np.asarray(r, np.int64)])) for i, r in enumerate(rows) if len(r)]
+    return items, f"{len(items)} pieces of {OWN_EVENTS:,} events the base model composed (seed {OWN_SEED})"
+
+
 def digest(path) -> str:
     """A file's content digest (blake2b, 16 bytes): how folders and checkpoints name the same MIDI file."""
     try:

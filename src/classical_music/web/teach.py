@@ -199,6 +199,8 @@ class Teacher:
             lesson.result = {"summary": summary_line(r), "model": lesson.name,
                              "held_out": {"shipped": held["shipped"], "yours": held["yours"], "pieces": held["pieces"]},
                              "reference": {"shipped": ref.get("shipped"), "yours": ref.get("yours")},
+                             "own_music": r.get("own_music") and {k: r["own_music"][k] for k in ("shipped", "yours")},
+                             "kept_share": r.get("kept_share", 1.0),
                              "steps": r["steps"], "minutes": round(r["minutes"], 2), "stop_reason": r["stop_reason"],
                              "train_pieces": r["data"]["train_pieces"], "files": lesson.files,
                              "already_learned": r["data"]["already_learned"]}

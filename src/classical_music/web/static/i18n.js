@@ -80,6 +80,7 @@ const STRINGS = {
     teach_busy: "A fine-tune is already running: wait for it or cancel it.",
     teach_too_many: "At most {n} files, {mb} MB in all.", teach_file_too_large: "{name} is larger than {mb} MB.",
     teach_already: "{n} of your {m} files are music the model had already learned from: it had little to learn there, and the held-out gain says little.",
+    teach_blended: "To keep the rest of what the model knew, {p}% of what it learned was kept (the whole change forgot too much).",
   },
   ko: {
     language: "언어", title: "클래식 음악 스튜디오",
@@ -151,6 +152,7 @@ const STRINGS = {
     teach_busy: "이미 가르치는 중입니다. 끝날 때까지 기다리거나 취소해 주세요.",
     teach_too_many: "파일은 최대 {n}개, 모두 합쳐 {mb} MB까지입니다.", teach_file_too_large: "{name} 파일이 {mb} MB보다 큽니다.",
     teach_already: "올린 파일 {m}개 중 {n}개는 모델이 이미 배운 음악입니다. 거기서 더 배울 것이 적어서, 평가용 곡의 점수 변화가 큰 의미가 없습니다.",
+    teach_blended: "모델이 원래 알던 음악을 잊지 않도록, 새로 배운 변화의 {p}%만 남겼습니다(변화 전체는 너무 많이 잊었습니다).",
   },
 };
 

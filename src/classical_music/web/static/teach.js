@@ -94,7 +94,11 @@ async function teachPoll() {
     teachSay("teach_done", { a: h.shipped.toFixed(3), b: h.yours.toFixed(3), d: (d > 0 ? "+" : "") + d.toFixed(3),
                              n: h.pieces, name: r.name }, 1);
     // music the model had already learned from teaches it little: say so, as `finetune` does
-    teachWarn(r.result.already_learned ? t("teach_already", { n: r.result.already_learned, m: r.result.files }) : "");
+    const warn = [];
+    if (r.result.already_learned) warn.push(t("teach_already", { n: r.result.already_learned, m: r.result.files }));
+    // a change that forgot too much of the rest was blended back (finetune's FORGET_BOUND)
+    if (r.result.kept_share < 1) warn.push(t("teach_blended", { p: Math.round(100 * r.result.kept_share) }));
+    teachWarn(warn.join(" "));
     if (typeof loadModels === "function") await loadModels();
   } else if (r.status === "cancelled") {
     teachSay("teach_cancelled", {}, 0);
