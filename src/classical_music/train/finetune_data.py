@@ -165,8 +165,8 @@ def own_music_items(model) -> tuple[list, str]:
     base model's own music instead: OWN_PIECES pieces of OWN_EVENTS events it composes at a fixed
     seed, unconditioned. The rise of a fine-tuned model's nats/event on them (about how far its
     predictions moved from the base model's, where the base model goes) tracked the corpus's own
-    rise: +0.136 / +0.134, +0.050 / +0.043, +0.101 / +0.103 for models fine-tuned on Bach chorales
-    (docs/benchmarks.md, "Fine-tuning")."""
+    rise near the bound: +0.136 / +0.134, +0.050 / +0.043, +0.101 / +0.103 for models fine-tuned on
+    Bach chorales, reading lower far past it (+0.30 / +0.43; docs/benchmarks.md, "Fine-tuning")."""
     from ..generate.composer import compose
     from ..scoring import Item
 
