@@ -315,22 +315,24 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
         p.requires_grad_(False)
     kept = best["step"] > 0
     share, yours_ref, yours_own = 1.0, None, shipped_own
-    if kept and not interrupted and (ref_items or own_items):
+    # interrupted too: what Ctrl-C keeps must not forget more than a finished run may (~5-25 s)
+    if kept and (ref_items or own_items):
         guard = ("the shipped corpus's valid", ref_items, shipped_ref) if ref_items else (
             f"the {base_name} model's own music", own_items, shipped_own)
         share, got = _hold_forgetting(model, start_weights, best["weights"], *guard, log)
         yours_ref, yours_own = (got, None) if ref_items else (None, got)
         kept = share > 0
     if interrupted:
-        yours_report, yours_ref = best["held_out"], None
+        yours_report = best["held_out"] if share == 1 or not kept else _score(model, check_items)
+        if not kept:
+            yours_report = shipped_check
         shipped_report_shown, what = shipped_check, f"{sum(len(i.tokens) - 1 for i in check_items):,} events (check subset)"
-        ref_shown = {"shipped": None, "yours": None, "what": "not measured (interrupted)"}
+        ref_shown = ({"shipped": shipped_ref, "yours": yours_ref, "what": ref_what} if yours_ref is not None
+                     else {"shipped": None, "yours": None, "what": "not measured (interrupted)"})
     else:
         yours_report = best["held_out"] if same_sets and share == 1 else _score(model, report_items)
         if not kept:
-            yours_report = shipped_report
-        if not kept:
-            yours_ref, yours_own = shipped_ref, shipped_own
+            yours_report, yours_ref, yours_own = shipped_report, shipped_ref, shipped_own
         shipped_report_shown, what = shipped_report, f"{sum(len(i.tokens) - 1 for i in report_items):,} events"
         ref_shown = {"shipped": shipped_ref, "yours": yours_ref, "what": ref_what}
     if not kept and share == 1:
@@ -349,8 +351,8 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
         "held_out": {"shipped": shipped_report_shown, "yours": yours_report, "pieces": data.pieces,
                      "files": len(data.held_out), "what": what + (", int8" if _int8() else ", float32")},
         "reference": ref_shown,
-        "own_music": None if shipped_own is None or interrupted else
-        {"shipped": shipped_own, "yours": yours_own, "what": own_what},
+        "own_music": None if shipped_own is None else
+        {"shipped": shipped_own, "yours": yours_own if kept else shipped_own, "what": own_what},
         "data": {"train_files": len(data.train), "train_pieces": data.train_pieces, "train_hours": data.train_hours,
                  "train_events": data.train_events, "held_out_files": len(data.held_out), "own_split": data.own_split,
                  "skipped": len(data.skipped), "held_out": [data.keys[i] for i in data.held_out],
