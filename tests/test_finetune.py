@@ -203,7 +203,7 @@ def test_a_folder_of_music_the_model_learned_from_is_named_and_the_new_model_rem
 
 def test_a_change_that_forgets_too_much_is_kept_only_in_part(tmp_path, tiny, capsys):
     from classical_music.train import adapt, finetune_data as fd
-    from classical_music.train.finetune import _score
+    from classical_music.train.finetune_check import nats_per_event
 
     # a "shipped corpus" of other music (slow low chords, soft) beside a folder of fast scales,
     # learned at a rate that specialises the model in seconds
@@ -224,7 +224,7 @@ def test_a_change_that_forgets_too_much_is_kept_only_in_part(tmp_path, tiny, cap
     # what it reports is what the saved model scores; some of the folder's gain stays
     model = ComposerLSTM.from_pretrained(tmp_path / "whole").eval()
     items, _ = fd.reference_items(fd.folder_files(folder), model.tokenizer, corpus)
-    assert abs(_score(model, items) - ref["yours"]) < 1e-4
+    assert abs(nats_per_event(model, items) - ref["yours"]) < 1e-4
     assert whole["held_out"]["yours"] < whole["held_out"]["shipped"]
     assert "of the change kept" in (tmp_path / "whole" / "MODEL_CARD.md").read_text()
 

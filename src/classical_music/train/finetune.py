@@ -37,6 +37,7 @@ from ..locks import folder_lock
 from . import adapt as recipes
 from . import finetune_data as fd
 from .finetune_card import learning_curve_png, model_card, summary_line
+from .finetune_check import hold_forgetting, int8_scoring, nats_per_event
 
 CHECKS = 8  # held-out checks over the budget, besides the starting model's
 
@@ -216,11 +217,11 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
 
     check_stop()
     t0 = time.perf_counter()
-    shipped_check = _score(model, check_items)
-    shipped_report = shipped_check if same_sets else _score(model, report_items)
-    shipped_ref = _score(model, ref_items) if ref_items else None
+    shipped_check = nats_per_event(model, check_items)
+    shipped_report = shipped_check if same_sets else nats_per_event(model, report_items)
+    shipped_ref = nats_per_event(model, ref_items) if ref_items else None
     own_items, own_what = ([], "") if ref_items else fd.own_music_items(base)
-    shipped_own = _score(model, own_items) if own_items else None
+    shipped_own = nats_per_event(model, own_items) if own_items else None
     log(f"{base_name} model on the held-out pieces: {shipped_report:.4f} nats/event"
         + (f"; on the shipped corpus's valid split: {shipped_ref:.4f}" if shipped_ref is not None else "")
         + (f"; on its own music: {shipped_own:.4f}" if shipped_own is not None else "")
@@ -285,7 +286,7 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
                     out_of_time = now - start >= budget or (cfg.max_steps and steps >= cfg.max_steps)
                     if now - last_check >= check_every or out_of_time:
                         model.eval()
-                        val = _score(model, check_items, ad)
+                        val = nats_per_event(model, check_items, ad)
                         model.train()
                         last_check = time.perf_counter()
                         curve.append({"minutes": round((now - start) / 60, 3), "step": steps,
@@ -319,18 +320,18 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
     if kept and (ref_items or own_items):
         guard = ("the shipped corpus's valid", ref_items, shipped_ref) if ref_items else (
             f"the {base_name} model's own music", own_items, shipped_own)
-        share, got = _hold_forgetting(model, start_weights, best["weights"], *guard, log)
+        share, got = hold_forgetting(model, start_weights, best["weights"], *guard, log)
         yours_ref, yours_own = (got, None) if ref_items else (None, got)
         kept = share > 0
     if interrupted:
-        yours_report = best["held_out"] if share == 1 or not kept else _score(model, check_items)
+        yours_report = best["held_out"] if share == 1 or not kept else nats_per_event(model, check_items)
         if not kept:
             yours_report = shipped_check
         shipped_report_shown, what = shipped_check, f"{sum(len(i.tokens) - 1 for i in check_items):,} events (check subset)"
         ref_shown = ({"shipped": shipped_ref, "yours": yours_ref, "what": ref_what} if yours_ref is not None
                      else {"shipped": None, "yours": None, "what": "not measured (interrupted)"})
     else:
-        yours_report = best["held_out"] if same_sets and share == 1 else _score(model, report_items)
+        yours_report = best["held_out"] if same_sets and share == 1 else nats_per_event(model, report_items)
         if not kept:
             yours_report, yours_ref, yours_own = shipped_report, shipped_ref, shipped_own
         shipped_report_shown, what = shipped_report, f"{sum(len(i.tokens) - 1 for i in report_items):,} events"
@@ -349,7 +350,7 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
         "hardware": f"{_cpu()}, {threads} thread(s)",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "held_out": {"shipped": shipped_report_shown, "yours": yours_report, "pieces": data.pieces,
-                     "files": len(data.held_out), "what": what + (", int8" if _int8() else ", float32")},
+                     "files": len(data.held_out), "what": what + (", int8" if int8_scoring() else ", float32")},
         "reference": ref_shown,
         "own_music": None if shipped_own is None else
         {"shipped": shipped_own, "yours": yours_own if kept else shipped_own, "what": own_what},
@@ -369,31 +370,6 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
     return result
 
 
-def _hold_forgetting(model, start: dict, tuned: dict, what: str, ref_items, shipped_ref: float,
-                     log) -> tuple[float, float]:
-    """(share of the change kept, the check's score with it): all of it when the check (the
-    shipped corpus's valid subset, or the base model's own music) rises by at most FORGET_BOUND,
-    else the weights blended back (adapt.blend) by bisection to about the largest share within
-    it. Leaves the model holding those weights."""
-    ref = _score(model, ref_items)
-    if ref - shipped_ref <= recipes.FORGET_BOUND:
-        return 1.0, ref
-    whole = ref
-    lo, hi, lo_ref = 0.0, 1.0, shipped_ref
-    for _ in range(recipes.BLEND_STEPS):
-        mid = (lo + hi) / 2
-        model.load_state_dict(recipes.blend(start, tuned, mid))
-        r = _score(model, ref_items)
-        if r - shipped_ref <= recipes.FORGET_BOUND:
-            lo, lo_ref = mid, r
-        else:
-            hi = mid
-    model.load_state_dict(recipes.blend(start, tuned, lo))
-    log(f"the whole change raised {what} by {whole - shipped_ref:+.3f}: kept {lo:.0%} of it "
-        f"({lo_ref - shipped_ref:+.3f}, within +{recipes.FORGET_BOUND:g})")
-    return lo, lo_ref
-
-
 def _columns(c: torch.Tensor, columns: list[int], n: int) -> torch.Tensor:
     """The dataset's condition columns placed among the model's (the rest stay 0, "any")."""
     if len(columns) == n:
@@ -401,29 +377,6 @@ def _columns(c: torch.Tensor, columns: list[int], n: int) -> torch.Tensor:
     full = torch.zeros(*c.shape[:-1], n, dtype=c.dtype)
     full[..., columns] = c
     return full
-
-
-def _int8() -> bool:
-    from ..decoding import int8_available
-
-    return int8_available()
-
-
-@torch.inference_mode()
-def _score(model, items, adapted=None) -> float:
-    """Mean nats/event of items, each file from its start with the state carried (int8 on CPU)."""
-    from .. import scoring
-
-    if adapted is not None and adapted.lora:  # score the merged weights
-        scratch = type(model)(model.config)
-        scratch.load_state_dict(adapted.weights())
-        model = scratch.eval()
-    forward = scoring.make_forward(model, "int8" if _int8() else "float32", "cpu")
-    total = events = 0.0
-    for _, nats, n in scoring.score(forward, sorted(items, key=lambda i: -len(i.tokens)),
-                                    batch_size=max(1, len(items)), chunk=256):
-        total, events = total + nats, events + n
-    return total / max(1.0, events)
 
 
 def _cpu() -> str:
