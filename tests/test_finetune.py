@@ -238,7 +238,19 @@ def test_without_the_corpus_the_base_models_own_music_checks_forgetting(tmp_path
     assert r["reference"]["shipped"] is None and own["shipped"] > 0
     assert own["yours"] - own["shipped"] <= adapt.FORGET_BOUND + 1e-6 and 0 < r["kept_share"] < 1
     out = capsys.readouterr().out
-    assert "its own music" in out.splitlines()[-2] and "raised the base model's own music by" in out
+    assert "the base model's own music" in out.splitlines()[-2] and "raised the base model's own music by" in out
     # the same seed composes the same check: a second run measures the base model alike
     again = finetune(cfg(folder, tmp_path / "mine", tiny, tmp_path, max_steps=2, lr=0.03))
     assert again["own_music"]["shipped"] == own["shipped"]
+
+
+def test_the_summary_line_shows_a_small_change_without_a_bare_zero():
+    from classical_music.train.finetune_card import summary_line
+
+    def line(shipped, yours):
+        return summary_line({"base_name": "shipped", "held_out": {"shipped": shipped, "yours": yours, "pieces": 9},
+                             "reference": {"shipped": 2.03, "yours": 2.05}})
+
+    assert "shipped 2.31 → yours 2.12 (−0.19) on 9 pieces; valid of the shipped corpus 2.03 → 2.05" == line(2.31, 2.12)[21:]
+    assert "(−0.003)" in line(1.3696, 1.3663) and "(+0.001)" in line(1.3696, 1.3703)
+    assert "(+0.00)" in line(1.37, 1.37)

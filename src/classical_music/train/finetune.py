@@ -297,6 +297,9 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
                         else:
                             bad += 1
                         bar.set_postfix_str(f"held-out {val:.3f}, best {best['held_out']:.3f}", refresh=True)
+                        if bar.disable:  # a log or a pipe: a line per check instead of the bar
+                            print(f"finetune: {(now - start) / 60:.1f} of {cfg.minutes:g} min, step {steps}: held-out "
+                                  f"check {val:.4f} (best {best['held_out']:.4f})", file=sys.stderr, flush=True)
                         if bad >= PATIENCE:
                             stop_reason = f"held-out score stopped improving ({PATIENCE} checks)"
                             break
@@ -332,6 +335,12 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
                      else {"shipped": None, "yours": None, "what": "not measured (interrupted)"})
     else:
         yours_report = best["held_out"] if same_sets and share == 1 else nats_per_event(model, report_items)
+        if kept and yours_report >= shipped_report:
+            # the check subset's best did not carry to all the held-out pieces: nothing was learned
+            model.load_state_dict(start_weights)
+            kept, share = False, 1.0
+            log(f"the best check's weights score no better on all the held-out pieces ({yours_report:.4f} against "
+                f"{shipped_report:.4f}): keeping the {base_name} model's weights unchanged")
         if not kept:
             yours_report, yours_ref, yours_own = shipped_report, shipped_ref, shipped_own
         shipped_report_shown, what = shipped_report, f"{sum(len(i.tokens) - 1 for i in report_items):,} events"

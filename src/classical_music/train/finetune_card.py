@@ -16,13 +16,14 @@ def summary_line(r: dict) -> str:
     h = r["held_out"]
     delta = h["yours"] - h["shipped"]
     sign = "−" if delta < 0 else "+"
+    digits = 2 if abs(delta) >= 0.005 or delta == 0 else 3  # never a bare "−0.00" for a small change
     line = (f"held-out nats/event: {r['base_name']} {_num(h['shipped'])} → yours {_num(h['yours'])} "
-            f"({sign}{abs(delta):.2f}) on {h['pieces']} piece{'s' * (h['pieces'] != 1)}; ")
+            f"({sign}{abs(delta):.{digits}f}) on {h['pieces']} piece{'s' * (h['pieces'] != 1)}; ")
     ref, own = r["reference"], r.get("own_music")
     if ref.get("shipped") is None:
         line += f"valid of the shipped corpus {ref['what']}"
         if own and own.get("yours") is not None:
-            line += f"; its own music {_num(own['shipped'])} → {_num(own['yours'])}"
+            line += f"; the {r['base_name']} model's own music {_num(own['shipped'])} → {_num(own['yours'])}"
         return line
     return line + f"valid of the shipped corpus {_num(ref['shipped'])} → {_num(ref['yours'])}"
 
@@ -94,15 +95,17 @@ def model_card(r: dict) -> str:
         lines.append(f"| shipped corpus's valid split | {ref['what']} |")
     own = r.get("own_music")
     if own and own.get("yours") is not None:
-        lines.append(f"| the {r['base_name']} model's own music ({own['what']}; the forgetting check without the "
-                     f"corpus) | {r['base_name']} {own['shipped']:.4f} → this model {own['yours']:.4f} "
+        lines.append(f"| the {r['base_name']} model's own music, the forgetting check without the corpus: "
+                     f"{own['what']} | {r['base_name']} {own['shipped']:.4f} → this model {own['yours']:.4f} "
                      f"({own['yours'] - own['shipped']:+.4f}) |")
     lines += [
         "",
         "Lower is better: nats per event are how surprised the model is by each next event of music it never "
         "trained on, each piece scored from its start with the LSTM state carried (as `classical-music evaluate` "
-        "does). The held-out pieces say whether it learned your music; the shipped corpus's valid split says "
-        "whether it forgot the rest.",
+        "does). The held-out pieces say whether it learned your music; "
+        + ("the shipped corpus's valid split says whether it forgot the rest." if ref.get("shipped") is not None else
+           f"the {r['base_name']} model's own music says whether it forgot the rest (the shipped corpus was not "
+           "there to measure)."),
         "",
         "![learning curve](learning_curve.png)",
         "",

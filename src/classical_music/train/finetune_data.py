@@ -138,7 +138,7 @@ def reference_items(folder_files, tokenizer, root: Path | None = None) -> tuple[
 
     root = Path(root) if root is not None else REFERENCE
     if not (root / "metadata.csv").is_file():
-        return [], f"not measured ({root} not found; --reference DIR)"
+        return [], f"not measured ({root} not found: give --reference DIR)"
     mine = {digest(p) for p in folder_files}
     valid = sorted((sf.path for sf in iter_folder(root) if sf.split == "valid"), key=str)
     valid = [p for p in valid if digest(p) not in mine]
@@ -173,7 +173,7 @@ def own_music_items(model) -> tuple[list, str]:
     bos = np.array([model.tokenizer.bos_id], np.int64)
     rows = compose(model, bos, seconds=None, events=OWN_EVENTS, num_samples=OWN_PIECES, seed=OWN_SEED).rows
     items = [Item(f"own{i}", np.concatenate([bos, np.asarray(r, np.int64)])) for i, r in enumerate(rows) if len(r)]
-    return items, f"{len(items)} pieces of {OWN_EVENTS:,} events the base model composed (seed {OWN_SEED})"
+    return items, f"{len(items)} pieces of {OWN_EVENTS:,} events it composed at seed {OWN_SEED}"
 
 
 def digest(path) -> str:
