@@ -82,11 +82,9 @@ def make_elsewhere(name: str, out: Path) -> Path | None:
         return folder
     jobs = {}  # by the MIDI file written: a movement encoded twice (.krn and .mxl) is written once
     for composer in composers:
-        root = Path(m21.getComposer(composer)[0]).parents[0]
-        while root.name != composer:
-            root = root.parent
-        for path in sorted(m21.getComposer(composer)):
-            path = Path(path)
+        paths = sorted(Path(p) for p in m21.getComposer(composer))
+        root = next(a for a in paths[0].parents if a.name == composer)  # the composer's folder in the corpus
+        for path in paths:
             if keep(path):
                 rel = path.relative_to(root)
                 piece = (rel.stem.split(".")[0] if name == "chorales" else rel.parts[0].split(".")[0])

@@ -327,9 +327,10 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
         yours_ref, yours_own = (got, None) if ref_items else (None, got)
         kept = share > 0
     if interrupted:
-        yours_report = best["held_out"] if share == 1 or not kept else nats_per_event(model, check_items)
         if not kept:
             yours_report = shipped_check
+        else:
+            yours_report = best["held_out"] if share == 1 else nats_per_event(model, check_items)
         shipped_report_shown, what = shipped_check, f"{sum(len(i.tokens) - 1 for i in check_items):,} events (check subset)"
         ref_shown = ({"shipped": shipped_ref, "yours": yours_ref, "what": ref_what} if yours_ref is not None
                      else {"shipped": None, "yours": None, "what": "not measured (interrupted)"})
@@ -345,7 +346,7 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
             yours_report, yours_ref, yours_own = shipped_report, shipped_ref, shipped_own
         shipped_report_shown, what = shipped_report, f"{sum(len(i.tokens) - 1 for i in report_items):,} events"
         ref_shown = {"shipped": shipped_ref, "yours": yours_ref, "what": ref_what}
-    if not kept and share == 1:
+    if best["step"] == 0:
         log(f"no check beat the {base_name} model's held-out score: keeping its weights unchanged")
     result = {
         "name": Path(cfg.out).name, "folder": cfg.folder, "folder_name": Path(cfg.folder).resolve().name,
