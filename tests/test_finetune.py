@@ -254,3 +254,25 @@ def test_the_summary_line_shows_a_small_change_without_a_bare_zero():
     assert "shipped 2.31 → yours 2.12 (−0.19) on 9 pieces; valid of the shipped corpus 2.03 → 2.05" == line(2.31, 2.12)[21:]
     assert "(−0.003)" in line(1.3696, 1.3663) and "(+0.001)" in line(1.3696, 1.3703)
     assert "(+0.00)" in line(1.37, 1.37)
+
+
+def test_rehearsal_is_the_starting_models_own_predictions(tiny):
+    from classical_music.train import adapt, rehearse
+
+    model = ComposerLSTM.from_pretrained(tiny).eval()
+    r = rehearse.Rehearsal(model, seq_len=64, pieces=3)
+    assert len(r) > 0 and r.x.shape[1] == 64 and r.target.shape[-1] == model.config.vocab_size
+    ad = adapt.adapt(model, "full")
+    gen = torch.Generator().manual_seed(0)
+    assert float(r.loss(ad, 4, gen)) < 1e-3  # the model it was made from: nothing to rehearse
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    moved = r.loss(ad, 4, gen)
+    assert float(moved) > 0.01
+    moved.backward()  # and it pulls the weights back: a gradient reaches what learns
+    assert model.head.weight.grad is not None and float(model.head.weight.grad.abs().sum()) > 0
+    # a second rehearsal from the same model composes the same pieces (its own seed, not the check's)
+    again = rehearse.Rehearsal(ComposerLSTM.from_pretrained(tiny).eval(), seq_len=64, pieces=3)
+    assert torch.equal(again.x, r.x) and rehearse.SEED != __import__(
+        "classical_music.train.finetune_data", fromlist=["OWN_SEED"]).OWN_SEED

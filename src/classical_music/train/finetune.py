@@ -36,6 +36,7 @@ from ..errors import UserError
 from ..locks import folder_lock
 from . import adapt as recipes
 from . import finetune_data as fd
+from . import rehearse as rehearsal
 from .finetune_card import learning_curve_png, model_card, summary_line
 from .finetune_check import hold_forgetting, int8_scoring, nats_per_event
 
@@ -67,6 +68,7 @@ class FinetuneConfig:
     cache: str | None = None  # keep the prepared folder here (default: a temporary folder)
     overwrite: bool = False
     no_progress: bool = False
+    rehearse: float = rehearsal.WEIGHT  # the rehearsal loss's weight (train/rehearse.py; 0: off)
     uploaded: int | None = None  # the studio's upload of this many files (the card says so, not its folder)
 
     def validate(self) -> None:
@@ -79,6 +81,8 @@ class FinetuneConfig:
                 raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.lr < 0:
             raise UserError(f"--lr must not be negative, got {self.lr}")
+        if not (math.isfinite(self.rehearse) and self.rehearse >= 0):
+            raise UserError(f"--rehearse must be 0 or more, got {self.rehearse}")
         if self.recipe not in recipes.RECIPES:
             raise UserError(f"--recipe must be one of {', '.join(recipes.RECIPES)}, got {self.recipe!r}")
 
@@ -228,6 +232,9 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
         + f" ({time.perf_counter() - t0:.0f} s)")
 
     check_stop()
+    rehearse = rehearsal.Rehearsal(model, cfg.seq_len, cfg.rehearse) if cfg.rehearse > 0 else None
+    rehearse_n = rehearsal.windows_per_step(cfg.batch_size)
+    rehearse_gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
     ad = recipes.adapt(model, cfg.recipe, cfg.lr or None, cfg.seed)
     opt = torch.optim.AdamW(ad.groups, lr=ad.lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -268,7 +275,10 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
                     logits, _ = ad.forward(x, c)
                     loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=model.tokenizer.pad_id)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    if rehearse is not None and len(rehearse):
+                        (loss + rehearse.loss(ad, rehearse_n, rehearse_gen)).backward()
+                    else:
+                        loss.backward()
                     torch.nn.utils.clip_grad_norm_([p for g in ad.groups for p in g["params"]], 1.0)
                     opt.step()
                     steps += 1
@@ -354,7 +364,7 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
         "base": cfg.init_from, "base_name": base_name, "recipe": cfg.recipe, "lr": ad.lr,
         "composer": composer_key, "composer_new": composer_key is not None and composer_key not in base.config.conditions.get("composer", []),
         "trainable": ad.trainable(), "parameters": model.num_parameters(), "seq_len": cfg.seq_len,
-        "batch_size": cfg.batch_size, "steps": steps, "best_step": best["step"], "kept_share": share,
+        "batch_size": cfg.batch_size, "rehearse": cfg.rehearse, "steps": steps, "best_step": best["step"], "kept_share": share,
         "train_tokens": tokens,
         "minutes": trained / 60, "budget_minutes": cfg.minutes, "stop_reason": stop_reason,
         "hardware": f"{_cpu()}, {threads} thread(s)",
@@ -443,6 +453,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch_size", type=int, default=16, help="windows per step (default: 16)")
     p.add_argument("--seq_len", type=int, default=256, help="events per window (default: 256)")
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--rehearse", type=float, default=rehearsal.WEIGHT, metavar="W",
+                   help="weight of the rehearsal of the starting model's own music, which keeps it from forgetting "
+                        f"what you did not ask to change (default: {rehearsal.WEIGHT:g}; 0: off)")
     p.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (default 0: the budget decides)")
     cpu_threads.add_argument(p)
     p.add_argument("--reference", default=None, metavar="DIR",
@@ -465,7 +478,7 @@ def config_from_args(args) -> FinetuneConfig:
     return FinetuneConfig(folder=args.folder, out=args.out, minutes=args.minutes, composer=args.composer,
                           init_from=args.init_from, recipe=args.recipe, lr=args.lr, seq_len=args.seq_len,
                           batch_size=args.batch_size, seed=args.seed, max_steps=args.max_steps, threads=args.threads,
-                          reference=args.reference, cache=args.cache, overwrite=args.overwrite,
+                          reference=args.reference, cache=args.cache, rehearse=args.rehearse, overwrite=args.overwrite,
                           no_progress=args.no_progress or not sys.stderr.isatty())
 
 
