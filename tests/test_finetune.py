@@ -216,7 +216,7 @@ def test_a_change_that_forgets_too_much_is_kept_only_in_part(tmp_path, tiny, cap
     (corpus / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     folder = folder_of(tmp_path / "midi")
     whole = finetune(cfg(folder, tmp_path / "whole", tiny, tmp_path, reference=str(corpus),
-                         max_steps=60, lr=0.03))
+                         max_steps=60, lr=0.03, rehearse=0))
     assert 0 < whole["kept_share"] < 1, whole["reference"]
     ref = whole["reference"]
     assert ref["yours"] - ref["shipped"] <= adapt.FORGET_BOUND + 1e-6
@@ -227,13 +227,18 @@ def test_a_change_that_forgets_too_much_is_kept_only_in_part(tmp_path, tiny, cap
     assert abs(nats_per_event(model, items) - ref["yours"]) < 1e-4
     assert whole["held_out"]["yours"] < whole["held_out"]["shipped"]
     assert "of the change kept" in (tmp_path / "whole" / "MODEL_CARD.md").read_text()
+    # rehearsing the starting model's own music while learning keeps more of the change
+    rehearsed = finetune(cfg(folder, tmp_path / "rehearsed", tiny, tmp_path, reference=str(corpus),
+                             max_steps=60, lr=0.03, rehearse=3))
+    assert rehearsed["kept_share"] > whole["kept_share"], (rehearsed["kept_share"], whole["kept_share"])
+    assert rehearsed["reference"]["yours"] - ref["shipped"] <= adapt.FORGET_BOUND + 1e-6
 
 
 def test_without_the_corpus_the_base_models_own_music_checks_forgetting(tmp_path, tiny, capsys):
     from classical_music.train import adapt
 
     folder = folder_of(tmp_path / "midi")
-    r = finetune(cfg(folder, tmp_path / "mine", tiny, tmp_path, max_steps=60, lr=0.03))
+    r = finetune(cfg(folder, tmp_path / "mine", tiny, tmp_path, max_steps=60, lr=0.03, rehearse=0))
     own = r["own_music"]
     assert r["reference"]["shipped"] is None and own["shipped"] > 0
     assert own["yours"] - own["shipped"] <= adapt.FORGET_BOUND + 1e-6 and 0 < r["kept_share"] < 1
