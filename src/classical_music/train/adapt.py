@@ -8,7 +8,8 @@ what rate, and (lora) through what. Every recipe ends as plain weights in an ord
 
 The style conditions' embeddings and biases learn in every recipe, faster (COND_LR), so a new
 composer name picks up its own colour in minutes. Whatever the recipe, a change that forgets
-too much of the shipped corpus is kept only in part (blend, FORGET_BOUND).
+too much of the shipped corpus is kept only in part (blend, FORGET_BOUND); finetune's rehearsal
+(train/rehearse.py) keeps most changes within it.
 """
 
 from __future__ import annotations

@@ -83,6 +83,7 @@ def model_card(r: dict) -> str:
         f"parameters learn), windows of {r['seq_len']} events, batch {r['batch_size']} |",
         f"| training | {r['steps']} steps, {r['train_tokens']:,} events seen, {r['minutes']:.1f} min of a "
         f"{r['budget_minutes']:g}-min budget on {r['hardware']}; stopped: {r['stop_reason']}"
+        + (f"; rehearsing its own music at weight {r['rehearse']:g}" if r.get("rehearse") else "")
         + (f"; {r['kept_share']:.0%} of the change kept (the whole of it forgot more of the base model's "
            "music than allowed)" if r.get("kept_share", 1.0) < 1 else "") + " |",
         f"| held-out nats/event ({h['what']}) | {r['base_name']} {h['shipped']:.4f} → this model "
