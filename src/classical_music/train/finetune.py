@@ -275,10 +275,8 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
                     logits, _ = ad.forward(x, c)
                     loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=model.tokenizer.pad_id)
                     opt.zero_grad(set_to_none=True)
-                    if rehearse is not None and len(rehearse):
-                        (loss + rehearse.loss(ad, rehearse_n, rehearse_gen)).backward()
-                    else:
-                        loss.backward()
+                    # (an empty rehearsal, or none, is falsy: the folder's loss alone)
+                    (loss + rehearse.loss(ad, rehearse_n, rehearse_gen) if rehearse else loss).backward()
                     torch.nn.utils.clip_grad_norm_([p for g in ad.groups for p in g["params"]], 1.0)
                     opt.step()
                     steps += 1

@@ -160,7 +160,7 @@ def reference_items(folder_files, tokenizer, root: Path | None = None) -> tuple[
 OWN_PIECES, OWN_EVENTS, OWN_SEED = 8, 2_500, 20261207
 
 
-def own_music_items(model) -> tuple[list, str]:
+def own_music_items(model, pieces: int = OWN_PIECES, seed: int = OWN_SEED) -> tuple[list, str]:
     """Where the shipped corpus is not here (a user's machine), the forgetting check scores the
     base model's own music instead: OWN_PIECES pieces of OWN_EVENTS events it composes at a fixed
     seed, unconditioned. The rise of a fine-tuned model's nats/event on them (about how far its
@@ -171,9 +171,9 @@ def own_music_items(model) -> tuple[list, str]:
     from ..scoring import Item
 
     bos = np.array([model.tokenizer.bos_id], np.int64)
-    rows = compose(model, bos, seconds=None, events=OWN_EVENTS, num_samples=OWN_PIECES, seed=OWN_SEED).rows
+    rows = compose(model, bos, seconds=None, events=OWN_EVENTS, num_samples=pieces, seed=seed).rows
     items = [Item(f"own{i}", np.concatenate([bos, np.asarray(r, np.int64)])) for i, r in enumerate(rows) if len(r)]
-    return items, f"{len(items)} pieces of {OWN_EVENTS:,} events it composed at seed {OWN_SEED}"
+    return items, f"{len(items)} pieces of {OWN_EVENTS:,} events it composed at seed {seed}"
 
 
 def digest(path) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PIECES, EVENTS, SEED = 16, 2_500, 20261208
+PIECES, SEED = 16, 20261208  # of finetune_data.OWN_EVENTS events each
 WEIGHT = 1.0  # the rehearsal loss's weight beside your folder's (0: off)
 SHARE = 0.25  # rehearsal windows per step, as a share of --batch_size (at least 1)
 
@@ -26,27 +26,26 @@ class Rehearsal:
     """Windows of the starting model's own music with its next-event distributions (float16)."""
 
     def __init__(self, model, seq_len: int, weight: float = WEIGHT, pieces: int = PIECES, seed: int = SEED):
-        from ..generate.composer import compose
+        from .finetune_data import own_music_items
 
         self.weight = weight
-        tok = model.tokenizer
-        bos = np.array([tok.bos_id], np.int64)
+        pad = model.tokenizer.pad_id
         was_training = model.training
         model.eval()
-        rows = compose(model, bos, seconds=None, events=EVENTS, num_samples=pieces, seed=seed).rows
         windows = []
-        for r in rows:
-            seq = np.concatenate([bos, np.asarray(r, np.int64)])
-            for s in range(0, len(seq) - 1, seq_len):
-                w = seq[s:s + seq_len + 1]
+        for item in own_music_items(model, pieces, seed)[0]:
+            for s in range(0, len(item.tokens) - 1, seq_len):
+                w = item.tokens[s:s + seq_len + 1]
                 if len(w) > seq_len // 2:
-                    windows.append(np.pad(w, (0, seq_len + 1 - len(w)), constant_values=tok.pad_id))
-        self.x = torch.from_numpy(np.stack(windows)[:, :-1]) if windows else torch.zeros(0, seq_len, dtype=torch.long)
-        self.mask = torch.from_numpy(np.stack(windows)[:, 1:] != tok.pad_id) if windows else None
-        with torch.inference_mode():
-            # the teacher: what the starting model predicts at each event of its own music
-            self.target = torch.cat([F.log_softmax(model(self.x[i:i + 32])[0].float(), -1).half()
-                                     for i in range(0, len(self.x), 32)]) if windows else None
+                    windows.append(np.pad(w, (0, seq_len + 1 - len(w)), constant_values=pad))
+        both = torch.from_numpy(np.stack(windows)) if windows else torch.full((0, seq_len + 1), pad)
+        self.x, self.mask = both[:, :-1], both[:, 1:] != pad
+        self.target = None  # an empty rehearsal is never asked for its loss (falsy)
+        if windows:
+            with torch.inference_mode():
+                # the teacher: what the starting model predicts at each event of its own music
+                self.target = torch.cat([F.log_softmax(model(self.x[i:i + 32])[0].float(), -1).half()
+                                         for i in range(0, len(self.x), 32)])
         model.train(was_training)
 
     def __len__(self) -> int:
