@@ -14,8 +14,8 @@ reports, beside the shipped model (the peer, measured in the same run):
 1. held-out nats/event, shipped → fine-tuned (goal: at least 0.05 lower);
 2. the shipped corpus's valid split, the files not in the folder (finetune's own check), shipped
    → fine-tuned (goal: rises by at most 0.05);
-3. pieces composed by each model at the same seeds (8 × 30 s, defaults: through-composed; and
-   8 × 120 s, defaults: AABA, whose density is drawn from the checkpoint's opening_density, the
+3. pieces composed by each model at the same seeds (32 × 30 s, defaults: through-composed; and
+   32 × 120 s, defaults: AABA, whose density is drawn from the checkpoint's opening_density, the
    folder's for the fine-tuned model), their mean overlap area (`compare` statistics) with the
    folder's held-out pieces' first SECONDS (goal: the fine-tuned model's higher).
 
@@ -38,7 +38,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "classical_music.cli"]
-SEEDS = 8
+SEEDS = 32  # with 8, one chorale model read 0.441 and with 32, 0.479: 8 sits within the seeds' noise; composing takes seconds
 
 
 def make_folder(corpus: Path, kind: str, out: Path) -> Path:

@@ -281,3 +281,21 @@ def test_rehearsal_is_the_starting_models_own_predictions(tiny):
     again = rehearse.Rehearsal(ComposerLSTM.from_pretrained(tiny).eval(), seq_len=64, pieces=3)
     assert torch.equal(again.x, r.x) and rehearse.SEED != __import__(
         "classical_music.train.finetune_data", fromlist=["OWN_SEED"]).OWN_SEED
+
+
+def test_the_base_models_memory_of_the_piece_carries_over(tmp_path, tiny):
+    from classical_music.memory import settings
+
+    base = ComposerLSTM.from_pretrained(tiny)
+    block = {"default": "cache", "lambda": 0.3, "size": 500, "compose": {"default": "cache", "lambda": 0.9, "size": 400}}
+    base.save_pretrained(tmp_path / "tuned", base.tokenizer, extra={"memory": block})
+    out = tmp_path / "mine"
+    finetune(cfg(folder_of(tmp_path / "midi"), out, tmp_path / "tuned", tmp_path, max_steps=4, rehearse=0))
+    mine, start = ComposerLSTM.from_pretrained(out), ComposerLSTM.from_pretrained(tmp_path / "tuned")
+    # yours is evaluated and composes with the memory the base model was tuned with, not with none
+    assert settings.resolve(mine, None) == settings.resolve(start, None)
+    assert settings.resolve(mine, None).mode == "cache" and settings.resolve(mine, None).size == 500
+    assert settings.compose_block(mine)["size"] == 400
+    # and a base without a tuned memory gives a model without one
+    finetune(cfg(folder_of(tmp_path / "midi"), tmp_path / "plain", tiny, tmp_path, max_steps=4, rehearse=0))
+    assert settings.stored(ComposerLSTM.from_pretrained(tmp_path / "plain")) == {}

@@ -422,6 +422,10 @@ def _save(model, cfg, result: dict, vocab: dict, cache, opening: dict | None = N
              "composer_min_hours": old.get("composer_min_hours", conditions.COMPOSER_MIN_HOURS)}
     if opening is not None:  # planned pieces draw their density from your pieces' openings
         extra[conditions.OPENING_KEY] = opening
+    if isinstance(old.get("memory"), dict):
+        # the base model's tuned memory of the piece carries over (evaluate and generate read it), so
+        # yours is scored and composes as the base model does; `tune-memory` retunes it for yours
+        extra["memory"] = {**old["memory"], "inherited_from": result["base_name"]}
     files = {"MODEL_CARD.md": model_card(result).encode("utf-8"), "learning_curve.png": learning_curve_png(result),
              "finetune.json": (json.dumps(result, indent=1, default=float) + "\n").encode("utf-8")}
     if learned:
