@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 PIECES, SEED = 16, 20261208  # of finetune_data.OWN_EVENTS events each
-# the rehearsal loss's weight beside your folder's (0: off). Its windows are the music the model
-# composes, so it also holds composing to the starting model's: on the chorales (32 pieces of 30 s)
-# overlap with the folder 0.464 shipped, 0.518 at 0, 0.498 at 0.5, 0.479 at 1; held-out -0.55, -0.80,
-# -0.79; forgetting +0.037, +0.026, +0.020 (docs/benchmarks.md, "Rehearsal")
+# the rehearsal loss's weight beside your folder's (0: off). On the chorales 0.5 learned as much as
+# 1 (held-out -0.80 / -0.79) and forgot a little more (+0.026 / +0.020, bound 0.05); the pieces it
+# composes move less towards the folder than without rehearsal, alike at 0.25-1
+# (docs/benchmarks.md, "Rehearsal at 0.5")
 WEIGHT = 0.5
 SHARE = 0.25  # rehearsal windows per step, as a share of --batch_size (at least 1)
 
