@@ -299,3 +299,22 @@ def test_the_base_models_memory_of_the_piece_carries_over(tmp_path, tiny):
     # and a base without a tuned memory gives a model without one
     finetune(cfg(folder_of(tmp_path / "midi"), tmp_path / "plain", tiny, tmp_path, max_steps=4, rehearse=0))
     assert settings.stored(ComposerLSTM.from_pretrained(tmp_path / "plain")) == {}
+
+
+def test_the_base_models_licence_and_training_data_carry_over(tmp_path, tiny):
+    import json
+
+    base = ComposerLSTM.from_pretrained(tiny)
+    base.save_pretrained(tmp_path / "licensed", base.tokenizer,
+                         extra={"license": "CC BY-NC-SA 4.0 (inherited from the training data)",
+                                "training_data": "the corpus's train split"})
+    out = tmp_path / "mine"
+    finetune(cfg(folder_of(tmp_path / "midi"), out, tmp_path / "licensed", tmp_path, max_steps=2, rehearse=0))
+    config = json.loads((out / "config.json").read_text())
+    # the weights derive from the base's, so its terms travel with them, in the config and on the card
+    assert config["license"] == "CC BY-NC-SA 4.0 (inherited from the training data)"
+    assert config["training_data"].startswith("the corpus's train split; then fine-tuned on midi")
+    assert "Licence: CC BY-NC-SA 4.0" in (out / "MODEL_CARD.md").read_text()
+    # a base that names no licence gives no invented one
+    finetune(cfg(folder_of(tmp_path / "midi"), tmp_path / "plain", tiny, tmp_path, max_steps=2, rehearse=0))
+    assert "license" not in json.loads((tmp_path / "plain" / "config.json").read_text())

@@ -359,7 +359,9 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
     result = {
         "name": Path(cfg.out).name, "folder": cfg.folder, "folder_name": Path(cfg.folder).resolve().name,
         "uploaded": cfg.uploaded,
-        "base": cfg.init_from, "base_name": base_name, "recipe": cfg.recipe, "lr": ad.lr,
+        "base": cfg.init_from, "base_name": base_name,
+        "base_license": (getattr(base, "checkpoint_config", None) or {}).get("license"),
+        "recipe": cfg.recipe, "lr": ad.lr,
         "composer": composer_key, "composer_new": composer_key is not None and composer_key not in base.config.conditions.get("composer", []),
         "trainable": ad.trainable(), "parameters": model.num_parameters(), "seq_len": cfg.seq_len,
         "batch_size": cfg.batch_size, "rehearse": cfg.rehearse, "steps": steps, "best_step": best["step"], "kept_share": share,
@@ -422,6 +424,12 @@ def _save(model, cfg, result: dict, vocab: dict, cache, opening: dict | None = N
              "composer_min_hours": old.get("composer_min_hours", conditions.COMPOSER_MIN_HOURS)}
     if opening is not None:  # planned pieces draw their density from your pieces' openings
         extra[conditions.OPENING_KEY] = opening
+    if old.get("license"):
+        # the weights derive from the base model's, so its terms (from its training data) travel with them
+        extra["license"] = str(old["license"])
+    if old.get("training_data"):
+        extra["training_data"] = (f"{old['training_data']}; then fine-tuned on {result['folder_name']} "
+                                  f"({result['data']['train_files']} files)")
     if isinstance(old.get("memory"), dict):
         # the base model's tuned memory of the piece carries over (evaluate and generate read it), so
         # yours is scored and composes as the base model does; `tune-memory` retunes it for yours

@@ -110,8 +110,10 @@ def model_card(r: dict) -> str:
         "",
         "![learning curve](learning_curve.png)",
         "",
-        "Licence: the weights derive from the base model's (see its model card; the shipped model's are "
-        "CC BY-NC-SA 4.0) and from the music in the folder, whose terms you know best.",
+        (f"Licence: {r['base_license']}, as the {r['base_name']} model's weights these derive from; "
+         if r.get("base_license") else
+         f"Licence: the weights derive from the {r['base_name']} model's (see its model card); ")
+        + "the music in the folder adds its own terms, which you know best.",
         "",
     ]
     return "\n".join(lines)
