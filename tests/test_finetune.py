@@ -318,3 +318,30 @@ def test_the_base_models_licence_and_training_data_carry_over(tmp_path, tiny):
     # a base that names no licence gives no invented one
     finetune(cfg(folder_of(tmp_path / "midi"), tmp_path / "plain", tiny, tmp_path, max_steps=2, rehearse=0))
     assert "license" not in json.loads((tmp_path / "plain" / "config.json").read_text())
+
+
+def tonal(tonic: int, n: int = 160, step: float = 0.22):
+    """A melody in a major key: up and down the scale, leaning on the tonic triad, as pieces do."""
+    degrees = [0, 4, 7, 12, 11, 9, 7, 5, 4, 2, 0, 7, 4, 0, 2, 4]
+    return [(tonic + degrees[i % len(degrees)], i * step, step * 0.9, 50 + (i * 5) % 40) for i in range(n)]
+
+
+def test_pieces_from_your_model_draw_their_home_keys_from_your_folder(tmp_path, tiny):
+    from classical_music.generate import GenerateConfig
+
+    folder = tmp_path / "midi"
+    for i in range(8):  # G major and D major, none elsewhere
+        write_midi(folder / f"piece{i}.mid", tonal(55 if i % 2 else 62))
+    out = tmp_path / "mine"
+    r = finetune(cfg(folder, out, tiny, tmp_path, max_steps=2, rehearse=0))
+    block = json.loads((out / "config.json").read_text())[conditions.HOME_KEYS_KEY]
+    assert set(block["counts"]) == {"G major", "D major"} and block["pieces"] == r["data"]["train_pieces"] == 6
+    # a piece asked for no key, through-composed (30 s) or planned (120 s), is in one of them
+    model = ComposerLSTM.from_pretrained(out)
+    for seconds in (30, 120):
+        plans = [p for s in range(6)
+                 for p in GenerateConfig(output=tmp_path / "x.mid", seconds=seconds, num_samples=2).piece_plans(s, model)]
+        assert {p.home_key for p in plans} == {"G major", "D major"}
+    # the starting model has no such block: its through pieces find their own key
+    start = ComposerLSTM.from_pretrained(tiny)
+    assert GenerateConfig(output=tmp_path / "x.mid", seconds=30).piece_plans(0, start)[0].home_key is None

@@ -439,3 +439,108 @@ def test_the_summary_names_each_variations_key_and_the_drawn_density(styled, tmp
     for i, line in enumerate(lines, 1):
         plan = json.loads((tmp_path / f"v_{i}.plan.json").read_text())
         assert f"key {plan['home_key']}" in line and f"density {plan['sections'][0]['density']:g}" in line, line
+
+
+# -- holding a key as real music uses it (sampling.KeyHold) ---------------------------------------
+
+
+def _played(hold_bonus, model_logits, n=600, seed=0):
+    """Pitch classes drawn from a 12-class 'model' plus the key's bonus (feedback after each note
+    when hold_bonus is a KeyHold, else a fixed bonus)."""
+    from classical_music.generate.sampling import KeyHold
+
+    rng = np.random.default_rng(seed)
+    counts = np.zeros(12)
+    for _ in range(n):
+        bonus = hold_bonus.bonus[0, 60:72] if isinstance(hold_bonus, KeyHold) else hold_bonus[60:72]
+        p = np.exp(model_logits + bonus)
+        pc = int(rng.choice(12, p=p / p.sum()))
+        counts[pc] += 1
+        if isinstance(hold_bonus, KeyHold):
+            hold_bonus.played(0, 60 + pc)
+    return counts / counts.sum()
+
+
+def test_a_held_key_sounds_as_real_music_uses_it_not_as_a_drone_on_its_tonic():
+    from classical_music.generate.sampling import KeyHold, key_bonus
+
+    g_major = conditions.KEYS.index("G major")
+    use = conditions.key_use(g_major)
+    assert use.sum() == pytest.approx(1.0) and use.argmax() == 7 and use[6] > use[8]  # G the tonic, F# in key
+    # a model already in G that leans on its tonic; a fixed bonus lifts the tonic further, the
+    # feedback pulls it back towards the share real music gives it, and keeps the key
+    model = np.log(use) + 2.0 * (np.arange(12) == 7)
+    hold = KeyHold(1)
+    hold.set(0, g_major, 1.0)
+    held, fixed = _played(hold, model), _played(key_bonus(g_major), model)
+    assert abs(held[7] - use[7]) < abs(fixed[7] - use[7]) and held[7] < fixed[7]
+    assert np.minimum(held, use).sum() > np.minimum(fixed, use).sum()
+    assert conditions.estimate_key(np.repeat(np.arange(12), np.round(held * 1000).astype(int))) == g_major
+    # a model that wanders off the key (uniform over the 12) is brought into it
+    wander = _played(_set(KeyHold(1), g_major), np.zeros(12))
+    assert wander[[1, 3, 8, 10]].sum() < 0.25 < 4 / 12 and conditions.estimate_key(
+        np.repeat(np.arange(12), np.round(wander * 1000).astype(int))) in (g_major, conditions.relative_key(g_major))
+
+
+def _set(hold, key, strength=1.0):
+    hold.set(0, key, strength)
+    return hold
+
+
+def test_no_key_or_no_strength_holds_nothing():
+    from classical_music.generate.sampling import KeyHold
+
+    hold = KeyHold(2)
+    hold.set(0, None, 1.0)
+    hold.set(1, conditions.KEYS.index("C major"), 0.0)
+    for _ in range(5):
+        hold.played(0, 61)
+        hold.played(1, 61)
+    assert not hold.bonus.any()
+    hold.set(1, conditions.KEYS.index("C major"), 1.0)  # the notes heard so far count from now on
+    assert hold.bonus[1, 61] < hold.bonus[1, 60] and hold.bonus[1, 61] < 0
+
+
+# -- a checkpoint's home keys (a fine-tuned model's: your folder's) --------------------------------
+
+
+def with_home_keys(counts):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(checkpoint_config={conditions.HOME_KEYS_KEY: {"counts": counts}})
+
+
+def test_the_home_keys_block_counts_each_piece_once_by_its_most_common_key():
+    g, d, em = (conditions.KEYS.index(k) for k in ("G major", "D major", "E minor"))
+    block = conditions.home_keys_block({"a": [g, g, d], "b": [d], "c": [em, d, em], "d": []}, "mine")
+    # "a": G twice over D; "b": D; "c": E minor; "d" has no key and is not counted
+    assert block["counts"] == {"D major": 1, "G major": 1, "E minor": 1} and block["pieces"] == 3
+    assert list(block["counts"]) == ["D major", "G major", "E minor"]  # most pieces first, then KEYS order
+    assert block["source"] == "mine"
+    assert conditions.home_keys_block({"a": [g]}, "one piece") is None
+    w = conditions.model_home_keys(with_home_keys({"G major": 3, "D major": 1}))
+    assert w.sum() == pytest.approx(1.0) and w[g] == pytest.approx(0.75) and w[d] == pytest.approx(0.25)
+    for bad in ({"H major": 1}, {"G major": "3"}, {"G major": -1}, {"G major": True}, {}, [1, 2]):
+        assert conditions.model_home_keys(with_home_keys(bad)) is None
+    assert conditions.model_home_keys(with_openings()) is None  # a checkpoint without the block
+
+
+def test_a_piece_asked_for_no_key_draws_its_home_key_from_the_checkpoints_music(tmp_path):
+    from classical_music.generate.form import home_keys
+
+    model = with_home_keys({"G major": 3, "D major": 1})
+    keys = home_keys(model, primed=False)
+    through = [resolve_plan(None, None, 30, None, None, None, s, keys=keys) for s in range(40)]
+    assert {p.home_key for p in through} == {"G major", "D major"}  # a through piece too, now
+    assert sum(p.home_key == "G major" for p in through) > 20
+    assert {p.sections[0].key for p in through} == {"G major", "D major"}
+    planned = [resolve_plan("ABA", None, 60, None, None, None, s, i, keys=keys) for s in range(8) for i in range(3)]
+    assert {p.home_key for p in planned} <= {"G major", "D major"}
+    # asked for a key, or without the block (the shipped model), as before: a through piece finds its own
+    assert resolve_plan(None, None, 30, "Eb", None, None, 1, keys=keys).home_key == "Eb major"
+    assert resolve_plan(None, None, 30, None, None, None, 1).home_key is None
+    assert len({resolve_plan("ABA", None, 60, None, None, None, s).home_key for s in range(40)}) > 12
+    # a primer's key is the piece's: nothing drawn
+    assert home_keys(model, primed=True) is None
+    cfg = GenerateConfig(output=tmp_path / "x.mid", seconds=30, num_samples=3)
+    assert {p.home_key for p in cfg.piece_plans(5, model)} <= {"G major", "D major"}

@@ -34,8 +34,8 @@ from .density import (DENSITY_CENTERS, DENSITY_MAX, DENSITY_WINDOW, OPENING_KEY,
                       density_bin, density_codes, density_label, draw_density, model_deciles, opening_block,
                       opening_density)
 from .events import Onsets, onsets, window_sum
-from .keys import (KEY_WINDOW, KEYS, PROFILES, estimate_key, key_codes, key_name, note_durations, parse_key,
-                   relative_key, transpose_codes, transpose_key)
+from .keys import (HOME_KEYS_KEY, KEY_WINDOW, KEYS, PROFILES, estimate_key, home_keys_block, key_codes, key_name,
+                   key_use, model_home_keys, note_durations, parse_key, relative_key, transpose_codes, transpose_key)
 from .names import (COMPOSER_MIN_HOURS, COMPOSERS, KINDS, PERIODS, composer_display, fold, normalize_composer,
                     normalize_kind, normalize_period)
 
@@ -310,10 +310,10 @@ def menus() -> list[dict]:
 __all__ = [
     "ANY", "BY_NAME", "COMPOSER_MIN_HOURS", "COMPOSERS", "CONDITIONS", "DENSITY_CENTERS", "DENSITY_MAX", "DENSITY_WINDOW",
     "OPENING_KEY", "OPENING_SECONDS", "SUGGEST_CUTOFF", "clamp_density", "draw_density", "model_deciles",
-    "opening_block", "opening_density",
+    "opening_block", "opening_density", "HOME_KEYS_KEY", "home_keys_block", "model_home_keys",
     "EVENT_CONDITIONS", "FILE_CONDITIONS", "KEYS", "KEY_WINDOW", "KINDS", "NAMES", "OTHER", "PERIODS", "PROFILES",
     "Condition", "Onsets", "add_arguments", "asked", "composer_display", "density_bin", "density_label", "describe",
     "encode_request", "estimate_key", "event_conditions", "file_codes", "file_conditions", "filter_form", "flags", "fold",
-    "key_name", "listing", "menus", "normalize_composer", "normalize_kind", "normalize_period", "note_durations",
+    "key_name", "key_use", "listing", "menus", "normalize_composer", "normalize_kind", "normalize_period", "note_durations",
     "parse_key", "parse_names", "parse_request", "relative_key", "transpose_key", "vocabularies", "window_sum",
 ]

@@ -28,6 +28,20 @@ def _profiles() -> np.ndarray:
 
 PROFILES = _profiles()  # [24, 12], zero-mean unit rows, in KEYS order
 
+# How real music uses a key: the share of key-downs on each pitch class above the tonic, against the
+# key of the 16 s around each (key_codes), over the train split of ../shared/data/classical-piano
+# (3.8 M notes; bench/key_use.py measures them again). A key is held to these (generate's KeyHold):
+# Krumhansl's probe-tone ratings are how well a tone fits, not how often it sounds, and as a logit
+# bonus they put 47 % of a held key's notes on its tonic (real music: 21 %).
+KEY_USE_MAJOR = (0.214, 0.0238, 0.0918, 0.0224, 0.1262, 0.108, 0.0265, 0.1675, 0.0349, 0.0823, 0.0419, 0.0608)
+KEY_USE_MINOR = (0.1842, 0.0346, 0.0865, 0.1384, 0.0303, 0.0907, 0.0427, 0.1483, 0.0902, 0.0408, 0.06, 0.0532)
+
+
+def key_use(index: int) -> np.ndarray:
+    """The share of notes on each of the 12 pitch classes (C first) in this key (KEYS index)."""
+    use = np.asarray(KEY_USE_MINOR if index >= 12 else KEY_USE_MAJOR, np.float64)
+    return np.roll(use / use.sum(), index % 12)
+
 
 def parse_key(text: str) -> int:
     """KEYS index of "C", "Am", "F# minor", "Eb major", "bb min", "D-flat major"; UserError otherwise."""
@@ -87,3 +101,42 @@ def transpose_codes(codes: np.ndarray, semitones: int) -> np.ndarray:
     """Key codes (1 + KEYS index: tonic + 12 * minor; 0 = any) of music moved by semitones."""
     k0 = codes - 1
     return np.where(codes > 0, (k0 % 12 + semitones) % 12 + 12 * (k0 >= 12) + 1, 0)
+
+
+# Which keys a checkpoint's music is in: config.json may carry a "home_keys" block, how many of its
+# pieces open in each key (KEYS names). `finetune` writes your folder's, and a piece asked for no
+# key then draws its home key from them (generate.form.resolve_plan): 32 pieces of 30 s from a model
+# fine-tuned on ten string quartets, at the folder's keys, overlap its held-out movements' pitch
+# classes 0.93, at any of the 24 keys 0.78. A checkpoint without the block (the shipped model's)
+# draws from all 24 for a planned piece and leaves a through-composed one to find its own.
+HOME_KEYS_KEY = "home_keys"
+
+
+def home_keys_block(per_piece: dict[str, list[int]], source: str) -> dict | None:
+    """The config.json block from each piece's files' opening keys (KEYS indices; a piece's most
+    common one counts); None with fewer than 2 pieces."""
+    counts: dict[str, int] = {}
+    for keys in per_piece.values():
+        if keys:
+            name = KEYS[max(set(keys), key=lambda k: (keys.count(k), -k))]
+            counts[name] = counts.get(name, 0) + 1
+    if sum(counts.values()) < 2:
+        return None
+    return {"counts": dict(sorted(counts.items(), key=lambda kv: (-kv[1], KEYS.index(kv[0])))),
+            "pieces": sum(counts.values()), "source": source}
+
+
+def model_home_keys(model) -> np.ndarray | None:
+    """The checkpoint's home keys as 24 weights in KEYS order summing to 1, or None (no block, or
+    one that is not a mapping of key names to counts)."""
+    block = (getattr(model, "checkpoint_config", None) or {}).get(HOME_KEYS_KEY)
+    counts = block.get("counts") if isinstance(block, dict) else None
+    if not isinstance(counts, dict) or not counts:
+        return None
+    w = np.zeros(len(KEYS))
+    for name, n in counts.items():
+        if (name not in KEYS or isinstance(n, bool) or not isinstance(n, (int, float))
+                or not np.isfinite(n) or n < 0):
+            return None
+        w[KEYS.index(name)] += n
+    return w / w.sum() if w.sum() > 0 else None

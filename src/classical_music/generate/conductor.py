@@ -26,7 +26,7 @@ from .. import conditions
 from ..notes import LEAD_SECONDS, Notes
 from .checkpoint import condition_codes
 from .form import DYNAMICS, Plan
-from .sampling import density_push, key_bonus, registered
+from .sampling import KeyHold, density_push, registered
 
 RITARDANDO = 1.5  # time-shift stretch reached at the piece's end
 INNER_RITARDANDO = 1.2  # at the end of the other sections
@@ -250,7 +250,9 @@ class Conductor:
         # model's time that is the first section's tempo's share (sample() holds it, _Rows.prompt).
         self.lead_steps = None if primer else math.floor(LEAD_SECONDS / self.spans[0].tempo * self.sps)
         self.bonus = np.zeros((n, vocab), np.float32)
-        self.keybonus = [np.zeros(128, np.float32) for _ in range(n)]
+        self.key_hold = KeyHold(n)  # each row's section key, held as real music uses it
+        self.keybonus = [np.zeros(128, np.float32) for _ in range(n)]  # the key's bonus, or a cadence's chord
+        self.push = [0.0] * n  # the density controller's last push on key-downs
         self.keys = None
         for row in range(n):
             self._enter(row, 0, 0)
@@ -290,6 +292,10 @@ class Conductor:
             self._enter(row, i, now)
         if self.on.start <= token < self.on.stop:
             self.onsets[row] += 1
+            self.key_hold.played(row, token - self.on.start)
+            if self.phase[row] is None and self.key_hold.key[row] is not None:
+                self.keybonus[row] = self.key_hold.bonus[row]
+                self.bonus[row, self.on] = self.keybonus[row] + self.push[row]
         if self.cadence and now >= self.final_from:
             self.queue[row].clear()  # a recall still playing gives way to the ending
             self._final(row, now)
@@ -352,8 +358,9 @@ class Conductor:
 
     def _set_key(self, row: int, key: int | None) -> None:
         strength = self.steer * (1.0 if self.plan.through else SECTION_KEY_STEER)
-        self.keybonus[row] = (key_bonus(key, strength) if key is not None and strength
-                              else np.zeros(128, np.float32))
+        self.key_hold.set(row, key, strength)
+        self.keybonus[row] = self.key_hold.bonus[row].copy()
+        self.push[row] = 0.0
         self.bonus[row, self.on] = self.keybonus[row]
 
     def _steer(self, row: int, now: int) -> None:
@@ -374,6 +381,7 @@ class Conductor:
             # a second's notes of allowance: with one note's, a dense section's first second (14 notes
             # due, none played) pushed key-downs by ~16 logits, a burst of chords up to the keyboard's top
             push = density_push(self.onsets[row] - self.since_onsets[row], want, self.steer, max(density, 1.0))
+            self.push[row] = push
             self.bonus[row, self.on] = self.keybonus[row] + push
             self.bonus[row, self.vel] = push
             self.bonus[row, self.wait] = 0.0 if push == -np.inf else -push

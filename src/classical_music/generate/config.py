@@ -12,7 +12,7 @@ import torch
 from .. import conditions
 from ..errors import UserError
 from .checkpoint import check_device
-from .form import ENDINGS, THROUGH, density_deciles, resolve_plan
+from .form import ENDINGS, THROUGH, density_deciles, home_keys, resolve_plan
 from .options import DEFAULT as SAMPLING, SamplingOptions
 from .sampling import use_int8
 
@@ -136,13 +136,14 @@ class GenerateConfig(StyleFields):
 
     def piece_plans(self, seed: int, model=None) -> list | None:
         """Each variation's plan (form.resolve_plan); None for a plain --events run. With the model,
-        a planned piece asked for no density draws one from its checkpoint (form.draws_density)."""
+        a planned piece asked for no density draws one from its checkpoint (form.draws_density), and
+        a piece asked for no key its home key from the checkpoint's music's keys (form.home_keys)."""
         if self.events:
             return None
         primed = self.primer is not None or self.primer_notes is not None
-        deciles = density_deciles(model, self.style(), primed)
-        return [resolve_plan(self.form, self.plan, self.seconds, self.key, self.density, self.ending, seed, i, deciles)
-                for i in range(self.num_samples)]
+        deciles, keys = density_deciles(model, self.style(), primed), home_keys(model, primed)
+        return [resolve_plan(self.form, self.plan, self.seconds, self.key, self.density, self.ending, seed, i, deciles,
+                             keys) for i in range(self.num_samples)]
 
     def memory_options(self, model):
         """The memory.Memory this run composes with (flags, else the checkpoint's tuned block)."""

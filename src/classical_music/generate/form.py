@@ -117,9 +117,13 @@ def related_keys(home: int) -> list[int]:
     return [conditions.relative_key(home), conditions.transpose_key(home, 5), conditions.transpose_key(home, 7)]
 
 
-def draw_home_key(seed: int, variation: int = 0) -> int:
-    """A home key drawn by the seed (each variation its own): any of the 24."""
-    return int(np.random.default_rng([int(seed) % 2**32, 23, variation]).integers(len(conditions.KEYS)))
+def draw_home_key(seed: int, variation: int = 0, weights=None) -> int:
+    """A home key drawn by the seed (each variation its own): any of the 24, or by these weights
+    (conditions.model_home_keys: the keys of the checkpoint's music)."""
+    rng = np.random.default_rng([int(seed) % 2**32, 23, variation])
+    if weights is None:
+        return int(rng.integers(len(conditions.KEYS)))
+    return int(rng.choice(len(conditions.KEYS), p=np.asarray(weights, np.float64)))
 
 
 def _contrast(density: float | None, i: int) -> float | None:
@@ -276,15 +280,23 @@ def density_deciles(model, style: dict, primed: bool):
     return conditions.model_deciles(model) if model is not None and draws_density(style, primed) else None
 
 
+def home_keys(model, primed: bool):
+    """What resolve_plan draws a home key from: the checkpoint's music's keys
+    (conditions.model_home_keys), or None (none stored, no model, or a primer, whose key the piece
+    continues)."""
+    return None if model is None or primed else conditions.model_home_keys(model)
+
+
 def resolve_plan(form: str | None, plan_path: Path | None, seconds: float | None, key: str | None,
                  density: float | None, ending: str | None, seed: int, variation: int = 0,
-                 deciles=None) -> Plan:
+                 deciles=None, keys=None) -> Plan:
     """What a run composes: --plan, else --form (default: through under THROUGH_UNDER_SECONDS,
     DEFAULT_LONG_FORM above), with the home key and density from --key and --density or drawn by
     the seed (variations share the form, the timing and the density, each draws its own key; the
-    density from `deciles`, conditions.model_deciles, none drawn without them); a through piece keeps the
-    model's own key and density unless asked. A plan file's sections without a key or density take
-    --key and --density (or are left to the model)."""
+    density from `deciles`, conditions.model_deciles, none drawn without them; the key from `keys`,
+    home_keys, else any of the 24). A through piece keeps the model's own density unless asked,
+    and its own key unless asked or `keys` are given. A plan file's sections without a key or
+    density take --key and --density (or are left to the model)."""
     ending = ending or "cadence"
     if plan_path is not None:
         plan = load_plan(plan_path, ending)
@@ -298,9 +310,10 @@ def resolve_plan(form: str | None, plan_path: Path | None, seconds: float | None
     if form is None:
         form = THROUGH if not seconds or seconds < THROUGH_UNDER_SECONDS else DEFAULT_LONG_FORM
     home = conditions.parse_key(key) if key is not None else None
-    if form.strip().lower() != THROUGH:
-        if home is None:
-            home = draw_home_key(seed, variation)
+    through = form.strip().lower() == THROUGH
+    if home is None and (keys is not None or not through):
+        home = draw_home_key(seed, variation, keys)
+    if not through:
         if density is None and deciles:  # the model's own leans dense (conditions.density, OPENING_KEY)
             density = conditions.draw_density(seed, deciles)
     return default_plan(form, seconds or 30.0, home, density, ending)

@@ -382,7 +382,7 @@ def _run(cfg, base, base_name, composer_key, vocab, data, threads, log, progress
     }
     learned = known | {mine[i] for i in map(int, data.train)}  # what the new model has learned from
     check_stop()  # a cancel during the last scoring still saves nothing
-    _save(model, cfg, result, vocab, cache, fd.opening_block(data, model.tokenizer, Path(cfg.folder)), learned)
+    _save(model, cfg, result, vocab, cache, fd.opening_blocks(data, model.tokenizer, Path(cfg.folder)), learned)
     log(summary_line(result))
     log(f"saved {cfg.out} (compose with: classical-music generate --checkpoint {cfg.out}"
         + (f" --composer {composer_key}" if composer_key else "") + ")")
@@ -407,6 +407,7 @@ def _cpu() -> str:
 
 def _save(model, cfg, result: dict, vocab: dict, cache, opening: dict | None = None,
           learned: set | None = None) -> None:
+    """opening: fd.opening_blocks' config.json blocks (your pieces' opening densities and keys)."""
     import json
 
     hours = {}
@@ -422,8 +423,8 @@ def _save(model, cfg, result: dict, vocab: dict, cache, opening: dict | None = N
     extra = {"finetune": {**info, "folder": fd.folder_identity(Path(cfg.folder)), "config": asdict(cfg)},
              "condition_hours": hours,
              "composer_min_hours": old.get("composer_min_hours", conditions.COMPOSER_MIN_HOURS)}
-    if opening is not None:  # planned pieces draw their density from your pieces' openings
-        extra[conditions.OPENING_KEY] = opening
+    # pieces draw their density (planned ones) and home key (any asked for none) from your pieces' openings
+    extra.update(opening or {})
     if old.get("license"):
         # the weights derive from the base model's, so its terms (from its training data) travel with them
         extra["license"] = str(old["license"])

@@ -230,13 +230,25 @@ def read_json(path: Path) -> dict:
         return {}
 
 
-def opening_block(data: Folder, tokenizer, folder: Path) -> dict | None:
-    """The config.json block of how densely the pieces to learn from open (conditions.density), so
-    planned pieces from the new model draw your music's pace rather than the shipped corpus's."""
-    per_piece: dict[str, list[float]] = {}
+def opening_blocks(data: Folder, tokenizer, folder: Path) -> dict[str, dict]:
+    """The config.json blocks of how densely the pieces to learn from open (conditions.density) and
+    in which keys (conditions.keys' home keys), so pieces from the new model draw your music's pace
+    and keys rather than the shipped corpus's; a block with too few pieces is left out."""
+    density: dict[str, list[float]] = {}
+    keys: dict[str, list[int]] = {}
     for i in map(int, data.train):
         notes = tokenizer.decode(data.cache.tokens(i, 0, OPENING_EVENTS).astype(np.int64))
-        d = conditions.opening_density(notes.onset) if len(notes) else None
+        if not len(notes):
+            continue
+        piece = data.groups[i] if data.groups else str(i)
+        d = conditions.opening_density(notes.onset)
         if d is not None:
-            per_piece.setdefault(data.groups[i] if data.groups else str(i), []).append(d)
-    return conditions.opening_block(per_piece, f"finetune folder {folder.name}, the part learned from")
+            density.setdefault(piece, []).append(d)
+        opening = notes.onset < notes.onset.min() + conditions.OPENING_SECONDS
+        k = conditions.estimate_key(notes.pitch[opening], conditions.note_durations(notes)[opening])
+        if k is not None:
+            keys.setdefault(piece, []).append(k)
+    source = f"finetune folder {folder.name}, the part learned from"
+    blocks = {conditions.OPENING_KEY: conditions.opening_block(density, source),
+              conditions.HOME_KEYS_KEY: conditions.home_keys_block(keys, source)}
+    return {k: v for k, v in blocks.items() if v is not None}
