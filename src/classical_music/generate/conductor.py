@@ -33,12 +33,12 @@ INNER_RITARDANDO = 1.2  # at the end of the other sections
 CADENCE_SECONDS = 4.0  # of the last section; others: INNER_CADENCE_SECONDS (each at most a fifth of it)
 INNER_CADENCE_SECONDS = 2.5
 DOMINANT_SHARE = 0.55  # of a cadence spent on the dominant before the tonic
-# A planned section's key is held at this share of --steer (a --key through piece at all of it):
-# at full strength 8 ABA pieces' pitch-class overlap with real music fell from 0.90 (through) to
-# 0.76, at half to 0.84 (docs/benchmarks.md, "Whole pieces"). Since sections draw a home density,
-# sparse ones hold their key less well: at 0.5 32 AABA pieces kept 85 % of section keys (88 % with
-# the relative), at 0.8 94-97 %, pitch-class overlap 0.90-0.91 either way.
-SECTION_KEY_STEER = 0.8
+# A planned section's key is held at this share of --steer (a --key through piece at all of it).
+# With the Krumhansl profile as a fixed bonus (before sampling.KeyHold) full strength lowered 8 ABA
+# pieces' pitch-class overlap with real music from 0.90 to 0.76, so sections had 0.8; held as real
+# music uses the key, full strength keeps 92-95 % of AABA section keys (0.8: 85-90 %) at an OA of
+# 0.87 (docs/benchmarks.md, "Holding a key").
+SECTION_KEY_STEER = 1.0
 CADENCE_GAIN = 1.2  # chord-tone bonus in a cadence, in units of the key bonus at --steer 1
 DIMINUENDO = 0.7  # velocity scale reached at the piece's end (inner cadences: INNER_DIMINUENDO)
 INNER_DIMINUENDO = 0.85
