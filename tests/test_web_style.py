@@ -58,7 +58,9 @@ def test_style_reaches_the_answer(client):
     plain = client.post("/api/continue", json=base).json()
     chopin = client.post("/api/continue", json={**base, **STYLE}).json()
     bach = client.post("/api/continue", json={**base, **STYLE, "composer": "bach"}).json()
-    guided = client.post("/api/continue", json={**base, **STYLE, "guidance": 2.0}).json()
+    # guidance 3: this untrained model's conditions move its logits little, and at 2 the held key
+    # and density drew the same notes as guidance 1
+    guided = client.post("/api/continue", json={**base, **STYLE, "guidance": 3.0}).json()
     assert chopin["style"] == {"composer": "chopin", "period": "romantic", "kind": "performance",
                                "density": chopin["style"]["density"], "key": "D minor"}
     answers = [tuple(map(tuple, a["notes"])) for a in (plain, chopin, bach, guided)]
