@@ -336,6 +336,7 @@ def test_pieces_from_your_model_draw_their_home_keys_from_your_folder(tmp_path, 
     r = finetune(cfg(folder, out, tiny, tmp_path, max_steps=2, rehearse=0))
     block = json.loads((out / "config.json").read_text())[conditions.HOME_KEYS_KEY]
     assert set(block["counts"]) == {"G major", "D major"} and block["pieces"] == r["data"]["train_pieces"] == 6
+    assert "keys your pieces open in" in (out / "MODEL_CARD.md").read_text() and "G major" in (out / "MODEL_CARD.md").read_text()
     # a piece asked for no key, through-composed (30 s) or planned (120 s), is most often in one of them
     model = ComposerLSTM.from_pretrained(out)
     from collections import Counter

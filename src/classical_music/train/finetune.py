@@ -425,6 +425,8 @@ def _save(model, cfg, result: dict, vocab: dict, cache, opening: dict | None = N
              "composer_min_hours": old.get("composer_min_hours", conditions.COMPOSER_MIN_HOURS)}
     # pieces draw their density (planned ones) and home key (any asked for none) from your pieces' openings
     extra.update(opening or {})
+    if conditions.HOME_KEYS_KEY in extra:
+        result = {**result, "home_keys": extra[conditions.HOME_KEYS_KEY]["counts"]}  # for the card
     if old.get("license"):
         # the weights derive from the base model's, so its terms (from its training data) travel with them
         extra["license"] = str(old["license"])

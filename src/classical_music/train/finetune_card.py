@@ -89,6 +89,9 @@ def model_card(r: dict) -> str:
         f"| held-out nats/event ({h['what']}) | {r['base_name']} {h['shipped']:.4f} → this model "
         f"**{h['yours']:.4f}** ({h['yours'] - h['shipped']:+.4f}) |",
     ]
+    if r.get("home_keys"):
+        keys = ", ".join(f"{k} {n}" for k, n in r["home_keys"].items())
+        lines.append(f"| keys your pieces open in (a piece asked for no key is drawn from them) | {keys} |")
     if ref.get("shipped") is not None:
         lines.append(f"| shipped corpus's valid split ({ref['what']}) | {r['base_name']} {ref['shipped']:.4f} → "
                      f"this model {ref['yours']:.4f} ({ref['yours'] - ref['shipped']:+.4f}) |")
