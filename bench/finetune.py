@@ -16,7 +16,8 @@ reports, beside the shipped model (the peer, measured in the same run):
    → fine-tuned (goal: rises by at most 0.05);
 3. pieces composed by each model at the same seeds (32 × 30 s, defaults: through-composed; and
    32 × 120 s, defaults: AABA, whose density is drawn from the checkpoint's opening_density, the
-   folder's for the fine-tuned model), their mean overlap area (`compare` statistics) with the
+   folder's for the fine-tuned model; the fine-tuned model's pieces of either length in keys drawn
+   from its home_keys, the folder's), their mean overlap area (`compare` statistics) with the
    folder's held-out pieces' first SECONDS (goal: the fine-tuned model's higher).
 
 --recipes: finetune one folder (--recipe_folder, default the sequenced one) with each recipe (full, top, lora) for --recipe_minutes

@@ -76,8 +76,8 @@ def key_bonus(key: int, strength: float = 1.0, recent: np.ndarray | None = None)
     recent = np.zeros(12) if recent is None else recent
     have = (recent + KEY_HOLD_PRIOR * use) / (recent.sum() + KEY_HOLD_PRIOR)
     log_use = np.log(use)
-    z = KEY_HOLD_LEAN * (log_use - log_use.mean()) + KEY_HOLD_GAIN * np.clip(np.log(use / have), -KEY_HOLD_CAP, KEY_HOLD_CAP)
-    z = strength * z
+    feedback = np.clip(np.log(use / have), -KEY_HOLD_CAP, KEY_HOLD_CAP)
+    z = strength * (KEY_HOLD_LEAN * (log_use - log_use.mean()) + KEY_HOLD_GAIN * feedback)
     # as much chance of a key-down as before, played as the piece has been playing: a key moves
     # notes between pitch classes, it does not add notes (without this, 30-s pieces 1.3x as dense)
     z -= np.log(np.dot(have, np.exp(z)))
