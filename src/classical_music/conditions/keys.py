@@ -106,10 +106,10 @@ def transpose_codes(codes: np.ndarray, semitones: int) -> np.ndarray:
 # Which keys a checkpoint's music is in: config.json may carry a "home_keys" block, how many of its
 # pieces open in each key (KEYS names). `finetune` writes your folder's, and a piece asked for no
 # key then draws its home key from them (generate.form.resolve_plan): 32 pieces of 30 s from a model
-# fine-tuned on ten string quartets overlap its held-out movements' pitch classes 0.90 in the
-# folder's keys, 0.78 in their own (docs/benchmarks.md, "Your folder's keys"). A checkpoint without
-# the block (the shipped model's) draws from all 24 for a planned piece and leaves a
-# through-composed one to find its own.
+# fine-tuned on ten string quartets overlap its held-out movements' pitch classes 0.89 in keys drawn
+# so, 0.78 left to find their own, the shipped model's 0.83 (docs/benchmarks.md, "Your folder's
+# keys"). A checkpoint without the block (the shipped model's) draws from all 24 for a planned
+# piece and leaves a through-composed one to find its own.
 HOME_KEYS_KEY = "home_keys"
 
 
@@ -131,7 +131,7 @@ def home_keys_block(per_piece: dict[str, list[int]], source: str) -> dict | None
 # posterior with this many pieces' worth of all 24 keys alike. A folder of 18 sequenced pieces
 # in C, E, D, F# and B major among others held out five in G minor, C minor, F and C: drawn by the
 # counts alone its 120-s pieces' pitch classes overlapped those 0.74, the shipped model's (any key)
-# 0.77; smoothed, 120-s pieces overlap the held-out ones 0.765 against the shipped model's 0.761.
+# 0.77; smoothed, its 120-s pieces overlap the held-out ones 0.775 against the shipped model's 0.761.
 HOME_KEYS_PRIOR = 8.0
 
 
