@@ -552,3 +552,66 @@ def test_a_piece_asked_for_no_key_draws_its_home_key_from_the_checkpoints_music(
     cfg = GenerateConfig(output=tmp_path / "x.mid", seconds=30, num_samples=3)
     assert [p.home_key for p in cfg.piece_plans(5, model)] == [
         resolve_plan(None, None, 30, None, None, None, 5, i, keys=keys).home_key for i in range(3)]
+
+
+def test_steering_and_the_conductor_update_the_held_key_after_each_note():
+    from classical_music.generate.conductor import Conductor, chord_profile
+    from classical_music.generate.sampling import Steering
+
+    tok = get_tokenizer("performance")
+    on = tok.key_downs
+    c = conditions.KEYS.index("C major")
+    # sample()'s steering: each key-down moves the bonus; the density push stays added to it
+    s = Steering(tok, 2, tok.vocab_size, density=4.0, key=c, strength=1.0)
+    first = s.scores[0, on].copy()
+    for step in range(12):
+        s.update(0, on.start + 60, step * tok.steps_per_second)  # C4 again and again
+    assert s.scores[0, on][60] - s.scores[0, on][62] < first[60] - first[62] - 1  # C held back against D
+    assert np.allclose(s.scores[0, on], s.hold.bonus[0] + s.push[0])
+    assert np.allclose(s.scores[1, on], first)  # the other row played nothing
+    # a primer's notes count as the piece's first (a continuation in a key it has been hammering)
+    primed = Steering(tok, 1, tok.vocab_size, density=None, key=c, strength=1.0, primer=[on.start + 60] * 12)
+    assert np.allclose(primed.scores[0, on], s.hold.bonus[0], atol=0.3) and primed.scores[0, on][60] < first[60]
+    # the conductor: a section's key follows the notes; in a cadence the chord's bonus stays
+    plan = default_plan("through", 30, c)
+    cd = Conductor([plan], tok, np.array([tok.bos_id]))
+    start = cd.bonus[0, on].copy()
+    for now in range(1, 13):
+        cd.update(0, on.start + 60, now)
+    assert cd.bonus[0, on][60] < start[60] and np.allclose(cd.bonus[0, on], cd.key_hold.bonus[0] + cd.push[0])
+    cd.phase[0] = "V"
+    cd.keybonus[0] = chord = chord_profile([7, 11, 2, 5], 1.2)
+    cd.bonus[0, on] = chord
+    cd.update(0, on.start + 67, 14)
+    assert np.allclose(cd.bonus[0, on], chord)
+
+
+def test_a_through_piece_with_no_ending_holds_a_drawn_key_too():
+    from classical_music.generate.conductor import conduct
+
+    model = ComposerLSTM.from_pretrained(tiny_checkpoint_once())
+    keys = conditions.model_home_keys(with_home_keys({"G major": 3, "D major": 1}))
+    plans = [resolve_plan("through", None, 10, None, None, "none", s, keys=keys) for s in range(2)]
+    prefix = np.array([model.tokenizer.bos_id])
+    conductor, _, _ = conduct(plans, model, prefix, {})
+    assert conductor is not None and conductor.key_hold.key[0] == conditions.parse_key(plans[0].home_key)
+    # asked for nothing to draw, or asked for the key itself (held by sample()'s steering), as before
+    assert conduct([resolve_plan("through", None, 10, None, None, "none", 1)], model, prefix, {})[0] is None
+    asked = [resolve_plan("through", None, 10, "Eb", None, "none", 1)]
+    assert conduct(asked, model, prefix, {"key": "Eb"})[0] is None
+
+
+_TINY = {}
+
+
+def tiny_checkpoint_once():
+    import tempfile
+
+    if "path" not in _TINY:
+        _TINY["path"] = tiny_checkpoint(Path(tempfile.mkdtemp()) / "tiny")
+    return _TINY["path"]
+
+
+def test_a_hand_edited_home_keys_block_too_big_to_count_is_no_block():
+    for bad in ({"G major": 10 ** 400}, {"G major": 1e308, "D major": 1e308}, {"G major": float("nan")}):
+        assert conditions.model_home_keys(with_home_keys(bad)) is None

@@ -144,11 +144,18 @@ def model_home_keys(model) -> np.ndarray | None:
         return None
     w = np.zeros(len(KEYS))
     for name, n in counts.items():
-        if (name not in KEYS or isinstance(n, bool) or not isinstance(n, (int, float))
-                or not np.isfinite(n) or n < 0):
+        if name not in KEYS or isinstance(n, bool) or not isinstance(n, (int, float)):
+            return None
+        try:
+            n = float(n)
+        except OverflowError:  # an int past float range, from a hand-edited config
+            return None
+        if not np.isfinite(n) or n < 0:
             return None
         w[KEYS.index(name)] += n
-    if w.sum() <= 0:
+    with np.errstate(over="ignore"):
+        total = float(w.sum())
+    if not np.isfinite(total) or total <= 0:
         return None
     w += HOME_KEYS_PRIOR / len(KEYS)
     return w / w.sum()

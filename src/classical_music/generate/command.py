@@ -144,7 +144,7 @@ def _write_pieces(cfg: GenerateConfig, pieces, seed: int, wall: float, plans=Non
             midi = stage(path)
             write_midi(notes_to_score(whole, pedals=pedals), midi, path)
             files = {"midi": path}
-            if plan is not None and not plan.through:  # a through piece's plan is the command line
+            if plan is not None and not plan.through:  # a through piece's: the command line (and a drawn key, the wrote line)
                 plan_path = path.with_suffix(".plan.json")
                 stage(plan_path).write_text(plan.dumps(), encoding="utf-8")
                 files["plan"] = plan_path

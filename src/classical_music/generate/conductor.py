@@ -3,7 +3,7 @@ the performance applied to the notes afterwards (tempo, ritardando, dynamics, th
 
 While sampling (Conductor, per row, in the model's own time):
   * each section asks the model for its conditions and steers its key and density (the same
-    key bonus and density controller as --steer, sampling.key_bonus / density_push);
+    key hold and density controller as --steer, sampling.KeyHold / density_push);
   * a section whose letter was heard before opens with that section's opening phrase, transposed
     to its key, fed to the LSTM token by token (so its state is primed by it), then composes on;
   * each section's last seconds steer toward its dominant, then its tonic; the piece ends on the
@@ -36,10 +36,10 @@ DOMINANT_SHARE = 0.55  # of a cadence spent on the dominant before the tonic
 # A planned section's key is held at this share of --steer (a --key through piece at all of it).
 # With the Krumhansl profile as a fixed bonus (before sampling.KeyHold) full strength lowered 8 ABA
 # pieces' pitch-class overlap with real music from 0.90 to 0.76, so sections had 0.8; held as real
-# music uses the key, full strength keeps 92-95 % of AABA section keys (0.8: 85-90 %) at an OA of
-# 0.87 (docs/benchmarks.md, "Holding a key").
+# music uses the key (KeyHold's lean 0.8), full strength keeps 92-95 % of AABA section keys at an OA
+# of 0.87; at 0.8 with a lean of 0.5, 85-86 % (docs/benchmarks.md, "Whole pieces").
 SECTION_KEY_STEER = 1.0
-CADENCE_GAIN = 1.2  # chord-tone bonus in a cadence, in units of the key bonus at --steer 1
+CADENCE_GAIN = 1.2  # a cadence's chord-tone bonus: the chord's z-scores times this (at --steer 1)
 DIMINUENDO = 0.7  # velocity scale reached at the piece's end (inner cadences: INNER_DIMINUENDO)
 INNER_DIMINUENDO = 0.85
 FINAL_HOLD = 1.6  # seconds the last chord rings at least (with the pedal down from just after it is struck)
@@ -250,7 +250,7 @@ class Conductor:
         # model's time that is the first section's tempo's share (sample() holds it, _Rows.prompt).
         self.lead_steps = None if primer else math.floor(LEAD_SECONDS / self.spans[0].tempo * self.sps)
         self.bonus = np.zeros((n, vocab), np.float32)
-        self.key_hold = KeyHold(n)  # each row's section key, held as real music uses it
+        self.key_hold = KeyHold(n, primer, tokenizer)  # each row's section key, held as real music uses it
         self.keybonus = [np.zeros(128, np.float32) for _ in range(n)]  # the key's bonus, or a cadence's chord
         self.push = [0.0] * n  # the density controller's last push on key-downs
         self.keys = None
@@ -421,7 +421,10 @@ def conduct(plans: list[Plan] | None, model, prefix, style: dict, steer: float =
     with no ending (sample() as it always ran). style: the
     conditions asked for the whole run; asked: whether the user asked for a form, plan or ending
     (a tokenizer without time then is an error rather than composing as before)."""
-    if plans is None or (plans[0].through and plans[0].ending == "none"):
+    # the through piece with no ending samples as it always has, unless its key was drawn (the
+    # checkpoint's home keys, form.home_keys): sample()'s steering holds only a key asked for
+    drawn = plans is not None and style.get("key") is None and any(p.home_key for p in plans)
+    if plans is None or (plans[0].through and plans[0].ending == "none" and not drawn):
         return None, None, {}
     tok = model.tokenizer
     if not tok.timed:

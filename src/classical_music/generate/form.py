@@ -282,8 +282,8 @@ def density_deciles(model, style: dict, primed: bool):
 
 def home_keys(model, primed: bool):
     """What resolve_plan draws a home key from: the checkpoint's music's keys
-    (conditions.model_home_keys), or None (none stored, no model, or a primer, whose key the piece
-    continues)."""
+    (conditions.model_home_keys), or None: none stored, no model, or a primer (a through piece then
+    continues the primer's key; a planned one draws from all 24, as it did before home keys)."""
     return None if model is None or primed else conditions.model_home_keys(model)
 
 

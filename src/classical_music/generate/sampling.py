@@ -78,8 +78,9 @@ def key_bonus(key: int, strength: float = 1.0, recent: np.ndarray | None = None)
     log_use = np.log(use)
     feedback = np.clip(np.log(use / have), -KEY_HOLD_CAP, KEY_HOLD_CAP)
     z = strength * (KEY_HOLD_LEAN * (log_use - log_use.mean()) + KEY_HOLD_GAIN * feedback)
-    # as much chance of a key-down as before, played as the piece has been playing: a key moves
-    # notes between pitch classes, it does not add notes (without this, 30-s pieces 1.3x as dense)
+    # as much chance of a key-down as before (within the register: above and below it the raises
+    # are dropped), played as the piece has been playing: a key moves notes between pitch classes,
+    # it does not add notes (without this, 30-s pieces 1.3x as dense)
     z -= np.log(np.dot(have, np.exp(z)))
     return registered(z[np.arange(128) % 12])
 
@@ -87,13 +88,20 @@ def key_bonus(key: int, strength: float = 1.0, recent: np.ndarray | None = None)
 class KeyHold:
     """Each row's key held to how real music uses it (key_bonus): set(row, key, strength) at the
     start or a new section, played(row, pitch) after each key-down; `bonus` [rows, 128] is current.
-    The recent counts carry across a change of key, so a modulation is steered from where it is."""
+    The recent counts carry across a change of key, so a modulation is steered from where it is;
+    `primer` (tokens) counts a primer's key-downs as the piece's first notes."""
 
-    def __init__(self, rows: int):
+    def __init__(self, rows: int, primer=None, tokenizer=None):
         self.key: list[int | None] = [None] * rows
         self.strength = [0.0] * rows
         self.recent = np.zeros((rows, 12))
         self.bonus = np.zeros((rows, 128), np.float32)
+        if primer is not None and tokenizer is not None and len(primer):
+            t = np.asarray(primer, np.int64)
+            on = tokenizer.key_downs
+            pitch = t[(t >= on.start) & (t < on.stop)] - on.start
+            w = KEY_HOLD_DECAY ** np.arange(len(pitch))[::-1]  # as played() would have decayed them
+            self.recent[:] = np.bincount(pitch % 12, weights=w, minlength=12)
 
     def set(self, row: int, key: int | None, strength: float) -> None:
         self.key[row], self.strength[row] = key, strength
@@ -286,10 +294,11 @@ class Steering:
     (KeyHold), and a bonus or malus that follows the gap between the onsets so far and the density
     asked for (an integral controller, so a piece's average lands on the request)."""
 
-    def __init__(self, tokenizer, rows: int, vocab: int, density: float | None, key: int | None, strength: float):
+    def __init__(self, tokenizer, rows: int, vocab: int, density: float | None, key: int | None, strength: float,
+                 primer=None):
         self.scores = np.zeros((rows, vocab), np.float32)
         self.on, self.sps = tokenizer.key_downs, tokenizer.steps_per_second
-        self.hold = KeyHold(rows)
+        self.hold = KeyHold(rows, primer, tokenizer)
         for row in range(rows):
             self.hold.set(row, key, strength)
         self.scores[:, self.on] = self.hold.bonus
@@ -436,7 +445,7 @@ class _Rows:
                                    release=opt.release,
                                    end_from=math.ceil(end_allowed_after(seconds, events, min_seconds) * self.sps))
             if opt.steer and (steer_density or steer_key is not None):
-                self.steering = Steering(tokenizer, num_samples, vocab, steer_density, steer_key, opt.steer)
+                self.steering = Steering(tokenizer, num_samples, vocab, steer_density, steer_key, opt.steer, prefix)
         # Without a time signal in the tokens (REMI), bound the length by a generous event budget.
         self.max_events = events or int((seconds or 30) * (400 if self.timed else 1000))
         self.limit = seconds * self.sps if (seconds and self.timed and not events) else math.inf
