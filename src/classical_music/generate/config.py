@@ -12,7 +12,7 @@ import torch
 from .. import conditions
 from ..errors import UserError
 from .checkpoint import check_device
-from .form import ENDINGS, THROUGH, density_deciles, home_keys, resolve_plan
+from .form import ENDINGS, THROUGH, variation_plans
 from .options import DEFAULT as SAMPLING, SamplingOptions
 from .sampling import use_int8
 
@@ -141,9 +141,8 @@ class GenerateConfig(StyleFields):
         if self.events:
             return None
         primed = self.primer is not None or self.primer_notes is not None
-        deciles, keys = density_deciles(model, self.style(), primed), home_keys(model, primed)
-        return [resolve_plan(self.form, self.plan, self.seconds, self.key, self.density, self.ending, seed, i, deciles,
-                             keys) for i in range(self.num_samples)]
+        return variation_plans(model, self.style(), primed, self.form, self.plan, self.seconds, self.key, self.density,
+                               self.ending, seed, self.num_samples)
 
     def memory_options(self, model):
         """The memory.Memory this run composes with (flags, else the checkpoint's tuned block)."""

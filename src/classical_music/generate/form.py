@@ -287,6 +287,16 @@ def home_keys(model, primed: bool):
     return None if model is None or primed else conditions.model_home_keys(model)
 
 
+def variation_plans(model, style: dict, primed: bool, form: str | None, plan_path: Path | None,
+                    seconds: float | None, key: str | None, density: float | None, ending: str | None, seed: int,
+                    num_samples: int) -> list[Plan]:
+    """Each variation's plan (resolve_plan), with the density and home key drawn from what the
+    checkpoint knows of its music (density_deciles, home_keys), as `generate` and the studio make them."""
+    deciles, keys = density_deciles(model, style, primed), home_keys(model, primed)
+    return [resolve_plan(form, plan_path, seconds, key, density, ending, seed, i, deciles, keys)
+            for i in range(num_samples)]
+
+
 def resolve_plan(form: str | None, plan_path: Path | None, seconds: float | None, key: str | None,
                  density: float | None, ending: str | None, seed: int, variation: int = 0,
                  deciles=None, keys=None) -> Plan:

@@ -96,10 +96,9 @@ class KeyHold:
         self.strength = [0.0] * rows
         self.recent = np.zeros((rows, 12))
         self.bonus = np.zeros((rows, 128), np.float32)
-        if primer is not None and tokenizer is not None and len(primer):
-            t = np.asarray(primer, np.int64)
-            on = tokenizer.key_downs
-            pitch = t[(t >= on.start) & (t < on.stop)] - on.start
+        if primer is not None and len(primer) and getattr(tokenizer, "timed", False):
+            down, _, pitch = tokenizer.key_events(primer)
+            pitch = pitch[down]
             w = KEY_HOLD_DECAY ** np.arange(len(pitch))[::-1]  # as played() would have decayed them
             self.recent[:] = np.bincount(pitch % 12, weights=w, minlength=12)
 

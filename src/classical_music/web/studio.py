@@ -330,7 +330,7 @@ class Studio:
         from ..audio import render
         from ..generate import output_paths, primer_tokens, write_midi_atomic
         from ..generate.composer import compose
-        from ..generate.form import density_deciles, home_keys, resolve_plan
+        from ..generate.form import variation_plans
         from ..generate.options import SamplingOptions
         from ..memory import composing
         from ..notes import notes_to_score
@@ -349,11 +349,9 @@ class Studio:
         job.stage = "composing"
         style = p.get("style") or {}
         # the plan, as `generate --form` makes it: sections, returns, cadences and a final tonic
-        deciles = density_deciles(model, style, job.primer is not None)
-        keys = home_keys(model, job.primer is not None)
-        plans = [resolve_plan(p.get("form", DEFAULTS["form"]), None, p["seconds"], style.get("key"),
-                              style.get("density"), "cadence", p["seed"], i, deciles, keys)
-                 for i in range(p["num_samples"])]
+        plans = variation_plans(model, style, job.primer is not None, p.get("form", DEFAULTS["form"]), None,
+                                p["seconds"], style.get("key"), style.get("density"), "cadence", p["seed"],
+                                p["num_samples"])
         piece = compose(model, prefix, seconds=p["seconds"], num_samples=p["num_samples"], seed=p["seed"],
                         style=style, options=SamplingOptions.pick(p), plans=plans,
                         memory=composing(model, p.get("memory")),  # none asked: the model's default
